@@ -1,0 +1,22 @@
+"""Quantized layers that drop into an ordinary PyTorch model."""
+
+from qnnlab.nn.batchnorm import ShiftBatchNorm1d, ShiftBatchNorm2d
+from qnnlab.nn.conv import QuantConv2d
+from qnnlab.nn.convert import quantize_model
+from qnnlab.nn.linear import DropConnectLinear, QuantLinear
+from qnnlab.nn.loss import SquaredHingeLoss
+from qnnlab.nn.quantized import QuantizedLayer
+from qnnlab.nn.rnn import QuantGRU, QuantLSTM
+
+__all__ = [
+    "DropConnectLinear",
+    "QuantConv2d",
+    "QuantGRU",
+    "QuantLSTM",
+    "QuantLinear",
+    "QuantizedLayer",
+    "ShiftBatchNorm1d",
+    "ShiftBatchNorm2d",
+    "SquaredHingeLoss",
+    "quantize_model",
+]

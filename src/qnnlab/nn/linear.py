@@ -1,0 +1,70 @@
+"""Quantized fully connected layers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qnnlab.nn.quantized import QuantizedLayer, QuantSpec
+
+
+class QuantLinear(nn.Linear, QuantizedLayer):
+    """y = Q_g( K * (Q_i(x) Q_w(W)^T) + b ): nn.Linear with quantized weights and inputs.
+
+    W stays a high-precision latent parameter (BinaryConnect); Q_w(W) is what multiplies. K is the
+    input quantizer's output scale (XNOR-Net), 1 for most. With ``float`` quantizers this is
+    exactly ``nn.Linear``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 weight_quantizer: QuantSpec = None, input_quantizer: QuantSpec = None,
+                 grad_quantizer: QuantSpec = None, device=None, dtype=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self._set_quantizers(weight_quantizer, input_quantizer, grad_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._quantized_forward(x, F.linear, lambda b: b)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.quant_repr()}"
+
+
+class DropConnectLinear(QuantLinear):
+    """DropConnect: each sample sees its own random mask on the weights, y_b = (M_b * W) x_b.
+
+    Masks keep each weight with probability 1 - p and scale kept weights by 1/(1 - p), so
+    evaluation uses W itself (the mean network; Wan et al. also describe a Gaussian moment-matching
+    inference, not implemented here). Computed in chunks of samples to bound the memory of the
+    per-sample weight tensors. Wan et al. 2013, ICML, "Regularization of Neural Networks using
+    DropConnect".
+    """
+
+    chunk_elements = 1 << 24  # masked weight elements materialised at once
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, p: float = 0.5,
+                 **quantizers: QuantSpec) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"DropConnectLinear: p={p} must be in [0, 1)")
+        super().__init__(in_features, out_features, bias, **quantizers)
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return super().forward(x)
+        return self._quantized_forward(x, self._masked_linear, lambda b: b)
+
+    def _masked_linear(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        step = max(1, self.chunk_elements // w.numel())
+        outputs = []
+        for start in range(0, flat.shape[0], step):
+            rows = flat[start:start + step]
+            keep = torch.rand((rows.shape[0], *w.shape), device=w.device) >= self.p
+            masked = w.unsqueeze(0) * keep.to(w.dtype) / (1.0 - self.p)
+            outputs.append(torch.bmm(masked, rows.unsqueeze(-1)).squeeze(-1))
+        y = torch.cat(outputs).reshape(*x.shape[:-1], self.out_features)
+        return y if bias is None else y + bias
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, p={self.p}"

@@ -1,0 +1,135 @@
+"""Fixed point Qm.n and dynamic fixed point (Courbariaux, Bengio, David 2014)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from qnnlab.quant.base import QuantMeta, Quantizer
+from qnnlab.quant.registry import register_quantizer
+from qnnlab.quant.rounding import round_to_int
+from qnnlab.quant.spec import Param, in_range
+
+STOCHASTIC = Param("stochastic", bool, False, "stochastic rounding floor(v + u), unbiased")
+MAX_EXPONENT = 127  # float32: 2^127 is finite, and the step 2^(e-B+1) must stay a normal number
+
+
+@register_quantizer
+class FixedPoint(Quantizer):
+    """Saturating signed fixed point Qm.n: 1 sign bit, m integer bits, n fraction bits.
+
+    q = clip(2^-n round(2^n x), -2^m, 2^m - 2^-n). Courbariaux et al. 2014 (arXiv 1412.7024);
+    Gupta et al. 2015 for stochastic rounding (arXiv 1502.02551).
+    """
+
+    name = "fixed"
+    summary = "saturating fixed point Qm.n (1 + m + n bits)"
+    paper = "Courbariaux et al. 2014, arXiv 1412.7024; Gupta et al. 2015, arXiv 1502.02551"
+    params = (
+        Param("m", int, 3, "integer bits", in_range(0, 31)),
+        Param("n", int, 12, "fraction bits", in_range(0, 31)),
+        STOCHASTIC,
+    )
+    estimators = ("ste", "clipped")
+
+    def validate(self) -> None:
+        if 1 + self.m + self.n > 32:
+            raise ValueError(f"fixed: 1 + m + n = {1 + self.m + self.n} bits; at most 32 are supported")
+
+    @property
+    def meta(self) -> QuantMeta:
+        return QuantMeta("fixed", 1 + self.m + self.n, stochastic=self.stochastic)
+
+    def clip_range(self) -> tuple[float, float]:
+        return (-(2.0**self.m), 2.0**self.m - 2.0**-self.n)
+
+    def hard(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.clip_range()
+        scale = 2.0**self.n
+        return (round_to_int(x.clamp(lo, hi) * scale, self.stochastic) / scale).clamp(lo, hi)
+
+
+@register_quantizer
+class DynamicFixedPoint(Quantizer):
+    """Dynamic fixed point: B-bit fixed point whose scaling exponent e is shared by a group.
+
+    Values: step 2^(e-B+1), range [-2^e, 2^e - 2^(e-B+1)]. In training mode e follows the
+    observed overflow rate: it rises at once to the smallest exponent whose overflow rate on the
+    current tensor is <= ``rate`` (so no tensor ever overflows more than the target), and falls
+    by one per call while the lower exponent would also keep overflows <= ``rate`` (halving the
+    scale slowly, as the paper's periodic update does). In eval mode e is frozen.
+    group=tensor: one exponent; group=channel: one per slice along dim 0 (output channels).
+    Courbariaux, Bengio, David 2014 (arXiv 1412.7024).
+    """
+
+    name = "dfxp"
+    summary = "dynamic fixed point: B bits, shared exponent tracking a target overflow rate"
+    paper = "Courbariaux et al. 2014, arXiv 1412.7024"
+    params = (
+        Param("bits", int, 10, "total bits including sign", in_range(2, 32)),
+        Param("rate", float, 1e-4, "largest overflow rate tolerated", in_range(0.0, 0.5)),
+        Param("group", str, "tensor", "exponent shared per tensor or per channel (dim 0)",
+              choices=("tensor", "channel")),
+        STOCHASTIC,
+    )
+    estimators = ("ste", "clipped")
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.register_buffer("exponent", torch.zeros(0, dtype=torch.int32))
+        self._bounds = (torch.tensor(float("-inf")), torch.tensor(float("inf")))
+
+    @property
+    def meta(self) -> QuantMeta:
+        return QuantMeta("fixed", self.bits, stochastic=self.stochastic)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        saved = state_dict.get(prefix + "exponent")
+        if saved is not None:
+            self.exponent = torch.zeros_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _groups(self, x: torch.Tensor) -> torch.Tensor:
+        if self.group == "channel" and x.dim() > 0:
+            return x.reshape(x.shape[0], -1)
+        return x.reshape(1, -1)
+
+    def needed_exponent(self, x: torch.Tensor) -> torch.Tensor:
+        """Per group, the smallest e with fraction(|x| > 2^e - 2^(e-B+1)) <= rate."""
+        g = self._groups(x.detach()).abs().to(torch.float64)
+        count = g.shape[1]
+        allowed = int(self.rate * count)
+        v = torch.kthvalue(g, count - allowed, dim=1).values
+        usable = 1.0 - 2.0 ** (1 - self.bits)
+        lowest = self.bits - 126
+        e = torch.ceil(torch.log2(v.clamp_min(2.0**lowest) / usable))
+        e = torch.where(torch.exp2(e - 1) * usable >= v, e - 1, e)
+        return e.clamp(lowest, MAX_EXPONENT).to(torch.int32)
+
+    def _current_exponent(self, x: torch.Tensor) -> torch.Tensor:
+        groups = self._groups(x).shape[0]
+        if not self.training:
+            return self.exponent if self.exponent.numel() == groups else self.needed_exponent(x)
+        needed = self.needed_exponent(x)
+        if self.exponent.numel() != groups:
+            self.exponent = needed.clone()
+        else:
+            self.exponent.copy_(torch.where(needed > self.exponent, needed,
+                                            torch.maximum(needed, self.exponent - 1)))
+        return self.exponent
+
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The range used by the last forward pass, per group (broadcastable to the input)."""
+        return self._bounds
+
+    def hard(self, x: torch.Tensor) -> torch.Tensor:
+        e = self._current_exponent(x).to(x.dtype)
+        shape = (-1,) + (1,) * (x.dim() - 1) if self.group == "channel" and x.dim() > 0 else ()
+        e = e.reshape(shape) if shape else e.reshape(())
+        step = torch.exp2(e - (self.bits - 1))
+        hi = torch.exp2(e) - step
+        lo = -torch.exp2(e)
+        self._bounds = (lo, hi)
+        v = torch.maximum(torch.minimum(x, hi), lo) / step
+        return torch.maximum(torch.minimum(round_to_int(v, self.stochastic) * step, hi), lo)

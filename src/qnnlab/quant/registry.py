@@ -1,0 +1,90 @@
+"""Name -> class tables for quantizers and estimators, and ``get(spec)``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar
+
+from qnnlab.quant.spec import bind, split_spec
+
+if TYPE_CHECKING:
+    from qnnlab.quant.base import Estimator, Quantizer
+
+QUANTIZERS: dict[str, type["Quantizer"]] = {}
+ESTIMATORS: dict[str, type["Estimator"]] = {}
+# alias -> (quantizer name, estimator name): short names used in the papers and other libraries.
+ALIASES: dict[str, tuple[str, str]] = {
+    "ste_sign": ("sign", "clipped"),
+    "approx_sign": ("sign", "approxsign"),
+    "swish_sign": ("sign", "swishsign"),
+    "bwn": ("xnor_weight", "clipped"),
+}
+
+T = TypeVar("T")
+
+
+def register_quantizer(cls: T) -> T:
+    _register(QUANTIZERS, cls)
+    return cls
+
+
+def register_estimator(cls: T) -> T:
+    _register(ESTIMATORS, cls)
+    return cls
+
+
+def _register(table: dict, cls: type) -> None:
+    name = cls.name  # type: ignore[attr-defined]
+    if name in table or name in ALIASES:
+        raise ValueError(f"name {name!r} is registered twice")
+    table[name] = cls
+
+
+def available() -> list[str]:
+    """Every name ``get`` accepts before the first ``:`` or ``@`` (quantizers and aliases)."""
+    return sorted([*QUANTIZERS, *ALIASES])
+
+
+def available_estimators() -> list[str]:
+    return sorted(ESTIMATORS)
+
+
+def get(spec: "str | Quantizer | None") -> "Quantizer":
+    """Build a quantizer from a spec string (``"sign@approxsign"``, ``"dorefa:2"``).
+
+    ``None`` gives the no-op ``float`` quantizer; a quantizer instance is returned as it is.
+    """
+    from qnnlab.quant.base import Quantizer
+
+    if spec is None:
+        spec = "float"
+    if isinstance(spec, Quantizer):
+        return spec
+    piece, estimator_piece = split_spec(spec)
+    name, estimator_name = piece.name, None
+    if name in ALIASES:
+        name, estimator_name = ALIASES[name]
+    if name not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {piece.name!r} in spec {spec!r}; known: {', '.join(available())}")
+    cls = QUANTIZERS[name]
+    values = bind(name, cls.params, piece)
+    estimator: "Estimator | str | None" = estimator_name
+    if estimator_piece is not None:
+        estimator = _build_estimator(estimator_piece.name, estimator_piece, spec)
+    return cls(estimator=estimator, **values)
+
+
+def make_estimator(spec: "str | Estimator") -> "Estimator":
+    from qnnlab.quant.base import Estimator
+
+    if isinstance(spec, Estimator):
+        return spec
+    _, piece = split_spec("float@" + spec)
+    assert piece is not None
+    return _build_estimator(piece.name, piece, spec)
+
+
+def _build_estimator(name: str, piece, spec: str) -> "Estimator":
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r} in spec {spec!r}; known: {', '.join(available_estimators())}")
+    cls = ESTIMATORS[name]
+    return cls(**bind(name, cls.params, piece))

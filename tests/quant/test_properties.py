@@ -1,0 +1,120 @@
+"""Property tests: unbiased stochastic quantizers, outputs on their grids, bounded overflow, no NaN."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qnnlab import quant
+
+SAMPLES = 20_000
+# 5 standard errors of a mean of SAMPLES draws whose values span at most 2: 5 * 1 / sqrt(SAMPLES)
+TOLERANCE = 5 / SAMPLES**0.5
+
+values = st.floats(-3.0, 3.0, allow_nan=False, width=32)
+
+
+def sample_mean(spec, x):
+    q = quant.get(spec)
+    return q(torch.full((SAMPLES,), x)).mean().item()
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=values)
+def test_stochastic_binarization_is_unbiased(x):
+    assert abs(sample_mean("stochastic_sign", x) - max(-1.0, min(1.0, x))) < TOLERANCE
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=values)
+def test_stochastic_ternary_is_unbiased(x):
+    assert abs(sample_mean("ternary_stochastic", x) - max(-1.0, min(1.0, x))) < TOLERANCE
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=st.floats(0.0, 1.0, width=32), bits=st.integers(1, 6))
+def test_stochastic_rounding_is_unbiased(x, bits):
+    assert abs(sample_mean(f"dorefa:bits={bits},stochastic=1", x) - x) < TOLERANCE / 2
+    y = 2 * x - 1
+    assert abs(sample_mean(f"int:bits={bits + 1},stochastic=1", y) - y) < TOLERANCE
+    assert abs(sample_mean("fixed:m=1,n=2,stochastic=1", 1.5 * y) - 1.5 * y) < 2 * TOLERANCE  # inside the range
+
+
+@settings(max_examples=30, deadline=None)
+@given(x=st.floats(-0.75, 0.75, width=32))
+def test_gumbel_hard_samples_have_the_unit_probability(x):
+    # binary concrete: P(sigmoid((logit p + L)/tau) > 1/2) = p for every tau
+    q = quant.get("stochastic_sign@gumbel:tau=0.3,hard=1")
+    assert abs(q(torch.full((SAMPLES,), x)).mean().item() - x) < TOLERANCE
+
+
+@settings(max_examples=25, deadline=None)
+@given(g=st.floats(-1.0, 1.0, width=32), bits=st.integers(1, 6))
+def test_dorefa_gradient_quantization_is_unbiased(g, bits):
+    x = torch.zeros(SAMPLES, 2, requires_grad=True)
+    grad = torch.tensor([[g, 1.0]]).expand(SAMPLES, 2)  # per-sample max is 1
+    quant.get(f"grad_dorefa:bits={bits}")(x).backward(grad)
+    assert abs(x.grad[:, 0].mean().item() - g) < TOLERANCE
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.lists(st.floats(-100, 100, allow_nan=False, width=32), min_size=1, max_size=64),
+       bits=st.integers(1, 8))
+def test_k_bit_outputs_lie_on_their_grid(data, bits):
+    x = torch.tensor(data)
+    n = 2**bits - 1
+    on_grid = lambda v, scale: torch.allclose(v * scale, torch.round(v * scale), atol=1e-3)  # noqa: E731
+    a = quant.get(f"dorefa:{bits}")(x)
+    assert on_grid(a, n) and a.min() >= 0 and a.max() <= 1
+    assert len(torch.unique(quant.get(f"dorefa:{bits}")(torch.linspace(-1, 2, 1000)))) == n + 1
+    w = quant.get(f"dorefa_w:{bits}")(x)
+    if bits > 1:
+        assert on_grid((w + 1) / 2, n) and w.abs().max() <= 1
+    u = quant.get(f"uniform:bits={bits},lo=-2,hi=2")(x)
+    assert on_grid((u + 2) / 4, n)
+    if bits > 1:
+        s = quant.get(f"int:bits={bits}")(x)
+        half = 2 ** (bits - 1) - 1
+        assert on_grid(s, half) and s.abs().max() <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(scale=st.floats(1e-6, 1e6), rate=st.sampled_from([0.0, 1e-3, 1e-2, 0.05]),
+       bits=st.integers(2, 16), seed=st.integers(0, 2**16))
+def test_dynamic_fixed_point_never_overflows_more_than_its_rate(scale, rate, bits, seed):
+    torch.manual_seed(seed)
+    q = quant.get(f"dfxp:bits={bits},rate={rate}")
+    for step in range(4):  # the range tracks data whose scale moves between calls
+        x = torch.randn(2000) * scale * (10.0 if step % 2 else 0.1)
+        e = float(q.needed_exponent(x))
+        y = q(x)
+        top = 2.0 ** int(q.exponent) * (1 - 2.0 ** (1 - bits))
+        overflows = int(((x > top) | (x < -(2.0 ** int(q.exponent)))).sum())
+        assert overflows <= int(rate * x.numel())
+        assert int(q.exponent) >= e
+        assert torch.isfinite(y).all()
+
+
+EXTREME = [0.0, -0.0, 1e-45, -1e-45, 1e-20, 1.0, -1.0, 3e38, -3e38, 1e30, -1e30, 65504.0, 70000.0, 0.5]
+
+
+def all_pairs():
+    for name, cls in sorted(quant.QUANTIZERS.items()):
+        for estimator in cls.estimators:
+            yield f"{name}@{estimator}"
+
+
+@pytest.mark.parametrize("spec", list(all_pairs()))
+def test_no_nan_or_inf_for_finite_input(spec):
+    torch.manual_seed(0)
+    q = quant.get(spec)
+    for values in (EXTREME, [0.0] * 8):
+        for shape in ((len(values),), (2, len(values) // 2)):
+            x = torch.tensor(values).reshape(shape).requires_grad_(True)
+            y = q(x)
+            assert torch.isfinite(y).all(), (spec, values, y)
+            if y.requires_grad:
+                y.sum().backward()
+                assert torch.isfinite(x.grad).all(), (spec, x.grad)
+            loss = torch.ones(shape[0]) if len(shape) == 2 else torch.tensor(1.0)
+            assert torch.isfinite(quant.score_function_loss(q, loss))
