@@ -6,8 +6,9 @@ PIP := $(PY) -m pip
 # multi-GB CUDA build where this CPU wheel is what the machine has; override for a GPU machine:
 #   make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test clean
+.PHONY: demo test fashion-mnist clean
 
 $(VENV)/.core: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,10 +20,17 @@ $(VENV)/.test: $(VENV)/.core
 	$(PIP) install --quiet -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.core
-	$(VENV)/bin/qnnlab quantizers
+# Tests read the real Fashion-MNIST files from Debian's package (they skip where it cannot be had).
+fashion-mnist:
+	@if [ ! -f $(FASHION_MNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else echo "note: run 'sudo apt-get install dataset-fashion-mnist' for the Fashion-MNIST tests"; fi; fi
 
-test: $(VENV)/.test
+demo: $(VENV)/.core
+	$(VENV)/bin/qnnlab demo
+
+test: $(VENV)/.test fashion-mnist
 	$(PY) -m pytest
 
 clean:

@@ -3,33 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from qnnlab import quant
+from qnnlab.data.errors import DatasetError
 
 
 def _first_doc_line(cls: type) -> str:
     return getattr(cls, "summary", "") or (cls.__doc__ or "").strip().splitlines()[0]
 
 
+def _spec_with_defaults(name: str, cls: type) -> str:
+    params = ",".join(f"{p.name}={p.format(p.default)}" for p in cls.params)  # type: ignore[attr-defined]
+    return name + (f":{params}" if params else "")
+
+
 def cmd_quantizers(args: argparse.Namespace) -> int:
     """List every registered quantizer, alias and estimator with its paper."""
-    rows = []
-    for name, cls in sorted(quant.QUANTIZERS.items()):
-        params = ",".join(f"{p.name}={p.format(p.default)}" for p in cls.params)
-        spec = name + (f":{params}" if params else "")
-        rows.append((spec, _first_doc_line(cls) + f"  [estimators: {', '.join(cls.estimators)}]", cls.paper))
     print("Quantizers (spec with defaults; QUANTIZER[:ARGS][@ESTIMATOR[:ARGS]]):")
-    _print_rows(rows)
+    _print_rows([(_spec_with_defaults(n, c), _first_doc_line(c) + f"  [estimators: {', '.join(c.estimators)}]",
+                  c.paper) for n, c in sorted(quant.QUANTIZERS.items())])
     print("\nAliases:")
     _print_rows([(alias, f"= {q}@{e}", "") for alias, (q, e) in sorted(quant.ALIASES.items())])
     print("\nGradient estimators:")
-    est_rows = []
-    for name, cls in sorted(quant.ESTIMATORS.items()):
-        params = ",".join(f"{p.name}={p.format(p.default)}" for p in cls.params)
-        est_rows.append((name + (f":{params}" if params else ""), _first_doc_line(cls), cls.paper))
-    _print_rows(est_rows)
+    _print_rows([(_spec_with_defaults(n, c), _first_doc_line(c), c.paper) for n, c in sorted(quant.ESTIMATORS.items())])
     return 0
 
 
@@ -39,11 +39,113 @@ def _print_rows(rows: list[tuple[str, str, str]]) -> None:
         print(f"  {spec:<{width}}  {summary}" + (f"\n  {'':<{width}}  ({paper})" if paper and paper != "-" else ""))
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from qnnlab.train.config import FIELDS, recipe_names, resolve
+
+    if args.name:
+        import yaml
+
+        print(yaml.safe_dump(resolve(args.name).to_dict(), sort_keys=False), end="")
+        return 0
+    for name in recipe_names():
+        print(f"  {name:<26} {resolve(name).description}")
+    print("\nFields (qnnlab recipes NAME prints a recipe's resolved config):")
+    _print_rows([(k, f"[{unit}] {doc}", "") for k, (unit, doc) in FIELDS.items()])
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from qnnlab import data, models
+
+    for name in models.available():
+        print(f"  {name:<12} {models.describe(name)}")
+    print("\nData sets: " + ", ".join(data.available()))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from qnnlab.train import Trainer, resolve
+    from qnnlab.train.config import parse_overrides
+
+    overrides = parse_overrides(args.set or [])
+    for key in ("model", "dataset", "epochs", "batch_size", "lr", "seed", "device", "threads", "data_root"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    config = resolve(args.recipe, overrides)
+    out = Path(args.out or f"runs/{config.recipe}-{config.model}-{config.dataset}-seed{config.seed}")
+    trainer = Trainer(config, out, resume=args.resume, quiet=args.quiet)
+    metrics = trainer.run()
+    if trainer.dist.is_main:
+        final = metrics[-1] if metrics else {}
+        print(json.dumps({"out": str(out), **final}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from qnnlab.train.evaluate import evaluate_checkpoint
+
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.mode, args.split, args.data_root)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train a float and a binarized MLP on the embedded Fashion-MNIST subset and compare them."""
+    from qnnlab.train import Trainer, resolve
+
+    rows = []
+    for recipe in ("float", "bnn"):
+        config = resolve(recipe, {"model": "mlp", "dataset": "fashion-mnist-mini", "epochs": args.epochs})
+        out = Path(args.out) / recipe
+        print(f"training {recipe} {config.model} on {config.dataset} for {config.epochs} epochs -> {out}",
+              file=sys.stderr)
+        metrics = Trainer(config, out, resume=True).run()
+        rows.append((recipe, metrics[-1]["test_accuracy"], sum(m["epoch_seconds"] for m in metrics), out))
+    print(f"\n{'recipe':<8} {'test accuracy':>14} {'train seconds':>14}  run folder")
+    for recipe, accuracy, seconds, out in rows:
+        print(f"{recipe:<8} {accuracy:>14.4f} {seconds:>14.1f}  {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qnnlab", description="Train, analyse and run quantized neural networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("quantizers", help="list quantizers and gradient estimators with their papers")
     p.set_defaults(func=cmd_quantizers)
+    p = sub.add_parser("recipes", help="list recipes and config fields, or print one recipe resolved")
+    p.add_argument("name", nargs="?", help="a recipe name or .yaml file")
+    p.set_defaults(func=cmd_recipes)
+    p = sub.add_parser("models", help="list models and data sets")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="train float and BNN MLPs on the embedded data set and compare them")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a recipe on a model and data set")
+    p.add_argument("--recipe", default="float", help="recipe name (qnnlab recipes) or a .yaml file")
+    p.add_argument("--model", help="model name (qnnlab models)")
+    p.add_argument("--dataset", help="data set name (qnnlab models lists them)")
+    p.add_argument("--data-root", help="folder holding the data set's files")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (YAML value)")
+    p.add_argument("--out", help="run folder (default runs/RECIPE-MODEL-DATASET-seedN)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint")
+    p.add_argument("checkpoint", help="a run folder or its checkpoint.safetensors")
+    p.add_argument("--mode", default="binary", help="binary, latent or ensemble:N")
+    p.add_argument("--split", default="test", help="test (images) or valid/test (text)")
+    p.add_argument("--data-root", help="folder holding the data set's files")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -53,11 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from qnnlab.train.trainer import TrainingDiverged
+
     try:
         return int(args.func(args))
-    except ValueError as exc:
+    except (ValueError, DatasetError) as exc:
         print(f"qnnlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        print(f"qnnlab {args.command}: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"qnnlab {args.command}: interrupted; resume with --resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -60,8 +60,8 @@ class Configurable(nn.Module):
     def __str__(self) -> str:
         return self.spec()
 
-    def extra_repr(self) -> str:
-        return repr(self.spec())
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()!r})"
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and str(self) == str(other)
@@ -133,6 +133,15 @@ class Quantizer(Configurable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.estimator(x, self)
+
+    def deterministic(self) -> "Quantizer":
+        """The deterministic counterpart used by the ``binary`` inference mode: the same quantizer
+        with stochastic rounding off (state kept), or ``self`` when it draws nothing."""
+        if not self.config.get("stochastic"):
+            return self
+        twin = type(self)(estimator=self.estimator.spec(), **{**self.config, "stochastic": False})
+        twin.load_state_dict(self.state_dict())
+        return twin
 
     def clip_range(self) -> tuple[float, float]:
         """The input range outside which the clipped estimator passes no gradient."""

@@ -59,3 +59,7 @@ class StochasticSign(Quantizer):
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:
         return torch.bernoulli(self.prob(x)) * 2 - 1
+
+    def deterministic(self) -> Quantizer:
+        """sign(x): the most probable value of the sample."""
+        return Sign()

@@ -31,6 +31,12 @@ class StochasticTernary(Quantizer):
         c = x.clamp(-1, 1)
         return torch.sign(c) * torch.bernoulli(c.abs())
 
+    def deterministic(self) -> Quantizer:
+        """round(clip(x, -1, 1)), the most probable value: the 2-bit symmetric grid {-1, 0, 1}."""
+        from qnnlab.quant.registry import get
+
+        return get("int:bits=2")
+
 
 @register_quantizer
 class ThresholdTernary(Quantizer):

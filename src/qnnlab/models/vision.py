@@ -1,0 +1,143 @@
+"""Float architectures for image classification; ``qnnlab.models.build`` quantizes them by rules.
+
+Each builder takes the input shape (C, H, W), the number of classes, the normalisation and the
+activation (see ``blocks``). A hidden block is Linear/Conv -> [MaxPool] -> Norm -> Activation,
+pooling before normalisation as in the BNN paper.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from torch import nn
+
+from qnnlab.models.blocks import activation, norm
+from qnnlab.nn import DropConnectLinear
+
+
+def mlp(shape: Sequence[int], classes: int, widths: Sequence[int] = (2048, 2048, 2048), norm_kind: str = "bn",
+        act: str = "relu", dropout: float = 0.0, input_dropout: float = 0.0, output_norm: bool = False,
+        dropconnect: float = 0.0) -> nn.Module:
+    """Fully connected net: input -> widths... -> classes; optional output batch norm (BNN).
+
+    dropconnect > 0 makes every layer after the first a DropConnectLinear with that drop rate.
+    """
+    layers: list[nn.Module] = [nn.Flatten()]
+    if input_dropout:
+        layers.append(nn.Dropout(input_dropout))
+    previous = math.prod(shape)
+    def linear(i: int, n_in: int, n_out: int, bias: bool) -> nn.Module:
+        if dropconnect and i > 0:
+            return DropConnectLinear(n_in, n_out, bias, p=dropconnect)
+        return nn.Linear(n_in, n_out, bias=bias)
+
+    for i, width in enumerate(widths):
+        layers += [linear(i, previous, width, norm_kind == "none"), norm(norm_kind, width, 1), activation(act)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        previous = width
+    layers.append(linear(len(widths), previous, classes, True))
+    if output_norm:
+        layers.append(norm(norm_kind, classes, 1))
+    return nn.Sequential(*layers)
+
+
+def conv_net(shape: Sequence[int], classes: int, plan: Sequence[int | str], hidden: Sequence[int],
+             norm_kind: str = "bn", act: str = "relu", output_norm: bool = False, dropout: float = 0.0) -> nn.Module:
+    """A VGG-style plan: integers are 3x3 conv widths (padding 1), "M" a 2x2 max pool after the
+    previous conv; then fully connected ``hidden`` widths and the classifier."""
+    channels, height, width = shape
+    layers: list[nn.Module] = []
+    i = 0
+    while i < len(plan):
+        out = plan[i]
+        assert isinstance(out, int)
+        layers.append(nn.Conv2d(channels, out, 3, padding=1, bias=norm_kind == "none"))
+        if i + 1 < len(plan) and plan[i + 1] == "M":
+            layers.append(nn.MaxPool2d(2))
+            height, width = height // 2, width // 2
+            i += 1
+        layers += [norm(norm_kind, out, 2), activation(act)]
+        channels = out
+        i += 1
+    layers.append(nn.Flatten())
+    layers += classifier(channels * height * width, hidden, classes, norm_kind, act, dropout, output_norm)
+    return nn.Sequential(*layers)
+
+
+def classifier(previous: int, hidden: Sequence[int], classes: int, norm_kind: str, act: str, dropout: float,
+               output_norm: bool) -> list[nn.Module]:
+    """Fully connected hidden layers (Linear -> Norm -> Activation [-> Dropout]) and the output layer."""
+    layers: list[nn.Module] = []
+    for units in hidden:
+        layers += [nn.Linear(previous, units, bias=norm_kind == "none"), norm(norm_kind, units, 1), activation(act)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        previous = units
+    layers.append(nn.Linear(previous, classes))
+    if output_norm:
+        layers.append(norm(norm_kind, classes, 1))
+    return layers
+
+
+def small_cnn(shape: Sequence[int], classes: int, **kw) -> nn.Module:  # type: ignore[no-untyped-def]
+    """64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-512FC for 28x28 inputs."""
+    return conv_net(shape, classes, [64, 64, "M", 128, 128, "M", 256, 256, "M"], [512], **kw)
+
+
+def vgg_cifar(shape: Sequence[int], classes: int, **kw) -> nn.Module:  # type: ignore[no-untyped-def]
+    """BinaryConnect / BinaryNet CIFAR-10 net: 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC."""
+    return conv_net(shape, classes, [128, 128, "M", 256, 256, "M", 512, 512, "M"], [1024, 1024], **kw)
+
+
+def alexnet(shape: Sequence[int], classes: int, norm_kind: str = "bn", act: str = "relu",
+            output_norm: bool = False, dropout: float = 0.5) -> nn.Module:
+    """AlexNet (Krizhevsky et al. 2012, single-tower) with batch norm, as XNOR-Net and DoReFa train it."""
+    layers: list[nn.Module] = []
+    channels = shape[0]
+    for out, kernel, stride, pad, pool in ((96, 11, 4, 2, True), (256, 5, 1, 2, True), (384, 3, 1, 1, False),
+                                          (384, 3, 1, 1, False), (256, 3, 1, 1, True)):
+        layers.append(nn.Conv2d(channels, out, kernel, stride, pad, bias=norm_kind == "none"))
+        if pool:
+            layers.append(nn.MaxPool2d(3, 2))
+        layers += [norm(norm_kind, out, 2), activation(act)]
+        channels = out
+    layers += [nn.AdaptiveAvgPool2d(6), nn.Flatten()]
+    layers += classifier(channels * 36, (4096, 4096), classes, norm_kind, act, dropout, output_norm)
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: conv3-BN-act-conv3-BN plus the (1x1 conv-BN) shortcut, then act."""
+
+    def __init__(self, cin: int, cout: int, stride: int, norm_kind: str, act: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = norm(norm_kind, cout, 2)
+        self.act1 = activation(act)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = norm(norm_kind, cout, 2)
+        self.act2 = activation(act)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(norm_kind, cout, 2))
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        y = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def resnet18(shape: Sequence[int], classes: int, norm_kind: str = "bn", act: str = "relu",
+             output_norm: bool = False) -> nn.Module:
+    """ResNet-18 (He et al. 2016): 7x7/2 stem, max pool, 4 stages of 2 basic blocks, average pool."""
+    layers: list[nn.Module] = [nn.Conv2d(shape[0], 64, 7, 2, 3, bias=False), norm(norm_kind, 64, 2), nn.ReLU(),
+                               nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [BasicBlock(cin, cout, stride, norm_kind, act), BasicBlock(cout, cout, 1, norm_kind, act)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes)]
+    if output_norm:
+        layers.append(norm(norm_kind, classes, 1))
+    return nn.Sequential(*layers)

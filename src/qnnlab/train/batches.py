@@ -1,0 +1,55 @@
+"""Deterministic batch streams: the order of epoch e depends only on (seed, e), so a resumed run
+sees the same batches as an uninterrupted one; with several processes each takes its share."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from qnnlab.data import ImageData
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A generator for one (seed, epoch); ``stream`` separates independent draws (order, flips)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + stream)
+
+
+def image_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, epoch: int,
+                  augment: str = "none", rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled batches of pixels mapped to [-1, 1]; the last partial batch is dropped in training.
+
+    augment=flip mirrors each image left-right with probability 1/2.
+    """
+    order = torch.randperm(len(labels), generator=epoch_generator(seed, epoch))
+    flips = torch.rand(len(labels), generator=epoch_generator(seed, epoch, stream=1)) < 0.5
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        index = order[start:start + batch_size][rank::world]
+        x = to_unit_range(images[index])
+        if augment == "flip":
+            mirror = flips[index]
+            x[mirror] = x[mirror].flip(-1)
+        yield x, labels[index]
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels p -> p / 127.5 - 1 in [-1, 1]; 8-bit input quantizers on [-1, 1] keep them exact."""
+    return pixels.float() / 127.5 - 1.0
+
+
+def eval_batches(data: ImageData, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(data.test_y), batch_size):
+        yield to_unit_range(data.test_x[start:start + batch_size]), data.test_y[start:start + batch_size]
+
+
+def lm_batches(tokens: torch.Tensor, batch_size: int, seq_len: int, rank: int = 0,
+               world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Truncated-BPTT windows: the stream is cut into ``batch_size`` parallel rows read left to right,
+    so the hidden state carries from one window to the next. Yields (inputs, next tokens), (B, T)."""
+    rows = len(tokens) // batch_size
+    if rows < 2:
+        raise ValueError(f"{len(tokens)} tokens are too few for {batch_size} rows")
+    grid = tokens[: rows * batch_size].reshape(batch_size, rows)[rank::world]
+    for start in range(0, rows - 1, seq_len):
+        end = min(start + seq_len, rows - 1)
+        yield grid[:, start:end], grid[:, start + 1:end + 1]

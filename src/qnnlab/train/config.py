@@ -1,0 +1,169 @@
+"""Training configuration: every field with its default, unit and meaning; recipes are YAML files.
+
+Resolution order: defaults <- the recipe it inherits from <- the recipe <- overrides (``--set
+key=value`` and the CLI flags). The resolved config is written next to the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qnnlab.data.errors import DatasetError
+
+RECIPE_DIR = "recipes"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    recipe: str = "float"
+    description: str = ""
+    model: str = "mlp"
+    model_options: dict = dataclasses.field(default_factory=dict)
+    dataset: str = "fashion-mnist-mini"
+    data_root: str | None = None
+    epochs: int = 25
+    batch_size: int = 100
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    final_lr_fraction: float = 0.0
+    momentum: float = 0.9
+    betas: list = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    lr_scale: str = "none"
+    clip_latent: float | None = None
+    latent_quantizer: str | None = None
+    bop_gamma: float = 1e-4
+    bop_threshold: float = 1e-8
+    loss: str = "cross_entropy"
+    norm: str = "bn"
+    activation: str = "relu"
+    output_norm: bool = False
+    rules: list = dataclasses.field(default_factory=list)
+    augment: str = "none"
+    eval_mode: str = "binary"
+    seq_len: int = 100
+    limit_steps: int = 0
+    grad_clip: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS: dict[str, tuple[str, str]] = {
+    "recipe": ("name", "the recipe this config came from"),
+    "description": ("text", "what the recipe reproduces, with its paper"),
+    "model": ("name", "architecture (qnnlab models)"),
+    "model_options": ("mapping", "architecture arguments, e.g. {widths: [2048, 2048, 2048]}"),
+    "dataset": ("name", "data set (qnnlab datasets)"),
+    "data_root": ("path", "folder holding the data set's files; default: cache, system folders, download"),
+    "epochs": ("epochs", "passes over the training set"),
+    "batch_size": ("samples", "samples per step (for language models: sequences per step)"),
+    "optimizer": ("name", "sgd, adam, shift_adamax (QNN paper) or bop (latent-free)"),
+    "lr": ("per step", "learning rate at the start"),
+    "schedule": ("name", "constant, cosine (per step, to final_lr_fraction) or exponential (per epoch)"),
+    "final_lr_fraction": ("fraction", "learning rate at the end as a fraction of lr"),
+    "momentum": ("coefficient", "SGD momentum"),
+    "betas": ("coefficients", "Adam / AdaMax moment decay rates"),
+    "weight_decay": ("per step", "L2 coefficient"),
+    "lr_scale": ("name", "none, or glorot: per-layer lr * 1/sqrt(1.5/(fan_in+fan_out)) (BinaryConnect)"),
+    "clip_latent": ("weight units", "clip latent binary/ternary weights to [-c, c] after each step; null: off"),
+    "latent_quantizer": ("spec", "quantize latent weights after each update (separate update precision)"),
+    "bop_gamma": ("coefficient", "Bop adaptivity rate"),
+    "bop_threshold": ("gradient units", "Bop flip threshold"),
+    "loss": ("name", "cross_entropy or squared_hinge (L2-SVM output, BinaryConnect/BNN)"),
+    "norm": ("name", "bn, shift (shift-based batch norm) or none"),
+    "activation": ("name", "relu, hardtanh or identity (binary nets: sign is the next layer's input quantizer)"),
+    "output_norm": ("flag", "batch norm on the classifier output (BNN)"),
+    "rules": ("list", "quantization rules (qnnlab.nn.quantize_model): match, weight, input, grad, state, keep"),
+    "augment": ("name", "none or flip (random horizontal flips)"),
+    "eval_mode": ("name", "how test accuracy is measured: binary, latent or ensemble:N"),
+    "seq_len": ("tokens", "language models: truncated back-propagation length"),
+    "limit_steps": ("steps", "stop each epoch after this many steps (quick trials); 0: whole epoch"),
+    "grad_clip": ("gradient norm", "clip the global gradient norm; 0: off"),
+    "seed": ("integer", "seeds data order, initialisation and sampling"),
+    "device": ("name", "cpu or cuda"),
+    "threads": ("threads", "torch CPU threads; 0: torch's default"),
+}
+
+
+def recipe_names() -> list[str]:
+    folder = resources.files("qnnlab") / RECIPE_DIR
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_recipe(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise DatasetError(f"recipe file {path} does not exist")
+        text, label = path.read_text(), str(path)
+    else:
+        if name_or_path not in recipe_names():
+            raise ValueError(f"unknown recipe {name_or_path!r}; known: {', '.join(recipe_names())} (or a .yaml file)")
+        text = (resources.files("qnnlab") / RECIPE_DIR / f"{name_or_path}.yaml").read_text()
+        label = name_or_path
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"recipe {label}: not valid YAML ({exc})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {label}: must be a mapping of field: value")
+    parent = values.pop("inherit", None)
+    own_name = values.pop("recipe", None) or (path.stem if path.suffix else name_or_path)
+    if parent:
+        if parent in seen:
+            raise ValueError(f"recipe {label}: inheritance loop through {parent!r}")
+        values = {**_read_recipe(parent, seen + (label,)), **values}
+    values["recipe"] = own_name
+    return values
+
+
+def resolve(recipe: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The full config of ``recipe`` (a name or a .yaml path) with ``overrides`` applied and checked."""
+    values = {**_read_recipe(recipe), **(overrides or {})}
+    return from_dict(values, source=f"recipe {recipe}")
+
+
+def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    defaults = TrainConfig()
+    unknown = set(values) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {sorted(unknown)}; fields: {', '.join(FIELDS)}")
+    checked = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        if value is not None and default is not None and not _fits(value, default):
+            raise ValueError(f"{source}: {key}={value!r} should be a {type(default).__name__} ({FIELDS[key][1]})")
+        checked[key] = float(value) if isinstance(default, float) and isinstance(value, int) else value
+    return TrainConfig(**{**defaults.to_dict(), **checked})
+
+
+def _fits(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` strings, the value read as YAML (``lr=0.01``, ``rules=[{weight: sign}]``)."""
+    result = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(f"override {pair!r} must look like key=value")
+        try:
+            result[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {pair!r}: value is not valid YAML ({exc})") from None
+    return result

@@ -1,0 +1,169 @@
+"""Inference modes (BinaryConnect, section 2.6) and evaluation.
+
+- ``binary``: the quantized weights, stochastic quantizers replaced by their deterministic
+  counterpart (stochastic sign -> sign);
+- ``latent``: the high-precision latent weights (weight quantizers off; inputs still quantized);
+- ``ensemble:N``: the average of the softmax outputs of N networks whose weights are sampled
+  anew by the stochastic quantizers.
+
+When a mode changes the weights, batch-norm statistics are re-estimated for them first (see
+``recalibrated_batchnorm``); the trained statistics are left as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qnnlab import quant
+from qnnlab.data import ImageData, TextData
+from qnnlab.nn import QuantizedLayer
+from qnnlab.nn.rnn import _QuantRNNBase
+from qnnlab.train.batches import eval_batches, lm_batches, to_unit_range
+
+
+def parse_mode(mode: str) -> tuple[str, int]:
+    name, _, count = mode.partition(":")
+    if name in ("binary", "latent") and not count:
+        return name, 1
+    if name == "ensemble" and count.isdigit() and int(count) >= 1:
+        return name, int(count)
+    raise ValueError(f"evaluation mode {mode!r}; use binary, latent or ensemble:N (N >= 1)")
+
+
+@contextlib.contextmanager
+def weight_mode(model: nn.Module, mode: str) -> Iterator[bool]:
+    """Temporarily swap every weight quantizer for the one ``mode`` evaluates with; yields whether
+    any weight changed (then batch-norm statistics no longer match the weights)."""
+    name, _ = parse_mode(mode)
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    for module in model.modules():
+        slots = []
+        if isinstance(module, QuantizedLayer):
+            slots = [(module, "weight_quantizer")]
+        elif isinstance(module, _QuantRNNBase):
+            slots = [(module.weight_quantizers, key) for key in module.weight_quantizers]
+        for owner, attr in slots:
+            original = getattr(owner, attr) if not isinstance(owner, nn.ModuleDict) else owner[attr]
+            replacement = {"latent": quant.get("float"), "binary": original.deterministic(),
+                           "ensemble": original}[name]
+            if replacement is not original:
+                _set(owner, attr, replacement)
+                swapped.append((owner, attr, original))
+    try:
+        yield bool(swapped)
+    finally:
+        for owner, attr, original in swapped:
+            _set(owner, attr, original)
+
+
+def _set(owner: nn.Module, attr: str, value: nn.Module) -> None:
+    if isinstance(owner, nn.ModuleDict):
+        owner[attr] = value
+    else:
+        setattr(owner, attr, value)
+
+
+BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+RECALIBRATION_SAMPLES = 2000
+
+
+@contextlib.contextmanager
+def recalibrated_batchnorm(model: nn.Module, data: ImageData, device: str) -> Iterator[None]:
+    """Re-estimate every batch norm's running mean and variance for the weights now in place, from
+    RECALIBRATION_SAMPLES training images; the trained statistics are restored afterwards.
+
+    Latent weights (or deterministic weights of a stochastically trained net) give other
+    pre-activation statistics than the weights the running averages were collected with.
+    """
+    norms = [m for m in model.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
+    saved = [(m.momentum, {k: v.clone() for k, v in m.state_dict().items()}) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for start in range(0, min(RECALIBRATION_SAMPLES, len(data.train_y)), 200):
+            model(to_unit_range(data.train_x[start:start + 200]).to(device))
+    model.train(was_training)
+    try:
+        yield
+    finally:
+        for m, (momentum, state) in zip(norms, saved):
+            m.momentum = momentum
+            m.load_state_dict(state)
+
+
+@torch.no_grad()
+def evaluate_images(model: nn.Module, data: ImageData, mode: str = "binary", device: str = "cpu") -> dict[str, float]:
+    """Test accuracy and mean cross-entropy of the (averaged) predicted distribution."""
+    _, passes = parse_mode(mode)
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, count = 0, 0.0, 0
+    with contextlib.ExitStack() as stack:
+        if stack.enter_context(weight_mode(model, mode)):
+            stack.enter_context(recalibrated_batchnorm(model, data, device))
+        model.eval()
+        for x, y in eval_batches(data):
+            x, y = x.to(device), y.to(device)
+            probs = sum(F.softmax(model(x), dim=1) for _ in range(passes)) / passes
+            correct += int((probs.argmax(1) == y).sum())
+            loss_sum += float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum"))
+            count += len(y)
+    model.train(was_training)
+    return {"test_accuracy": correct / count, "test_loss": loss_sum / count}
+
+
+@torch.no_grad()
+def evaluate_text(model: nn.Module, data: TextData, split: str = "valid", mode: str = "binary",
+                  device: str = "cpu", batch_size: int = 16, seq_len: int = 200) -> dict[str, float]:
+    """Bits per token (per character for char corpora) and perplexity on ``split``."""
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    with weight_mode(model, mode):
+        for x, y in lm_batches(getattr(data, split), batch_size, seq_len):
+            logits, state = model(x.to(device), state)
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.to(device).reshape(-1),
+                                           reduction="sum"))
+            count += y.numel()
+    model.train(was_training)
+    nats = total / count
+    key = "val" if split == "valid" else split
+    return {f"{key}_bpc" if data.unit == "char" else f"{key}_bits_per_word": nats / math.log(2),
+            f"{key}_ppl": math.exp(min(nats, 50.0))}
+
+
+def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",
+                        data_root: str | None = None) -> dict[str, float | str]:
+    """Rebuild the model of a checkpoint (or run folder) from its saved config and evaluate it."""
+    from pathlib import Path
+
+    from qnnlab import data as datasets
+    from qnnlab.train import checkpoint
+    from qnnlab.train.config import from_dict
+    from qnnlab.train.trainer import CHECKPOINT, build_model
+
+    parse_mode(mode)
+    file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
+    model_state, _, info = checkpoint.load(file)
+    config = from_dict(info["config"], source=str(file))
+    data = datasets.load(config.dataset, data_root or config.data_root)
+    model = build_model(config, data)
+    model.load_state_dict(model_state)
+    if isinstance(data, TextData):
+        if split not in ("valid", "test"):
+            raise ValueError(f"split={split!r}; text data sets have valid and test")
+        result: dict = evaluate_text(model, data, split, mode)
+    else:
+        if split != "test":
+            raise ValueError(f"split={split!r}; image data sets are evaluated on test")
+        result = evaluate_images(model, data, mode)
+    return {"checkpoint": str(file), "mode": mode, "epoch": info["epoch"] + 1, **result}

@@ -1,0 +1,223 @@
+"""The training loop: one recipe config -> a run folder with config, checkpoint and metrics.
+
+``DIR/config.yaml`` the resolved config; ``DIR/checkpoint.safetensors`` written atomically after
+every epoch; ``DIR/metrics.jsonl`` one JSON object per epoch. A killed run resumed with
+``resume=True`` ends with the same weights and metrics as an uninterrupted one: batch order and
+every random draw of epoch e are seeded by (seed, e, rank).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from qnnlab import data as datasets
+from qnnlab import models, quant
+from qnnlab.nn import SquaredHingeLoss
+from qnnlab.optim import build_optimizer, build_schedule
+from qnnlab.optim.rules import add_latent_rounding, quantized_weights
+from qnnlab.train import checkpoint
+from qnnlab.train.batches import image_batches, lm_batches
+from qnnlab.train.config import TrainConfig, from_dict
+from qnnlab.train.distributed import Distributed
+from qnnlab.train.evaluate import evaluate_images, evaluate_text, parse_mode
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the likely cause."""
+
+
+class RunExists(ValueError):
+    """The output folder already holds a run that --resume was not asked to continue."""
+
+
+def build_model(config: TrainConfig, data: datasets.ImageData | datasets.TextData) -> nn.Module:
+    common = dict(norm=config.norm, activation=config.activation, output_norm=config.output_norm,
+                  rules=config.rules, **config.model_options)
+    if isinstance(data, datasets.TextData):
+        return models.build(config.model, vocab=data.vocab_size, rules=config.rules, **config.model_options)
+    return models.build(config.model, shape=data.shape, classes=data.classes, **common)
+
+
+def seed_epoch(config: TrainConfig, epoch: int, rank: int) -> None:
+    torch.manual_seed(config.seed * 1_000_003 + epoch * 1009 + rank * 7 + 1)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, out: str | os.PathLike, resume: bool = False, quiet: bool = False) -> None:
+        parse_mode(config.eval_mode)
+        if config.loss not in ("cross_entropy", "squared_hinge"):
+            raise ValueError(f"loss={config.loss!r}; use cross_entropy or squared_hinge")
+        if config.augment not in ("none", "flip"):
+            raise ValueError(f"augment={config.augment!r}; use none or flip")
+        self.out = Path(out)
+        self.dist = Distributed.from_environment(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.quiet = quiet or not self.dist.is_main
+        self.metrics: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        saved = None
+        if (self.out / CHECKPOINT).exists():  # --resume with no checkpoint yet simply starts the run
+            if not resume:
+                raise RunExists(f"{self.out} already holds a run; pass --resume to continue it, or choose "
+                                f"another --out")
+            saved = checkpoint.load(self.out / CHECKPOINT)
+            config = from_dict(saved[2]["config"], source=str(self.out / CHECKPOINT))
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.data = datasets.load(config.dataset, config.data_root)
+        self.is_text = isinstance(self.data, datasets.TextData)
+        self.model = build_model(config, self.data).to(config.device)
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.momentum,
+                                         config.weight_decay, tuple(config.betas), config.lr_scale,
+                                         config.clip_latent, config.bop_gamma, config.bop_threshold)
+        if config.latent_quantizer:
+            add_latent_rounding(self.optimizer, [p for _, _, p in quantized_weights(self.model)],
+                                config.latent_quantizer)
+        self.schedule = build_schedule(self.optimizer, config.schedule, config.epochs * self.steps_per_epoch,
+                                       self.steps_per_epoch, config.final_lr_fraction)
+        if saved is not None:
+            self._restore(*saved)
+        self.train_model = self.dist.wrap(self.model)
+        self.criterion = SquaredHingeLoss("none") if config.loss == "squared_hinge" else None
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write(self.out / "config.yaml",
+                                    lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+
+    def _steps_per_epoch(self) -> int:
+        if self.is_text:
+            rows = len(self.data.train) // self.config.batch_size
+            steps = max(1, math.ceil((rows - 1) / self.config.seq_len))
+        else:
+            steps = len(self.data.train_y) // self.config.batch_size
+        if steps < 1:
+            raise ValueError(f"batch_size={self.config.batch_size} is larger than the training set")
+        return min(steps, self.config.limit_steps) if self.config.limit_steps > 0 else steps
+
+    def _restore(self, model_state: dict, extra: dict, info: dict) -> None:
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.schedule.load_state_dict(extra["schedule"])
+        self.start_epoch = info["epoch"] + 1
+        self.metrics = info["metrics"]
+
+    def _save(self, epoch: int) -> None:
+        info = {"config": self.config.to_dict(), "epoch": epoch, "metrics": self.metrics}
+        checkpoint.save(self.out / CHECKPOINT, self.model.state_dict(),
+                        {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}, info)
+        lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
+        checkpoint.atomic_write(self.out / METRICS, lambda p: p.write_text(lines))
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss (so score-function estimators can credit each sample)."""
+        if self.criterion is not None:
+            return self.criterion(output, target)
+        return F.cross_entropy(output, target, reduction="none")
+
+    def run(self) -> list[dict[str, Any]]:
+        for epoch in range(self.start_epoch, self.config.epochs):
+            seed_epoch(self.config, epoch, self.dist.rank)
+            quant.set_epoch(self.model, epoch)
+            started = time.perf_counter()
+            train_stats = self._train_epoch(epoch)
+            record = {"epoch": epoch + 1, **train_stats}
+            if self.dist.is_main:
+                record.update(self._evaluate())
+            record["epoch_seconds"] = round(time.perf_counter() - started, 3)
+            self.metrics.append(record)
+            if self.dist.is_main:
+                self._save(epoch)
+                if not self.quiet:
+                    print(_summary(record), file=sys.stderr, flush=True)
+            self.dist.barrier()
+        self.dist.close()
+        return self.metrics
+
+    def _evaluate(self) -> dict[str, float]:
+        if self.is_text:
+            return evaluate_text(self.model, self.data, "valid", self.config.eval_mode, self.config.device)
+        return evaluate_images(self.model, self.data, self.config.eval_mode, self.config.device)
+
+    def _batches(self, epoch: int):  # type: ignore[no-untyped-def]
+        if self.is_text:
+            return lm_batches(self.data.train, self.config.batch_size, self.config.seq_len, self.dist.rank,
+                              self.dist.world)
+        return image_batches(self.data.train_x, self.data.train_y, self.config.batch_size, self.config.seed, epoch,
+                             self.config.augment, self.dist.rank, self.dist.world)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        from tqdm import tqdm
+
+        self.model.train()
+        total_loss, correct, seen, state = 0.0, 0, 0, None
+        started = time.perf_counter()
+        bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.config.epochs}",
+                   disable=self.quiet or not sys.stderr.isatty(), leave=False, unit="step")
+        for step, (x, y) in enumerate(bar):
+            if step >= self.steps_per_epoch:
+                break
+            x, y = x.to(self.config.device), y.to(self.config.device)
+            if self.is_text:
+                state = None if state is None else tuple(s.detach() for s in state) if isinstance(state, tuple) \
+                    else state.detach()
+                logits, state = self.train_model(x, state)
+                per_sample = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+            else:
+                logits = self.train_model(x)
+                per_sample = self.loss(logits, y)
+                correct += int((logits.argmax(1) == y).sum())
+            loss = per_sample.mean()
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(self._divergence_message(epoch, step, float(loss.detach())))
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss + quant.score_function_loss(self.model, per_sample)).backward()
+            if self.config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.schedule.step()
+            weight = 1 if self.is_text else len(y)  # text: average over steps; images: over samples
+            total_loss += float(loss.detach()) * weight
+            seen += weight
+            if not self.is_text:
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                img_s=f"{seen * self.dist.world / max(elapsed, 1e-9):.0f}")
+            else:
+                bar.set_postfix(bpc=f"{total_loss / seen / math.log(2):.3f}")
+        stats = {"train_loss": total_loss / max(seen, 1), "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.is_text:
+            stats["train_bpc"] = stats["train_loss"] / math.log(2)
+        else:
+            stats["train_accuracy"] = correct / max(seen, 1)
+        return self.dist.average(stats)
+
+    def _divergence_message(self, epoch: int, step: int, value: float) -> str:
+        global_step = epoch * self.steps_per_epoch + step + 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        causes = [f"the learning rate ({lr:g}) is too high for this model: lower it with --set lr=..."]
+        if self.config.clip_latent is None and any(True for _ in quantized_weights(self.model)):
+            causes.append("latent weights are not clipped: try --set clip_latent=1.0")
+        if self.config.norm == "none":
+            causes.append("there is no batch norm: activations can grow without bound")
+        return (f"training diverged: loss is {value} at step {global_step} (epoch {epoch + 1}, batch {step + 1}). "
+                f"Likely cause: " + "; or ".join(causes) + f". The last good checkpoint is in {self.out}.")
+
+
+def _summary(record: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())

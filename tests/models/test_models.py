@@ -1,0 +1,51 @@
+"""Every model builds for its data, runs forward and backward, and takes quantization rules."""
+
+import pytest
+import torch
+
+from qnnlab import models
+from qnnlab.nn import DropConnectLinear, QuantConv2d, QuantLinear, ShiftBatchNorm2d
+
+CASES = [("mlp-small", (1, 28, 28)), ("mlp-bc", (1, 28, 28)), ("cnn", (1, 28, 28)), ("vgg-cifar", (3, 32, 32)),
+         ("alexnet", (3, 224, 224)), ("resnet18", (3, 64, 64))]
+
+
+@pytest.mark.parametrize("name, shape", CASES)
+def test_vision_models_forward_backward_quantized(name, shape):
+    torch.manual_seed(0)
+    model = models.build(name, shape=shape, classes=10, activation="identity",
+                         rules=[{"weight": "sign", "input": "sign"}, {"match": "first", "input": "float"}])
+    x = torch.randn(2, *shape)
+    y = model(x)
+    assert y.shape == (2, 10)
+    y.sum().backward()
+    assert any(isinstance(m, (QuantLinear, QuantConv2d)) for m in model.modules())
+
+
+def test_presets_and_options():
+    bnn = models.build("mlp-bnn", shape=(1, 28, 28), classes=10)
+    assert [m.out_features for m in bnn if isinstance(m, torch.nn.Linear)] == [4096, 4096, 4096, 10]
+    custom = models.build("mlp", shape=(1, 28, 28), classes=10, widths=[64, 32], dropconnect=0.5)
+    assert sum(isinstance(m, DropConnectLinear) for m in custom.modules()) == 2  # all but the first
+    shift = models.build("cnn", shape=(1, 28, 28), classes=10, norm="shift")
+    assert any(isinstance(m, ShiftBatchNorm2d) for m in shift.modules())
+
+
+def test_language_model():
+    lm = models.build("gru-lm", vocab=50, rules=[{"match": "GRU", "weight": "int:bits=4", "state": "int:bits=4"}],
+                      hidden=32, embed=8, layers=2)
+    logits, state = lm(torch.randint(0, 50, (3, 7)))
+    assert logits.shape == (3, 7, 50) and state.shape == (2, 3, 32)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"name": "nosuch", "shape": (1, 28, 28), "classes": 10}, "unknown model"),
+    ({"name": "mlp", "vocab": 10}, "needs an image data set"),
+    ({"name": "lstm-lm", "shape": (1, 28, 28), "classes": 10}, "needs a text data set"),
+    ({"name": "mlp", "shape": (1, 28, 28), "classes": 10, "depth": 3}, "bad option"),
+    ({"name": "mlp", "shape": (1, 28, 28), "classes": 10, "norm": "layer"}, "norm="),
+])
+def test_bad_model_requests(kwargs, words):
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=words):
+        models.build(name, **kwargs)

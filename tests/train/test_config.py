@@ -1,0 +1,61 @@
+"""Recipes resolve, inherit and reject bad fields."""
+
+import pytest
+
+from qnnlab.train.config import FIELDS, TrainConfig, parse_overrides, recipe_names, resolve
+
+PAPER_RECIPES = {"lowprec2014", "binaryconnect", "binaryconnect-stochastic", "fewmult", "fewmult-ternary", "bnn",
+                 "bnn-shift", "qnn", "xnor", "bwn", "dorefa", "dropconnect", "float"}
+
+
+def test_every_field_is_documented_with_a_unit():
+    assert set(FIELDS) == set(TrainConfig().to_dict())
+    assert all(unit and doc for unit, doc in FIELDS.values())
+
+
+def test_every_paper_has_a_recipe_that_resolves():
+    assert PAPER_RECIPES <= set(recipe_names())
+    for name in recipe_names():
+        config = resolve(name)
+        assert config.recipe == name and config.description
+
+
+def test_inheritance_and_overrides():
+    config = resolve("bnn-shift", {"lr": 0.01, "epochs": 3})
+    assert config.norm == "shift" and config.optimizer == "shift_adamax" and config.clip_latent == 1.0
+    assert config.lr == 0.01 and config.epochs == 3
+    assert resolve("bnn", {"lr": 1}).lr == 1.0  # an integer where a float is expected
+
+
+def test_recipe_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("inherit: bnn\nlr: 0.005\n")
+    config = resolve(str(path))
+    assert config.recipe == "mine" and config.lr == 0.005 and config.rules == resolve("bnn").rules
+
+
+@pytest.mark.parametrize("recipe, overrides, words", [
+    ("bnn", {"lrate": 0.1}, "unknown field"),
+    ("bnn", {"epochs": "many"}, "should be a int"),
+    ("nosuch", {}, "unknown recipe"),
+])
+def test_bad_configs(recipe, overrides, words):
+    with pytest.raises(ValueError, match=words):
+        resolve(recipe, overrides)
+
+
+def test_broken_recipe_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("inherit: b.yaml\n".replace("b.yaml", str(tmp_path / "b.yaml")))
+    (tmp_path / "b.yaml").write_text("inherit: " + str(tmp_path / "a.yaml") + "\n")
+    with pytest.raises(ValueError, match="inheritance loop"):
+        resolve(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("lr: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        resolve(str(tmp_path / "c.yaml"))
+
+
+def test_parse_overrides():
+    assert parse_overrides(["lr=0.1", "rules=[{weight: sign}]", "clip_latent=null"]) == {
+        "lr": 0.1, "rules": [{"weight": "sign"}], "clip_latent": None}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["lr"])

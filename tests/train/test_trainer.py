@@ -1,0 +1,134 @@
+"""The trainer: run folder contents, exact resume, divergence, evaluation modes, checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qnnlab.cli import main
+from qnnlab.train import RunExists, Trainer, TrainingDiverged, resolve
+from qnnlab.train import checkpoint
+from qnnlab.train.evaluate import evaluate_checkpoint
+
+QUICK = {"model": "mlp-small", "dataset": "fashion-mnist-mini", "epochs": 2, "limit_steps": 20, "threads": 1}
+
+
+def train(tmp_path, recipe="bnn", name="run", **overrides):
+    config = resolve(recipe, {**QUICK, **overrides})
+    trainer = Trainer(config, tmp_path / name, quiet=True)
+    return trainer, trainer.run()
+
+
+def test_run_folder_holds_config_checkpoint_and_metrics(tmp_path):
+    _, metrics = train(tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines == metrics and [m["epoch"] for m in lines] == [1, 2]
+    assert {"epoch", "train_loss", "test_accuracy"} <= set(lines[0])
+    assert lines[-1]["test_accuracy"] > 0.5  # 40 steps of a binary MLP already beat chance (0.1)
+    assert "rules" in (tmp_path / "run" / "config.yaml").read_text()
+    assert any(k.startswith("model/") for k in load_file(str(tmp_path / "run" / "checkpoint.safetensors")))
+
+
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    whole, _ = train(tmp_path, "binaryconnect-stochastic", "whole", epochs=3)
+    config = resolve("binaryconnect-stochastic", {**QUICK, "epochs": 3})
+    save = Trainer._save
+
+    def save_then_die(self, epoch):
+        save(self, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt  # killed right after the checkpoint of epoch 2
+
+    monkeypatch.setattr(Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, tmp_path / "killed", quiet=True).run()
+    monkeypatch.setattr(Trainer, "_save", save)
+    with pytest.raises(RunExists, match="--resume"):
+        Trainer(config, tmp_path / "killed")
+    resumed = Trainer(config, tmp_path / "killed", resume=True, quiet=True)
+    assert resumed.start_epoch == 2
+    resumed.run()
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop_time = lambda ms: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in ms]  # noqa: E731
+    assert drop_time(whole.metrics) == drop_time(resumed.metrics)
+    saved = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert drop_time(saved) == drop_time(whole.metrics)
+
+
+def test_divergence_names_the_step_and_cause(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"step \d+ \(epoch 1, batch \d+\).*learning rate"):
+        train(tmp_path, "float", lr=1e12, optimizer="sgd", norm="none")
+
+
+@pytest.mark.parametrize("recipe, mode", [("binaryconnect", "binary"), ("binaryconnect-stochastic", "latent"),
+                                          ("binaryconnect-stochastic", "ensemble:3")])
+def test_evaluation_modes(tmp_path, recipe, mode):
+    train(tmp_path, recipe, limit_steps=50)
+    result = evaluate_checkpoint(str(tmp_path / "run"), mode)
+    assert result["mode"] == mode and 0.15 < result["test_accuracy"] <= 1.0  # chance is 0.1 after 100 steps
+
+
+def test_binary_mode_uses_deterministic_weights(tmp_path):
+    trainer, _ = train(tmp_path, "binaryconnect-stochastic")
+    first = evaluate_checkpoint(str(tmp_path / "run"), "binary")
+    assert evaluate_checkpoint(str(tmp_path / "run"), "binary") == first
+    deterministic_run = tmp_path / "det"
+    train(tmp_path, "binaryconnect", "det")
+    binary = evaluate_checkpoint(str(deterministic_run), "binary")
+    ensemble = evaluate_checkpoint(str(deterministic_run), "ensemble:4")  # nothing to sample: same network
+    assert binary["test_accuracy"] == ensemble["test_accuracy"]
+    with pytest.raises(ValueError, match="ensemble:N"):
+        evaluate_checkpoint(str(tmp_path / "run"), "ensemble:0")
+
+
+def test_broken_checkpoints_are_rejected_clearly(tmp_path):
+    train(tmp_path, epochs=1)
+    path = tmp_path / "run" / "checkpoint.safetensors"
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        checkpoint.load(tmp_path / "cut.safetensors")
+    state, extra, info = checkpoint.load(path)
+    checkpoint.save(tmp_path / "new.safetensors", state, extra, info)
+    raw = (tmp_path / "new.safetensors").read_bytes().replace(b'"version":"1"', b'"version":"9"')
+    (tmp_path / "newer.safetensors").write_bytes(raw)
+    with pytest.raises(ValueError, match="upgrade qnnlab"):
+        checkpoint.load(tmp_path / "newer.safetensors")
+
+
+def test_cli_train_and_eval(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["train", "--recipe", "bnn", "--model", "mlp-small", "--epochs", "1", "--set", "limit_steps=10",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"] == str(out)
+    assert main(["eval", str(out), "--mode", "latent"]) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "latent"
+    assert main(["train", "--recipe", "bnn", "--out", str(out)]) == 2  # exists, no --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--recipe", "bnn", "--set", "lrate=1"]) == 2
+    assert main(["eval", str(tmp_path / "none"), "--mode", "binary"]) == 2
+
+
+def test_language_model_reports_bits_per_character(tmp_path):
+    _, metrics = train(tmp_path, "float", model="lstm-lm", dataset="tinyshakespeare", batch_size=16, seq_len=20,
+                       limit_steps=15, epochs=1, model_options={"hidden": 32, "embed": 16, "layers": 1},
+                       rules=[{"match": "LSTM", "weight": "int:bits=4", "state": "int:bits=4"}])
+    assert {"val_bpc", "train_bpc"} <= set(metrics[0]) and 2.0 < metrics[0]["val_bpc"] < 7.0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+def test_data_parallel_training_with_two_processes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "qnnlab.cli", "train", "--recipe", "bnn", "--model", "mlp-small", "--epochs", "1",
+         "--set", "limit_steps=10", "--out", str(tmp_path / "ddp"), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and metrics[0]["test_accuracy"] > 0.3
