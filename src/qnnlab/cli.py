@@ -107,6 +107,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train_step(args: argparse.Namespace) -> int:
+    from qnnlab.bench import train_step
+
+    recipes = [r for r in args.recipes.split(",") if r]
+    for row in train_step.run(recipes, args.model, args.batch, args.repeats):
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            top = ", ".join(f"{k} {v:+.1f} ms" for k, v in row["extra_ms_by_category"].items() if abs(v) >= 0.05)
+            print(f"{row['name']:<34} {row['qnnlab_ms']:8.1f} ms  float {row['baseline_ms']:8.1f} ms  "
+                  f"x{row['ratio_to_float']:.2f}  extra: {top}", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qnnlab", description="Train, analyse and run quantized neural networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -139,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
+
+    bench = sub.add_parser("bench", help="benchmarks measured side by side in one run").add_subparsers(
+        dest="bench", metavar="BENCHMARK", required=True)
+    p = bench.add_parser("train-step", help="time per training step of recipes against the float recipe")
+    p.add_argument("--recipes", default="bnn,binaryconnect,xnor,dorefa,qnn,bnn-shift")
+    p.add_argument("--model", default="mlp")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_bench_train_step)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     p.add_argument("checkpoint", help="a run folder or its checkpoint.safetensors")

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from qnnlab.quant.rounding import ap2
+from qnnlab.quant.rounding import ap2, ap2_reciprocal
 
 
 class ShiftAdaMax(torch.optim.Optimizer):
@@ -20,10 +20,10 @@ class ShiftAdaMax(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0) -> None:
         if lr <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"ShiftAdaMax: lr={lr} must be > 0 and betas={betas} in [0, 1)")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -41,8 +41,9 @@ class ShiftAdaMax(torch.optim.Optimizer):
                     state["exp_inf"] = torch.zeros_like(p)
                 state["step"] += 1
                 m, v = state["exp_avg"], state["exp_inf"]
-                m.mul_(b1).add_(g, alpha=1 - b1)
+                m.lerp_(g, 1 - b1)
                 torch.maximum(v.mul_(b2), g.abs(), out=v)
                 step_size = float(ap2(torch.tensor(group["lr"] / (1 - b1 ** float(state["step"])))))
-                p.sub_(m * ap2(1.0 / (v + group["eps"])), alpha=step_size)
+                # a shift of m; where v = 0, m = 0 too (v bounds every past |g|), so no eps is needed
+                p.sub_(m * ap2_reciprocal(v), alpha=step_size)
         return loss

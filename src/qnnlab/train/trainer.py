@@ -52,6 +52,20 @@ def build_model(config: TrainConfig, data: datasets.ImageData | datasets.TextDat
     return models.build(config.model, shape=data.shape, classes=data.classes, **common)
 
 
+def _lock_run_folder(out: Path):  # type: ignore[no-untyped-def]
+    """Hold an exclusive lock on ``out/.lock`` while training, so two processes never write one run."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise RunExists(f"another process is training in {out}; wait for it or choose another --out") from None
+    return handle
+
+
 def seed_epoch(config: TrainConfig, epoch: int, rank: int) -> None:
     torch.manual_seed(config.seed * 1_000_003 + epoch * 1009 + rank * 7 + 1)
 
@@ -65,6 +79,8 @@ class Trainer:
             raise ValueError(f"augment={config.augment!r}; use none or flip")
         self.out = Path(out)
         self.dist = Distributed.from_environment(config.device)
+        if self.dist.is_main:
+            self._lock = _lock_run_folder(self.out)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.quiet = quiet or not self.dist.is_main

@@ -1,0 +1,1 @@
+"""Benchmarks that measure candidates and baselines side by side in one run (``qnnlab bench``)."""

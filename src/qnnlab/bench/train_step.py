@@ -1,0 +1,101 @@
+"""Training-step cost of each recipe against the float recipe, on the same model and batch.
+
+For each recipe: the median time of one optimizer step (forward, backward, update) measured in
+alternation with the float model's step, the ratio quantized/float, and where the extra time
+goes, from torch.profiler self-times grouped into categories (matrix products, quantizers,
+normalisation, optimizer, other).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from qnnlab.bench.timing import paired_ms
+from qnnlab.train.config import resolve
+from qnnlab.train.trainer import build_model
+
+# aten op name fragments by category (self CPU time is attributed to the innermost op)
+CATEGORIES = (
+    ("matmul", ("mm", "addmm", "matmul", "linear", "convolution", "conv2d", "bmm", "_slow_conv", "mkldnn")),
+    ("batchnorm", ("batch_norm", "native_batch_norm")),
+    ("optimizer", ("_foreach", "adam", "addcdiv", "addcmul", "lerp", "clamp_", "sqrt", "maximum")),
+    ("quantizer", ("sign", "ge", "where", "round", "floor", "bernoulli", "rand", "clamp", "abs", "exp2", "log2",
+                   "tanh", "SurrogateGradient", "mul", "sub", "add", "div", "ones_like", "to", "copy_", "gt",
+                   "le", "bitwise", "logical", "lt", "eq", "ne")),
+)
+
+
+def categorize(name: str) -> str:
+    lowered = name.lower().removeprefix("aten::")
+    for category, fragments in CATEGORIES:
+        if any(fragment.lower() in lowered for fragment in fragments):
+            return category
+    return "other"
+
+
+class _Step:
+    def __init__(self, recipe: str, model: str, batch: int, data: Any) -> None:
+        config = resolve(recipe, {"model": model})
+        torch.manual_seed(0)
+        self.model = build_model(config, data)
+        from qnnlab.optim import build_optimizer
+
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, lr_scale=config.lr_scale,
+                                         clip_latent=config.clip_latent)
+        self.x = torch.randn(batch, *data.shape)
+        self.y = torch.randint(0, data.classes, (batch,))
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(self.x), self.y).backward()
+        self.optimizer.step()
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """The profiler's native layer logs to file descriptor 2; keep it out of the report."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def profile_categories(step: _Step, steps: int = 3) -> dict[str, float]:
+    """Milliseconds per step by category, from profiler self CPU times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals: dict[str, float] = {}
+    for event in prof.key_averages():
+        key = categorize(event.key)
+        totals[key] = totals.get(key, 0.0) + event.self_cpu_time_total / 1e3 / steps
+    return totals
+
+
+def run(recipes: list[str], model: str = "mlp", batch: int = 100, repeats: int = 10,
+        dataset: str = "fashion-mnist-mini") -> Iterator[dict[str, Any]]:
+    from qnnlab import data as datasets
+
+    data = datasets.load(dataset)
+    baseline = _Step("float", model, batch, data)
+    for recipe in recipes:
+        step = _Step(recipe, model, batch, data)
+        q_ms, f_ms, speedup = paired_ms(step, baseline, repeats)
+        base_profile = profile_categories(baseline)  # profiled next to the candidate, under the same load
+        prof = profile_categories(step)
+        extra = {k: round(prof.get(k, 0.0) - base_profile.get(k, 0.0), 3) for k in set(prof) | set(base_profile)}
+        yield {"name": f"train-step/{recipe}", "shape": f"{model} batch {batch}", "qnnlab_ms": round(q_ms, 3),
+               "baseline_ms": round(f_ms, 3), "speedup": round(speedup, 3), "ratio_to_float": round(1 / speedup, 3),
+               "extra_ms_by_category": dict(sorted(extra.items(), key=lambda kv: -kv[1]))}

@@ -1,0 +1,25 @@
+"""The train-step benchmark reports paired timings and an attribution by category."""
+
+from qnnlab.bench import train_step
+from qnnlab.bench.timing import paired_ms
+
+
+def test_paired_timing_ratio():
+    import time
+
+    cand, base, speedup = paired_ms(lambda: time.sleep(0.004), lambda: time.sleep(0.002), repeats=3, warmup=0)
+    assert cand > base and 0.2 < speedup < 0.9
+
+
+def test_train_step_rows():
+    rows = list(train_step.run(["bnn"], model="mlp-small", batch=32, repeats=2))
+    row = rows[0]
+    assert {"name", "shape", "qnnlab_ms", "baseline_ms", "speedup", "extra_ms_by_category"} <= set(row)
+    assert row["qnnlab_ms"] > 0 and row["baseline_ms"] > 0
+    assert set(row["extra_ms_by_category"]) <= {"matmul", "batchnorm", "optimizer", "quantizer", "other"}
+
+
+def test_categories():
+    assert train_step.categorize("aten::addmm") == "matmul"
+    assert train_step.categorize("aten::native_batch_norm") == "batchnorm"
+    assert train_step.categorize("aten::sign") == "quantizer"
