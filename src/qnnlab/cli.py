@@ -121,6 +121,49 @@ def cmd_bench_train_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from qnnlab import data as datasets
+    from qnnlab.analysis import EnergyTable, profile
+    from qnnlab.analysis.report import full_report, plot
+    from qnnlab.train.config import resolve
+    from qnnlab.train.trainer import build_model
+
+    config = resolve(args.recipe, {"model": args.model} if args.model else {})
+    if args.input_shape:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise ValueError(f"--input-shape {args.input_shape!r} must be integers like 1,28,28") from None
+        data = datasets.ImageData("shape", torch.zeros(0, *shape, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
+                                  torch.zeros(0, *shape, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
+                                  args.classes)
+    else:
+        data = datasets.load(args.dataset or config.dataset)
+    model = build_model(config, data)
+    if args.checkpoint:
+        from qnnlab.train import checkpoint
+
+        model.load_state_dict(checkpoint.load(args.checkpoint)[0])
+    if isinstance(data, datasets.TextData):
+        example = torch.randint(0, data.vocab_size, (args.batch, config.seq_len))
+    else:
+        example = torch.randn(args.batch, *data.shape)
+    energy = EnergyTable.from_file(args.energy_table) if args.energy_table else None
+    prof = profile(model, example, train=args.train, optimizer=args.optimizer or config.optimizer,
+                   loss=config.loss, clip_latent=bool(config.clip_latent), energy=energy, memory_level=args.memory)
+    print(f"{config.recipe} {config.model}, batch {args.batch}, {'training step' if args.train else 'inference'}")
+    print(full_report(prof))
+    if args.json:
+        from qnnlab.train.checkpoint import atomic_write
+
+        atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(prof.to_dict(), indent=1)))
+    if args.plot:
+        plot(prof, args.plot)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qnnlab", description="Train, analyse and run quantized neural networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -153,6 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("analyze", help="count operations, energy and memory of a recipe's model")
+    p.add_argument("--recipe", default="float")
+    p.add_argument("--model", help="model name (default: the recipe's)")
+    p.add_argument("--dataset", help="data set giving the input shape and classes")
+    p.add_argument("--input-shape", help="C,H,W instead of a data set")
+    p.add_argument("--classes", type=int, default=10, help="classes, with --input-shape")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--train", action="store_true", help="count backward and update too")
+    p.add_argument("--optimizer", help="sgd, adam, shift_adamax or bop (default: the recipe's)")
+    p.add_argument("--memory", default="dram", choices=("dram", "sram"), help="price of memory traffic")
+    p.add_argument("--energy-table", help="file of 'name pJ' lines overriding the Horowitz table")
+    p.add_argument("--checkpoint", help="load trained weights (for binary kernel repetition)")
+    p.add_argument("--json", help="write everything to this JSON file")
+    p.add_argument("--plot", help="write a stacked-bar PNG of energy per phase and kind")
+    p.set_defaults(func=cmd_analyze)
 
     bench = sub.add_parser("bench", help="benchmarks measured side by side in one run").add_subparsers(
         dest="bench", metavar="BENCHMARK", required=True)
