@@ -157,3 +157,20 @@ def test_cli_analyze(tmp_path, capsys):
     assert set(data["phases"]) == {"forward", "backward_input", "backward_weight", "update"}
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert main(["analyze", "--input-shape", "3,x,32"]) == 2
+
+
+def test_accumulator_width_follows_operands_and_fan_in():
+    from qnnlab.analysis.rules import accumulator_bits
+
+    assert accumulator_bits("binary", 1024) == 11  # a popcount of 1024 bits
+    assert accumulator_bits("int4", 256) == 8 + 8
+    assert accumulator_bits("add_int8", 784) == 8 + 10
+    assert accumulator_bits("fp32", 10) == 32
+    conv = QuantConv2d(64, 8, 3, weight_quantizer="sign", input_quantizer="sign")
+    prof = profile(nn.Sequential(conv), torch.randn(1, 64, 5, 5), train=False)
+    (layer,) = prof.layers
+    assert layer.info["accumulator_bits"] == 11  # fan-in 576
+    table = EnergyTable()
+    expected = sum(n * (table.mac(k, 11) if o == "mac" else table.price(o, k)) for (_, o, k), n in layer.counts.items())
+    assert prof.compute_energy_pj(layer=layer) == pytest.approx(expected)
+    assert table.mac("binary", 11) < table.mac("binary", 32)

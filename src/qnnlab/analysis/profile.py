@@ -50,12 +50,15 @@ class Profile:
                        if o != "mac" and (phase is None or p == phase) and (op is None or o == op)
                        and (kind is None or k == kind)))
 
-    def _op_energy(self, op: str, kind: str) -> float:
-        return self.energy.mac(kind) if op == "mac" else self.energy.price(op, kind)
+    def _op_energy(self, op: str, kind: str, layer: LayerCost | None = None) -> float:
+        """pJ of one op; a MAC's accumulation priced at the layer's accumulator width (32 if unknown)."""
+        if op == "mac":
+            return self.energy.mac(kind, layer.info.get("accumulator_bits", 32) if layer else 32)
+        return self.energy.price(op, kind)
 
     def compute_energy_pj(self, phase: str | None = None, layer: LayerCost | None = None) -> float:
         layers = [layer] if layer is not None else self.layers
-        return sum(n * self._op_energy(o, k) for lc in layers for (p, o, k), n in lc.counts.items()
+        return sum(n * self._op_energy(o, k, lc) for lc in layers for (p, o, k), n in lc.counts.items()
                    if phase is None or p == phase)
 
     def memory_energy_pj(self, phase: str | None = None) -> float:
@@ -148,7 +151,7 @@ class Profile:
                 continue
             kinds = sorted({k for (p, o, k) in lc.counts if o == "mac" and p == FWD})
             if any(k in ("fp32", "fp16") or k.startswith("add_fp") for k in kinds):
-                mac_energy = sum(n * self.energy.mac(k) for (_, o, k), n in lc.counts.items() if o == "mac")
+                mac_energy = sum(n * self._op_energy(o, k, lc) for (_, o, k), n in lc.counts.items() if o == "mac")
                 item(f"{label} ({lc.name}) in high precision", mac_energy,
                      f"{self.macs_of(lc, FWD):,} forward MACs of kind {', '.join(kinds)}",
                      "quantize its input (e.g. uniform:bits=8) and weights")

@@ -17,16 +17,17 @@ def _si(n: float) -> str:
 
 def layer_table(prof: Profile) -> str:
     """Per layer: type, operand kinds (input x weight), forward MACs by kind, deployed weight bits."""
-    rows = [("layer", "type", "input x weight", "forward MACs", "weights (deployed)", "energy")]
+    rows = [("layer", "type", "input x weight", "forward MACs", "accumulator", "weights (deployed)", "energy")]
     for lc in prof.layers:
         if not lc.counted:
-            rows.append((lc.name, lc.type, "-", "NOT COUNTED", "-", "-"))
+            rows.append((lc.name, lc.type, "-", "NOT COUNTED", "-", "-", "-"))
             continue
         macs = {k: n for (p, o, k), n in lc.counts.items() if p == FWD and o == "mac"}
         if not macs and not lc.memory and not lc.counts:
             continue
         operands = f"{lc.info['input']} x {lc.info['weight']}" if "weight" in lc.info else ""
-        rows.append((lc.name, lc.type, operands, ", ".join(f"{_si(n)} {k}" for k, n in macs.items()),
+        acc = f"{lc.info['accumulator_bits']} bits" if "accumulator_bits" in lc.info else ""
+        rows.append((lc.name, lc.type, operands, ", ".join(f"{_si(n)} {k}" for k, n in macs.items()), acc,
                      f"{_si(lc.memory['weights_deployed'])}b" if lc.memory["weights_deployed"] else "",
                      f"{_si(prof.compute_energy_pj(layer=lc))}pJ"))
     return _format(rows)
@@ -94,7 +95,7 @@ def plot(prof: Profile, path: str | Path) -> None:
             for (p, o, k), n in lc.counts.items():
                 if p == phase:
                     label = f"MAC {k}" if o == "mac" else f"{o} {k}"
-                    parts.setdefault(label, [0.0] * len(phases))[i] += n * prof._op_energy(o, k) / 1e6
+                    parts.setdefault(label, [0.0] * len(phases))[i] += n * prof._op_energy(o, k, lc) / 1e6
         parts.setdefault("memory traffic", [0.0] * len(phases))[i] += prof.memory_energy_pj(phase) / 1e6
     fig, ax = plt.subplots(figsize=(8, 4.5))
     bottom = [0.0] * len(phases)

@@ -148,7 +148,8 @@ def matmul_rule(call: Call, cost: LayerCost) -> None:
     g_kind = gradient_kind(gq.meta) if gq else "fp32"
     fan_in = m.weight[0].numel()
     macs = call.out_numel * fan_in
-    cost.info.update(weight=w_kind, input=i_kind, grad=g_kind, fan_in=fan_in)
+    cost.info.update(weight=w_kind, input=i_kind, grad=g_kind, fan_in=fan_in,
+                     accumulator_bits=accumulator_bits(mac_kind(i_kind, w_kind), fan_in))
     cost.add(FWD, "mac", mac_kind(i_kind, w_kind), macs)
     if m.bias is not None:
         cost.add(FWD, "add", "fp32", call.out_numel)
@@ -182,6 +183,20 @@ def matmul_rule(call: Call, cost: LayerCost) -> None:
     if m.bias is not None:
         cost.add(BWD_W, "add", "fp32", call.out_numel)
     cost.traffic[BWD_W] += i_bits * call.in_numel + 32 * (call.out_numel + m.weight.numel())
+
+
+def accumulator_bits(kind: str, fan_in: int) -> int:
+    """Bits a sum of ``fan_in`` products of ``kind`` needs without overflow: the product's bits
+    plus log2(fan_in) (a popcount of fan_in bits needs log2(fan_in) + 1); floats accumulate in
+    their own format."""
+    if kind in ("fp32", "fp16") or kind.startswith(("add_fp", "shift_fp")):
+        return 32 if "32" in kind else 16
+    grow = math.ceil(math.log2(max(fan_in, 2)))
+    if kind == "binary":
+        return grow + 1
+    operand = int(kind.rsplit("int", 1)[1]) if "int" in kind else 8
+    product = operand if kind.startswith(("add_", "shift_")) else 2 * operand
+    return min(64, product + grow)
 
 
 def _operand_bits(kind: str) -> int:
