@@ -164,6 +164,30 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_bench(rows, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    for row in rows:
+        if as_json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(f"{row['name']:<22} {row['shape']:<18} qnnlab {row['qnnlab_ms']:10.3f} ms  "
+                  f"baseline {row['baseline_ms']:10.3f} ms  speedup {row['speedup']:6.2f}x", flush=True)
+
+
+def cmd_bench_gemm(args: argparse.Namespace) -> int:
+    from qnnlab.bench import gemm
+
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s]
+    except ValueError:
+        raise ValueError(f"--sizes {args.sizes!r} must be integers like 256,1024,4096") from None
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    _print_bench(gemm.run(sizes, args.repeats, args.gemv, args.bitserial), args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qnnlab", description="Train, analyse and run quantized neural networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -215,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks measured side by side in one run").add_subparsers(
         dest="bench", metavar="BENCHMARK", required=True)
+    p = bench.add_parser("gemm", help="packed binary GEMM / GEMV / bit-serial against torch float32")
+    p.add_argument("--sizes", default="256,1024,4096")
+    p.add_argument("--gemv", type=int, default=16384, help="K of the batch-1 product (0: skip)")
+    p.add_argument("--bitserial", type=int, default=4096, help="N of the 2-bit x 2-bit product (0: skip)")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, help="threads for both (default: torch's)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_bench_gemm)
+
     p = bench.add_parser("train-step", help="time per training step of recipes against the float recipe")
     p.add_argument("--recipes", default="bnn,binaryconnect,xnor,dorefa,qnn,bnn-shift")
     p.add_argument("--model", default="mlp")

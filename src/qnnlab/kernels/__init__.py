@@ -1,0 +1,114 @@
+"""Bit-packed kernels for binary and few-bit networks on the CPU.
+
+Public contract: ``pack(x)`` turns +-1 values (..., K) into int64 words (..., ceil(K / 64));
+``binary_matmul(a_packed, b_packed, k)`` returns the int32 (M, N) matrix a @ b.T of the unpacked
++-1 matrices, as K - 2 popcount(a XOR b). The kernels are numba-compiled for the host CPU at first
+use and run on ``torch.get_num_threads()`` threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qnnlab.kernels.packing import WORD, check_packed, pack, unpack, words
+
+__all__ = ["WORD", "binary_matmul", "bitplane_matmul", "bitserial_matmul", "pack", "sign_weight_matmul",
+           "unpack", "words"]
+
+
+SERIAL_BELOW = 1 << 20  # word operations under which one thread beats starting several
+ROWS_KERNEL_BYTES = 1 << 16  # packed b up to this size stays in L1/L2: sweep it per row of a
+
+
+def _kernels():  # imported lazily: numba compiles on first use
+    import numba
+
+    from qnnlab.kernels import _numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    return _numba
+
+
+def _words_view(packed: torch.Tensor) -> np.ndarray:
+    return packed.contiguous().numpy().view(np.uint64)
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor, k: int) -> None:
+    check_packed(a, k, "a_packed")
+    check_packed(b, k, "b_packed")
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(f"a_packed and b_packed must be 2-D (rows, words), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.device.type != "cpu" or b.device.type != "cpu":
+        raise ValueError("the CPU kernels take CPU tensors; move them with .cpu()")
+
+
+def binary_matmul(a_packed: torch.Tensor, b_packed: torch.Tensor, k: int) -> torch.Tensor:
+    """(M, W) and (N, W) packed +-1 rows -> int32 (M, N) = a @ b.T = K - 2 popcount(a XOR b)."""
+    _check_pair(a_packed, b_packed, k)
+    kernels = _kernels()
+    m, n = a_packed.shape[0], b_packed.shape[0]
+    out = np.empty((m, n), dtype=np.int32)
+    a, b = _words_view(a_packed), _words_view(b_packed)
+    if m == 1:
+        kernels.xnor_gemv(a, b, k, out)
+    elif b.nbytes <= ROWS_KERNEL_BYTES:
+        rows = kernels.xnor_gemm_rows_serial if m * n * a.shape[1] < SERIAL_BELOW else kernels.xnor_gemm_rows
+        rows(a, np.ascontiguousarray(b.T), k, out)
+    else:
+        kernels.xnor_gemm_tiled(a, b, k, out)
+    return torch.from_numpy(out)
+
+
+def _planes(codes: torch.Tensor, bits: int, name: str) -> torch.Tensor:
+    """Unsigned integer codes (R, K) -> packed bit planes (bits, R, W), plane i holding bit i."""
+    if codes.dtype.is_floating_point or codes.dtype == torch.bool or codes.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D integer tensor of codes, got {codes.dtype} {tuple(codes.shape)}")
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bits={bits} must be in 1..16")
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 2**bits):
+        raise ValueError(f"{name} holds codes outside 0..{2**bits - 1} for {bits} bits")
+    codes = codes.to(torch.int64)
+    return torch.stack([pack(((codes >> i) & 1).bool()) for i in range(bits)])
+
+
+def bitserial_matmul(a_codes: torch.Tensor, b_codes: torch.Tensor, a_bits: int, b_bits: int) -> torch.Tensor:
+    """Exact int64 (M, N) = a @ b.T of unsigned k-bit codes by bit-serial decomposition (DoReFa,
+    sec. 2.1): a = sum_i 2^i a_i with bit planes a_i, so a . b = sum_ij 2^(i+j) popcount(a_i AND b_j).
+    Affine grids (v = s c + z) follow from this and the row sums of the codes."""
+    if a_codes.shape[-1] != b_codes.shape[-1]:
+        raise ValueError(f"a and b must share K, got {tuple(a_codes.shape)} and {tuple(b_codes.shape)}")
+    planes_a, planes_b = _planes(a_codes, a_bits, "a_codes"), _planes(b_codes, b_bits, "b_codes")
+    weights = np.array([[1 << (i + j) for j in range(b_bits)] for i in range(a_bits)], dtype=np.int64)
+    return _and_planes(planes_a, planes_b, weights)
+
+
+def _and_planes(planes_a: torch.Tensor, planes_b: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
+    out = np.empty((planes_a.shape[1], planes_b.shape[1]), dtype=np.int64)
+    _kernels().and_gemm_planes(_words_view(planes_a), _words_view(planes_b), weights, out)
+    return torch.from_numpy(out)
+
+
+def bitplane_matmul(x_codes: torch.Tensor, w_packed: torch.Tensor, k: int, bits: int = 8) -> torch.Tensor:
+    """The QNN paper's first layer: unsigned ``bits``-bit inputs (M, K) times +-1 weights (packed
+    (N, W)) as a sum over the input's bit planes, s = sum_i 2^i (x_i . w), each plane product an
+    AND-popcount: x_i . w = 2 popcount(x_i AND w+) - popcount(x_i). Returns int64 (M, N)."""
+    check_packed(w_packed, k, "w_packed")
+    if x_codes.dim() != 2 or x_codes.shape[1] != k:
+        raise ValueError(f"x_codes must be (M, {k}), got {tuple(x_codes.shape)}")
+    planes = _planes(x_codes, bits, "x_codes")
+    ones = pack(torch.ones(1, k)).expand(w_packed.shape[0], -1)
+    both = torch.stack([w_packed, ones])  # plane 0: where the weight is +1; plane 1: everywhere
+    weights = np.array([[2 << i, -(1 << i)] for i in range(bits)], dtype=np.int64)
+    return _and_planes(planes, both.contiguous(), weights)
+
+
+def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch.Tensor:
+    """BinaryConnect inference: real activations x (M, K) times +-1 weights packed (N, W), with
+    additions only. Returns float32 (M, N)."""
+    check_packed(w_packed, k, "w_packed")
+    if x.dim() != 2 or x.shape[1] != k or not x.dtype.is_floating_point:
+        raise ValueError(f"x must be a float (M, {k}) tensor, got {x.dtype} {tuple(x.shape)}")
+    out = np.empty((x.shape[0], w_packed.shape[0]), dtype=np.float32)
+    _kernels().sign_weight_matmul(x.detach().float().contiguous().numpy(), _words_view(w_packed), k, out)
+    return torch.from_numpy(out)

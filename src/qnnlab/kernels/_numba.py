@@ -1,0 +1,152 @@
+"""Numba kernels, compiled for the host CPU at first use (so AVX-512 VPOPCNTDQ vector popcounts
+where the CPU has them). Arrays are numpy views of the torch tensors (uint64 words)."""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def popcount(typingctx, x):  # type: ignore[no-untyped-def]
+    """llvm.ctpop.i64: compiles to popcnt, or vpopcntq when the loop is vectorized."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+BLOCK_N = 64  # rows of b kept hot in L1 while a row of a sweeps them
+
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def xnor_gemm(a, b, k, out):  # type: ignore[no-untyped-def]
+    """out[i, j] = k - 2 popcount(a[i] XOR b[j]) for packed rows a (M, W), b (N, W)."""
+    m, w = a.shape
+    n = b.shape[0]
+    for i in prange(m):
+        for j0 in range(0, n, BLOCK_N):
+            for j in range(j0, min(j0 + BLOCK_N, n)):
+                acc = np.uint64(0)
+                for t in range(w):
+                    acc += popcount(a[i, t] ^ b[j, t])
+                out[i, j] = k - 2 * np.int64(acc)
+
+
+def _xnor_gemm_tiled(a, b, k, out):  # type: ignore[no-untyped-def]
+    """The same product with 4 x 4 register tiles: each loaded word serves four products."""
+    m, w = a.shape
+    n = b.shape[0]
+    tiles_i = (m + 3) // 4
+    for ti in prange(tiles_i):
+        i0 = ti * 4
+        for j0 in range(0, n, 4):
+            if i0 + 4 <= m and j0 + 4 <= n:
+                c00 = c01 = c02 = c03 = np.uint64(0)
+                c10 = c11 = c12 = c13 = np.uint64(0)
+                c20 = c21 = c22 = c23 = np.uint64(0)
+                c30 = c31 = c32 = c33 = np.uint64(0)
+                for t in range(w):
+                    a0, a1, a2, a3 = a[i0, t], a[i0 + 1, t], a[i0 + 2, t], a[i0 + 3, t]
+                    b0, b1, b2, b3 = b[j0, t], b[j0 + 1, t], b[j0 + 2, t], b[j0 + 3, t]
+                    c00 += popcount(a0 ^ b0); c01 += popcount(a0 ^ b1); c02 += popcount(a0 ^ b2); c03 += popcount(a0 ^ b3)  # noqa: E702,E501
+                    c10 += popcount(a1 ^ b0); c11 += popcount(a1 ^ b1); c12 += popcount(a1 ^ b2); c13 += popcount(a1 ^ b3)  # noqa: E702,E501
+                    c20 += popcount(a2 ^ b0); c21 += popcount(a2 ^ b1); c22 += popcount(a2 ^ b2); c23 += popcount(a2 ^ b3)  # noqa: E702,E501
+                    c30 += popcount(a3 ^ b0); c31 += popcount(a3 ^ b1); c32 += popcount(a3 ^ b2); c33 += popcount(a3 ^ b3)  # noqa: E702,E501
+                out[i0, j0] = k - 2 * np.int64(c00); out[i0, j0 + 1] = k - 2 * np.int64(c01)  # noqa: E702
+                out[i0, j0 + 2] = k - 2 * np.int64(c02); out[i0, j0 + 3] = k - 2 * np.int64(c03)  # noqa: E702
+                out[i0 + 1, j0] = k - 2 * np.int64(c10); out[i0 + 1, j0 + 1] = k - 2 * np.int64(c11)  # noqa: E702
+                out[i0 + 1, j0 + 2] = k - 2 * np.int64(c12); out[i0 + 1, j0 + 3] = k - 2 * np.int64(c13)  # noqa: E702
+                out[i0 + 2, j0] = k - 2 * np.int64(c20); out[i0 + 2, j0 + 1] = k - 2 * np.int64(c21)  # noqa: E702
+                out[i0 + 2, j0 + 2] = k - 2 * np.int64(c22); out[i0 + 2, j0 + 3] = k - 2 * np.int64(c23)  # noqa: E702
+                out[i0 + 3, j0] = k - 2 * np.int64(c30); out[i0 + 3, j0 + 1] = k - 2 * np.int64(c31)  # noqa: E702
+                out[i0 + 3, j0 + 2] = k - 2 * np.int64(c32); out[i0 + 3, j0 + 3] = k - 2 * np.int64(c33)  # noqa: E702
+            else:
+                for i in range(i0, min(i0 + 4, m)):
+                    for j in range(j0, min(j0 + 4, n)):
+                        acc = np.uint64(0)
+                        for t in range(w):
+                            acc += popcount(a[i, t] ^ b[j, t])
+                        out[i, j] = k - 2 * np.int64(acc)
+
+
+xnor_gemm_tiled = njit(parallel=True, fastmath=True, cache=True, nogil=True)(_xnor_gemm_tiled)
+
+
+def _xnor_gemm_rows(a, b_t, k, out):  # type: ignore[no-untyped-def]
+    """The product with b transposed (W, N): the inner loop runs over the N columns, so it
+    vectorizes (8 words per vpopcntq) however few words a row has; for b small enough to stay in
+    cache."""
+    m, w = a.shape
+    n = b_t.shape[1]
+    for i in prange(m):
+        acc = np.zeros(n, dtype=np.uint64)
+        for t in range(w):
+            word = a[i, t]
+            for j in range(n):
+                acc[j] += popcount(word ^ b_t[t, j])
+        for j in range(n):
+            out[i, j] = k - 2 * np.int64(acc[j])
+
+
+xnor_gemm_rows = njit(parallel=True, fastmath=True, cache=True, nogil=True)(_xnor_gemm_rows)
+# below a few million word operations, starting threads costs more than they save
+xnor_gemm_rows_serial = njit(parallel=False, fastmath=True, cache=True, nogil=True)(_xnor_gemm_rows)
+
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def xnor_gemv(a, b, k, out):  # type: ignore[no-untyped-def]
+    """One packed row a (1, W) against every row of b (N, W), parallel over the rows of b."""
+    w = a.shape[1]
+    n = b.shape[0]
+    for j in prange(n):
+        acc = np.uint64(0)
+        for t in range(w):
+            acc += popcount(a[0, t] ^ b[j, t])
+        out[0, j] = k - 2 * np.int64(acc)
+
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def and_gemm_planes(a, b, weights, out):  # type: ignore[no-untyped-def]
+    """out[i, j] = sum over plane pairs (p, q) of weights[p, q] popcount(a[p, i] AND b[q, j]).
+
+    a: (P, M, W) bit planes, b: (Q, N, W) bit planes; weights (P, Q) int64 (powers of two, signs)."""
+    planes_a, m, w = a.shape
+    planes_b, n = b.shape[0], b.shape[1]
+    for i in prange(m):
+        for j in range(n):
+            total = np.int64(0)
+            for p in range(planes_a):
+                for q in range(planes_b):
+                    acc = np.uint64(0)
+                    for t in range(w):
+                        acc += popcount(a[p, i, t] & b[q, j, t])
+                    total += weights[p, q] * np.int64(acc)
+            out[i, j] = total
+
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def sign_weight_matmul(x, b, k, out):  # type: ignore[no-untyped-def]
+    """Real activations x (M, K) times +-1 weights packed in b (N, W): out[i, j] = sum_k x[i, k] w[j, k],
+    computed as 2 * (sum of x over the set bits) - sum(x): additions only, no multiplications."""
+    m = x.shape[0]
+    n, w = b.shape
+    for i in range(m):
+        total = 0.0
+        for t in range(k):
+            total += x[i, t]
+        for j in prange(n):
+            acc = 0.0
+            for t in range(w):
+                word = b[j, t]
+                base = t * 64
+                top = min(64, k - base)
+                for bit in range(top):
+                    if (word >> np.uint64(bit)) & np.uint64(1):
+                        acc += x[i, base + bit]
+            out[i, j] = 2.0 * acc - total

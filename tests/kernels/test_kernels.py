@@ -1,0 +1,88 @@
+"""Packed kernels against PyTorch on the unpacked values, odd sizes included, and bad input."""
+
+import pytest
+import torch
+
+from qnnlab import kernels
+from qnnlab.kernels import binary_matmul, bitplane_matmul, bitserial_matmul, pack, sign_weight_matmul, unpack
+
+SIZES = [1, 63, 64, 65, 127, 1000]
+
+
+def pm1(*shape):
+    return torch.where(torch.rand(*shape) < 0.5, -1.0, 1.0)
+
+
+@pytest.mark.parametrize("k", SIZES)
+def test_pack_round_trip_and_tail_bits(k):
+    torch.manual_seed(k)
+    x = pm1(3, k)
+    packed = pack(x)
+    assert packed.dtype == torch.int64 and packed.shape == (3, (k + 63) // 64)
+    assert torch.equal(unpack(packed, k), x)
+    tail = 64 * packed.shape[1] - k
+    if tail:
+        assert ((packed[:, -1] >> (64 - tail)) & ((1 << tail) - 1)).eq(0).all()  # padding bits are clear
+
+
+def test_pack_bit_order_and_sign_bits():
+    x = torch.tensor([1.0, -1.0, 1.0] + [-1.0] * 60 + [1.0])
+    assert pack(x).item() == (1 | 4 | (1 << 63)) - (1 << 64)  # bit k of word 0 is element k; int64 wraps
+    assert torch.equal(pack(torch.tensor([0.3, -2.0, 0.0])), pack(torch.tensor([1.0, -1.0, 1.0])))
+    assert torch.equal(pack(torch.tensor([True, False])), pack(torch.tensor([1.0, -1.0])))
+
+
+@pytest.mark.parametrize("k", SIZES)
+@pytest.mark.parametrize("m, n", [(1, 1), (1, 37), (37, 1), (5, 9), (33, 70)])
+def test_binary_matmul_equals_float_product(k, m, n):
+    torch.manual_seed(k * 100 + m + n)
+    a, b = pm1(m, k), pm1(n, k)
+    out = binary_matmul(pack(a), pack(b), k)
+    assert out.dtype == torch.int32 and torch.equal(out, (a @ b.T).to(torch.int32))
+
+
+@pytest.mark.parametrize("a_bits, b_bits", [(1, 1), (2, 2), (2, 3), (4, 1)])
+@pytest.mark.parametrize("k", [1, 65, 300])
+def test_bitserial_matmul(a_bits, b_bits, k):
+    torch.manual_seed(k)
+    a = torch.randint(0, 2**a_bits, (7, k))
+    b = torch.randint(0, 2**b_bits, (5, k))
+    assert torch.equal(bitserial_matmul(a, b, a_bits, b_bits), a @ b.T)
+
+
+@pytest.mark.parametrize("k", [1, 63, 784])
+def test_bitplane_first_layer(k):
+    torch.manual_seed(k)
+    x = torch.randint(0, 256, (4, k))
+    w = pm1(6, k)
+    assert torch.equal(bitplane_matmul(x, pack(w), k), (x.double() @ w.double().T).long())
+
+
+@pytest.mark.parametrize("k", [1, 64, 100])
+def test_sign_weight_matmul(k):
+    torch.manual_seed(k)
+    x, w = torch.randn(3, k), pm1(9, k)
+    assert torch.allclose(sign_weight_matmul(x, pack(w), k), x @ w.T, atol=1e-4)
+
+
+def test_bad_input_is_rejected_clearly():
+    a = pack(pm1(2, 65))
+    with pytest.raises(ValueError, match="needs 1"):
+        binary_matmul(a, a, 64)  # K does not match the packed width
+    with pytest.raises(ValueError, match="int64"):
+        binary_matmul(a.int(), a, 65)
+    with pytest.raises(ValueError, match="2-D"):
+        binary_matmul(a[0], a, 65)
+    with pytest.raises(ValueError, match="positive int"):
+        binary_matmul(a, a, 0)
+    with pytest.raises(ValueError, match="words per row"):
+        binary_matmul(a, pack(pm1(2, 200)), 65)
+    with pytest.raises(ValueError, match="K must be at least 1"):
+        pack(torch.zeros(3, 0))
+    with pytest.raises(ValueError, match="codes outside"):
+        bitserial_matmul(torch.tensor([[4]]), torch.tensor([[1]]), 2, 1)
+    with pytest.raises(ValueError, match="integer tensor"):
+        bitserial_matmul(torch.rand(2, 3), torch.rand(2, 3), 2, 2)
+    with pytest.raises(TypeError):
+        pack([1, -1])
+    assert kernels.words(65) == 2
