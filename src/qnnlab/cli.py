@@ -173,18 +173,42 @@ def _print_bench(rows, as_json: bool) -> None:  # type: ignore[no-untyped-def]
                   f"baseline {row['baseline_ms']:10.3f} ms  speedup {row['speedup']:6.2f}x", flush=True)
 
 
+def _int_list(text: str, flag: str, example: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r} must be integers like {example}") from None
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def cmd_bench_gemm(args: argparse.Namespace) -> int:
     from qnnlab.bench import gemm
 
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s]
-    except ValueError:
-        raise ValueError(f"--sizes {args.sizes!r} must be integers like 256,1024,4096") from None
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    sizes = _int_list(args.sizes, "--sizes", "256,1024,4096")
+    _set_threads(args.threads)
     _print_bench(gemm.run(sizes, args.repeats, args.gemv, args.bitserial), args.json)
+    return 0
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from qnnlab.bench import model
+
+    batches = _int_list(args.batch, "--batch", "1,100")
+    _set_threads(args.threads)
+    _print_bench(model.run(args.model, batches, args.repeats), args.json)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from qnnlab.runtime import export_checkpoint
+
+    print(json.dumps(export_checkpoint(args.checkpoint, args.out)))
     return 0
 
 
@@ -248,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_bench_gemm)
 
+    p = bench.add_parser("model", help="packed BNN runtime against the float model, end to end")
+    p.add_argument("--model", default="mlp", help="an MLP model name (the runtime runs binary MLPs)")
+    p.add_argument("--batch", default="1,100")
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--threads", type=int, help="threads for both (default: torch's)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_bench_model)
+
     p = bench.add_parser("train-step", help="time per training step of recipes against the float recipe")
     p.add_argument("--recipes", default="bnn,binaryconnect,xnor,dorefa,qnn,bnn-shift")
     p.add_argument("--model", default="mlp")
@@ -255,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_bench_train_step)
+
+    p = sub.add_parser("export", help="write a trained binary model as a packed file for qnnlab.runtime")
+    p.add_argument("checkpoint", help="a run folder or its checkpoint.safetensors")
+    p.add_argument("out", help="the packed model file to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     p.add_argument("checkpoint", help="a run folder or its checkpoint.safetensors")

@@ -13,8 +13,8 @@ import torch
 
 from qnnlab.kernels.packing import WORD, check_packed, pack, unpack, words
 
-__all__ = ["WORD", "binary_matmul", "bitplane_matmul", "bitserial_matmul", "pack", "sign_weight_matmul",
-           "unpack", "words"]
+__all__ = ["WORD", "binary_matmul", "bitplane_matmul", "bitserial_matmul", "pack", "pixel_matmul",
+           "sign_weight_matmul", "threshold_pack", "unpack", "words"]
 
 
 SERIAL_BELOW = 1 << 20  # word operations under which one thread beats starting several
@@ -101,6 +101,35 @@ def bitplane_matmul(x_codes: torch.Tensor, w_packed: torch.Tensor, k: int, bits:
     both = torch.stack([w_packed, ones])  # plane 0: where the weight is +1; plane 1: everywhere
     weights = np.array([[2 << i, -(1 << i)] for i in range(bits)], dtype=np.int64)
     return _and_planes(planes, both.contiguous(), weights)
+
+
+def pixel_matmul(codes: torch.Tensor, w_packed_t: torch.Tensor, k: int, bits: int = 8) -> torch.Tensor:
+    """``bitplane_matmul`` fused for inference: uint8 codes (M, K) and +-1 weights packed and
+    transposed (W, N); the bit planes are built per row inside the kernel. int64 (M, N)."""
+    if codes.dtype != torch.uint8 or codes.dim() != 2 or codes.shape[1] != k:
+        raise ValueError(f"codes must be uint8 (M, {k}), got {codes.dtype} {tuple(codes.shape)}")
+    if w_packed_t.dtype != torch.int64 or w_packed_t.dim() != 2 or w_packed_t.shape[0] != words(k):
+        raise ValueError(f"weights must be packed and transposed ({words(k)}, N), got {tuple(w_packed_t.shape)}")
+    m, n = codes.shape[0], w_packed_t.shape[1]
+    out = np.empty((m, n), dtype=np.int64)
+    codes_np, w = codes.contiguous().numpy(), _words_view(w_packed_t)
+    chunk = max(1, (1 << 24) // (8 * bits * n))  # rows whose scratch fits in 16 MiB
+    for start in range(0, m, chunk):
+        rows = codes_np[start:start + chunk]
+        planes = np.zeros((len(rows), bits, w.shape[0]), dtype=np.uint64)
+        sums = np.zeros((len(rows), bits, n), dtype=np.uint64)
+        _kernels().pixel_planes_matmul(rows, w, k, bits, planes, sums, out[start:start + chunk])
+    return torch.from_numpy(out)
+
+
+def threshold_pack(y: torch.Tensor, threshold: torch.Tensor, positive: torch.Tensor,
+                   constant: torch.Tensor) -> torch.Tensor:
+    """Packed sign bits of batch norm applied to y (M, N): see ``qnnlab.runtime.ops`` (threshold)."""
+    m, n = y.shape
+    out = np.empty((m, words(n)), dtype=np.uint64)
+    _kernels().threshold_pack(y.contiguous().numpy(), threshold.double().numpy(), positive.numpy(),
+                              constant.double().numpy(), out)
+    return torch.from_numpy(out.view(np.int64))
 
 
 def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch.Tensor:

@@ -150,3 +150,57 @@ def sign_weight_matmul(x, b, k, out):  # type: ignore[no-untyped-def]
                     if (word >> np.uint64(bit)) & np.uint64(1):
                         acc += x[i, base + bit]
             out[i, j] = 2.0 * acc - total
+
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def pixel_planes_matmul(codes, w_t, k, bits, planes, sums, out):  # type: ignore[no-untyped-def]
+    """out[i, j] = sum_t codes[i, t] w[j, t] for unsigned ``bits``-bit codes and +-1 weights given
+    transposed and packed (W, N). Per row the codes are split into bit planes x_p, and
+    x_p . w = 2 popcount(x_p AND w+) - popcount(x_p); the inner loop runs over the N columns.
+    ``planes`` (M, bits, W) and ``sums`` (M, bits, N) are zeroed scratch, one slice per row, given
+    by the caller: arrays allocated inside a parallel loop may be hoisted and shared by threads."""
+    m = codes.shape[0]
+    words, n = w_t.shape
+    for i in prange(m):
+        for t in range(k):
+            c = np.int64(codes[i, t])
+            for p in range(bits):
+                if (c >> p) & 1:
+                    planes[i, p, t // 64] |= np.uint64(1) << np.uint64(t % 64)
+        for p in range(bits):
+            for t in range(words):
+                word = planes[i, p, t]
+                for j in range(n):  # vectorized over the columns, as in xnor_gemm_rows
+                    sums[i, p, j] += popcount(word & w_t[t, j])
+        base = np.int64(0)
+        for p in range(bits):
+            for t in range(words):
+                base += np.int64(popcount(planes[i, p, t])) << p
+        for j in range(n):
+            total = -base
+            for p in range(bits):
+                total += np.int64(sums[i, p, j]) << (p + 1)
+            out[i, j] = total
+
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def threshold_pack(y, threshold, positive, constant, out):  # type: ignore[no-untyped-def]
+    """Batch norm + sign fused: bit j of row i is (y >= t) where the scale is positive, (y <= t)
+    where negative, the constant where it is zero; written straight into packed words."""
+    m, n = y.shape
+    for i in prange(m):
+        for wi in range(out.shape[1]):
+            word = np.uint64(0)
+            for b in range(min(64, n - wi * 64)):
+                j = wi * 64 + b
+                c = constant[j]
+                v = np.float64(y[i, j])
+                if c >= 0:
+                    bit = c > 0
+                elif positive[j]:
+                    bit = v >= threshold[j]
+                else:
+                    bit = v <= threshold[j]
+                if bit:
+                    word |= np.uint64(1) << np.uint64(b)
+            out[i, wi] = word

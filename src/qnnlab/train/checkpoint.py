@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 FORMAT = "qnnlab-checkpoint"
 VERSION = 1
@@ -70,24 +70,28 @@ def save(path: Path, model_state: dict[str, torch.Tensor], extra: dict[str, Any]
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(model state, extra states, info); a broken, foreign or newer file raises ValueError."""
-    path = Path(path)
+def read_safetensors(path: Path, fmt: str, version: int, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a qnnlab safetensors file of format ``fmt``; a missing, unreadable,
+    foreign or newer file raises ValueError saying which."""
     if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
+        raise ValueError(f"{what} {path} does not exist")
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"checkpoint {path} is not a readable safetensors file ({exc}); truncated or corrupt?") from None
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a qnnlab checkpoint (format {metadata.get('format')!r})")
-    if int(metadata.get("version", "0")) > VERSION:
-        raise ValueError(f"{path} has checkpoint format version {metadata['version']}; this qnnlab reads up to "
-                         f"{VERSION}: upgrade qnnlab")
+        raise ValueError(f"{what} {path} is not a readable safetensors file ({exc}); truncated or corrupt?") from None
+    if metadata.get("format") != fmt:
+        raise ValueError(f"{path} is not a {fmt} file (format {metadata.get('format')!r})")
+    if int(metadata.get("version", "0")) > version:
+        raise ValueError(f"{path} has {fmt} format version {metadata['version']}; this qnnlab reads up to "
+                         f"{version}: upgrade qnnlab")
+    return tensors, metadata
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(model state, extra states, info); a broken, foreign or newer file raises ValueError."""
+    tensors, metadata = read_safetensors(Path(path), FORMAT, VERSION, "checkpoint")
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     skeleton = json.loads(metadata["skeleton"])
     extra = {name: _unflatten(s, tensors) for name, s in skeleton.items()}

@@ -1,0 +1,91 @@
+"""Packed-model files and their runtime: ``qnnlab export`` writes one, ``load`` runs it.
+
+File: safetensors with the packed tensors and metadata ``format`` (qnnlab-packed), ``version``,
+``ops`` (the flat op list, JSON), ``sha256`` (of the op list and every tensor's bytes, so a
+tampered file is refused) and ``source`` (the training config). Loading executes no code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from qnnlab.runtime.export import ExportError, export_model
+from qnnlab.runtime.ops import run_op
+from qnnlab.train.checkpoint import atomic_write, read_safetensors
+
+FORMAT = "qnnlab-packed"
+VERSION = 1
+
+__all__ = ["ExportError", "PackedModel", "export", "export_checkpoint", "load"]
+
+
+def _digest(ops_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(ops_json.encode())
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(str(tensors[name].dtype).encode() + str(tuple(tensors[name].shape)).encode())
+        h.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes() if tensors[name].numel() else b"")
+    return h.hexdigest()
+
+
+class PackedModel:
+    """A callable running the op list with the packed kernels; ``reference(x)`` runs the same ops
+    in plain PyTorch on unpacked values."""
+
+    def __init__(self, ops: list[dict[str, Any]], tensors: dict[str, torch.Tensor], source: dict[str, Any]) -> None:
+        self.ops, self.tensors, self.source = ops, tensors, source
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+            raise ValueError(f"input must be a float tensor (B, ...), got {getattr(x, 'dtype', type(x).__name__)}")
+        for op in self.ops:
+            x = run_op(op, x, self.tensors, reference)
+        return x
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x, reference=True)
+
+
+def export(model: torch.nn.Module, path: str | os.PathLike, source: dict[str, Any] | None = None) -> None:
+    """Write ``model`` (eval statistics) as a packed file, atomically."""
+    ops, tensors = export_model(model)
+    ops_json = json.dumps(ops)
+    metadata = {"format": FORMAT, "version": str(VERSION), "ops": ops_json, "sha256": _digest(ops_json, tensors),
+                "source": json.dumps(source or {})}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """Rebuild a run's model from its checkpoint and export it; returns sizes for the report."""
+    from qnnlab import data as datasets
+    from qnnlab.train import checkpoint
+    from qnnlab.train.config import from_dict
+    from qnnlab.train.trainer import CHECKPOINT, build_model
+
+    file = Path(checkpoint_path)
+    file = file / CHECKPOINT if file.is_dir() else file
+    state, _, info = checkpoint.load(file)
+    config = from_dict(info["config"], source=str(file))
+    model = build_model(config, datasets.load(config.dataset, config.data_root))
+    model.load_state_dict(state)
+    export(model, out, {"config": config.to_dict(), "epoch": info["epoch"] + 1})
+    float_bytes = sum(v.numel() * 4 for v in state.values() if v.dtype.is_floating_point)
+    return {"out": str(out), "bytes": os.path.getsize(out), "float32_state_bytes": float_bytes,
+            "ratio": float_bytes / os.path.getsize(out)}
+
+
+def load(path: str | os.PathLike) -> PackedModel:
+    """Open a packed model file; a truncated, tampered, foreign or newer file raises ValueError."""
+    path = Path(path)
+    tensors, metadata = read_safetensors(path, FORMAT, VERSION, "model file")
+    if _digest(metadata["ops"], tensors) != metadata.get("sha256"):
+        raise ValueError(f"{path}: contents do not match the file's checksum; it was modified after export")
+    return PackedModel(json.loads(metadata["ops"]), tensors, json.loads(metadata.get("source", "{}")))

@@ -1,0 +1,80 @@
+"""The runtime's operations. Each op is a small dict in the model file plus named tensors; each
+has a packed implementation and a plain PyTorch reference (``reference=True``) that tests use.
+
+Ops:
+- ``flatten``: (B, ...) -> (B, F).
+- ``binary_linear``: packed input bits (B, W) x packed +-1 weights (N, W) -> int32 (B, N) + bias.
+- ``real_linear``: real input (B, K) x packed +-1 weights: the first layer. When the input lies on
+  the 8-bit pixel grid x = c / 127.5 - 1 (as the trainer feeds it), the product is computed exactly
+  from the pixel codes' bit planes (QNN paper): x . w = (sum_i 2^i (c_i . w)) / 127.5 - sum(w);
+  otherwise with the unpacked +-1 weights in float.
+- ``threshold``: batch norm followed by sign, fused: bit = (y >= t) for channels with a positive
+  batch-norm scale, (y <= t) for negative ones, constant where the scale is 0; output packed.
+- ``affine``: the output batch norm, y * scale + shift, giving the logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from qnnlab import kernels
+
+
+def _transposed(op: dict[str, Any], w: torch.Tensor) -> torch.Tensor:
+    """The packed weights as (W, N), made once per op and kept with it."""
+    if "_transposed" not in op:
+        op["_transposed"] = w.T.contiguous()
+    return op["_transposed"]
+
+
+def _pixel_sums(op: dict[str, Any], codes: torch.Tensor, w: torch.Tensor, k: int,
+                weight_sum: torch.Tensor) -> torch.Tensor:
+    """Exact sum_t c_t w_t for uint8 pixel codes and +-1 weights. An int8 GEMM does it fastest where
+    the CPU has integer dot-product instructions: sum (c - 128) w + 128 sum(w), with (c - 128) and w
+    in int8; where torch offers none, the bit-plane AND-popcount kernel (QNN paper) does."""
+    if "_int8_weights" not in op:
+        op["_int8_weights"] = kernels.unpack(w, k).to(torch.int8).T.contiguous()
+    try:
+        centred = (codes.to(torch.int16) - 128).to(torch.int8)
+        return torch._int_mm(centred, op["_int8_weights"]).to(torch.int64) + 128 * weight_sum.to(torch.int64)
+    except (AttributeError, RuntimeError):
+        return kernels.pixel_matmul(codes, _transposed(op, w), k)
+
+
+def run_op(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor], reference: bool = False) -> torch.Tensor:
+    kind = op["op"]
+    if kind == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if kind == "binary_linear":
+        w, k = tensors[op["weight"]], op["k"]
+        if reference:  # x holds +-1 floats from the reference threshold
+            y = x @ kernels.unpack(w, k).T
+        else:
+            y = kernels.binary_matmul(x, w, k).to(torch.float32)
+        return y + tensors[op["bias"]] if op.get("bias") else y
+    if kind == "real_linear":
+        w, k = tensors[op["weight"]], op["k"]
+        if x.shape[1] != k:
+            raise ValueError(f"input has {x.shape[1]} features, the model expects {k}")
+        codes = (x.to(torch.float64) + 1) * 127.5
+        on_grid = bool(((codes - codes.round()).abs() < 1e-3).all()) and bool((codes >= -1e-3).all()) \
+            and bool((codes <= 255 + 1e-3).all())
+        if reference or not on_grid:
+            y = x.to(torch.float32) @ kernels.unpack(w, k).T
+        else:
+            sums = _pixel_sums(op, codes.round().to(torch.uint8), w, k, tensors[op["weight_sum"]])
+            y = (sums.to(torch.float64) / 127.5 - tensors[op["weight_sum"]].to(torch.float64)).to(torch.float32)
+        return y + tensors[op["bias"]] if op.get("bias") else y
+    if kind == "threshold":
+        t, positive, constant = tensors[op["threshold"]], tensors[op["positive"]], tensors[op["constant"]]
+        if not reference:
+            return kernels.threshold_pack(x, t, positive, constant)
+        y = x.to(torch.float64)
+        bits = torch.where(positive, y >= t, y <= t)
+        bits = torch.where(constant >= 0, constant > 0, bits)  # a zero batch-norm scale: a constant sign
+        return bits.to(torch.float32) * 2 - 1
+    if kind == "affine":
+        return x * tensors[op["scale"]] + tensors[op["shift"]]
+    raise ValueError(f"unknown op {kind!r} in the model file; is it from a newer qnnlab?")

@@ -1,0 +1,121 @@
+"""Export and packed runtime: same predictions as PyTorch, small files, bad files refused."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from qnnlab import data, runtime
+import qnnlab.runtime.ops  # noqa: F401
+from qnnlab.cli import main
+from qnnlab.runtime import ExportError
+from qnnlab.train import Trainer, resolve
+from qnnlab.train.batches import to_unit_range
+from qnnlab.train.trainer import build_model
+from qnnlab.data.vision import FASHION_SYSTEM_DIR, IDX_NAMES
+
+HAVE_FASHION = Path(FASHION_SYSTEM_DIR, IDX_NAMES[0]).is_file()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    runs = {}
+    for recipe in ("bnn", "bnn-shift"):
+        trainer = Trainer(resolve(recipe, {"model": "mlp-small", "epochs": 1, "limit_steps": 60, "threads": 1}),
+                          out / recipe, quiet=True)
+        trainer.run()
+        runs[recipe] = (trainer.model.eval(), out / recipe)
+    return runs
+
+
+@pytest.mark.parametrize("recipe", ["bnn", "bnn-shift"])
+def test_runtime_matches_pytorch_on_the_test_set(trained, tmp_path, recipe):
+    model, _ = trained[recipe]
+    runtime.export(model, tmp_path / "m.qnn")
+    packed = runtime.load(tmp_path / "m.qnn")
+    test = data.load("fashion-mnist" if HAVE_FASHION else "fashion-mnist-mini")
+    x = to_unit_range(test.test_x)
+    with torch.no_grad():
+        expected = model(x)
+    got = packed(x)
+    assert torch.equal(got.argmax(1), expected.argmax(1))  # 100% of the test set
+    # The runtime's first layer is exact integer arithmetic; PyTorch's float32 sum rounds (~1e-5).
+    # Logits may differ only where a pre-activation lies within that rounding of a threshold.
+    first = runtime.ops.run_op(packed.ops[1], x.reshape(len(x), -1), packed.tensors)
+    threshold = packed.tensors[packed.ops[2]["threshold"]]
+    near_tie = ((first.double() - threshold).abs() < 1e-4).any(1)
+    close = torch.isclose(got, expected, atol=1e-4, rtol=1e-5).all(1)
+    assert bool((close | near_tie).all()) and int(near_tie.sum()) <= len(x) // 100
+    assert torch.allclose(packed.reference(x[:500]), expected[:500], atol=1e-3, rtol=1e-5) or bool(near_tie[:500].any())
+
+
+def test_off_grid_inputs_take_the_float_path(trained, tmp_path):
+    model, _ = trained["bnn"]
+    runtime.export(model, tmp_path / "m.qnn")
+    x = torch.randn(50, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(runtime.load(tmp_path / "m.qnn")(x).argmax(1), model(x).argmax(1))
+
+
+def test_packed_file_is_at_least_25x_smaller(tmp_path):
+    empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
+    shape_only = data.ImageData("s", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
+    model = build_model(resolve("bnn", {"model": "mlp"}), shape_only).eval()
+    runtime.export(model, tmp_path / "m.qnn")
+    float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.dtype.is_floating_point)
+    assert float_bytes / (tmp_path / "m.qnn").stat().st_size >= 25
+
+
+def test_cli_export(trained, tmp_path, capsys):
+    _, run = trained["bnn"]
+    assert main(["export", str(run), str(tmp_path / "cli.qnn")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ratio"] > 20 and runtime.load(tmp_path / "cli.qnn").source["config"]["recipe"] == "bnn"
+
+
+def test_bad_files_are_refused(trained, tmp_path):
+    model, _ = trained["bnn"]
+    path = tmp_path / "m.qnn"
+    runtime.export(model, path)
+    raw = path.read_bytes()
+    (tmp_path / "cut.qnn").write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        runtime.load(tmp_path / "cut.qnn")
+    tampered = bytearray(raw)
+    tampered[-5] ^= 0xFF  # flip bits of the last packed weights
+    (tmp_path / "tampered.qnn").write_bytes(bytes(tampered))
+    with pytest.raises(ValueError, match="modified after export"):
+        runtime.load(tmp_path / "tampered.qnn")
+    (tmp_path / "newer.qnn").write_bytes(raw.replace(b'"version":"1"', b'"version":"7"'))
+    with pytest.raises(ValueError, match="upgrade qnnlab"):
+        runtime.load(tmp_path / "newer.qnn")
+    with pytest.raises(ValueError, match="not a qnnlab-packed file"):
+        runtime.load(trained["bnn"][1] / "checkpoint.safetensors")
+    with pytest.raises(ValueError, match="does not exist"):
+        runtime.load(tmp_path / "none.qnn")
+    with pytest.raises(ValueError, match="float tensor"):
+        runtime.load(path)(torch.zeros(2, 784, dtype=torch.long))
+    with pytest.raises(ValueError, match="features"):
+        runtime.load(path)(torch.zeros(2, 100))
+
+
+@pytest.mark.parametrize("recipe, model, words", [("bwn", "mlp-small", "is not supported"),
+                                                  ("float", "mlp-small", "is not supported"),
+                                                  ("bnn", "cnn", "is not supported")])
+def test_unsupported_models_are_named(tmp_path, recipe, model, words):
+    empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
+    shape_only = data.ImageData("s", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
+    with pytest.raises(ExportError, match=words):
+        runtime.export(build_model(resolve(recipe, {"model": model}), shape_only), tmp_path / "x.qnn")
+
+
+def test_scaled_binary_weights_are_refused(tmp_path):
+    from torch import nn
+
+    from qnnlab.nn import QuantLinear
+
+    model = nn.Sequential(nn.Flatten(), QuantLinear(4, 3, weight_quantizer="xnor_weight"))
+    with pytest.raises(ExportError, match="not plain sign"):
+        runtime.export(model.eval(), tmp_path / "x.qnn")
