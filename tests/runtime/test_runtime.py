@@ -103,12 +103,13 @@ def test_bad_files_are_refused(trained, tmp_path):
 
 @pytest.mark.parametrize("recipe, model, words", [("bwn", "mlp-small", "is not supported"),
                                                   ("float", "mlp-small", "is not supported"),
-                                                  ("bnn", "cnn", "is not supported")])
+                                                  ("xnor", "cnn", "Conv2d.*is not supported")])
 def test_unsupported_models_are_named(tmp_path, recipe, model, words):
     empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
     shape_only = data.ImageData("s", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
     with pytest.raises(ExportError, match=words):
-        runtime.export(build_model(resolve(recipe, {"model": model}), shape_only), tmp_path / "x.qnn")
+        runtime.export(build_model(resolve(recipe, {"model": model}), shape_only), tmp_path / "x.qnn", None,
+                       (1, 28, 28))
 
 
 def test_scaled_binary_weights_are_refused(tmp_path):
@@ -119,3 +120,28 @@ def test_scaled_binary_weights_are_refused(tmp_path):
     model = nn.Sequential(nn.Flatten(), QuantLinear(4, 3, weight_quantizer="xnor_weight"))
     with pytest.raises(ExportError, match="not plain sign"):
         runtime.export(model.eval(), tmp_path / "x.qnn")
+
+
+@pytest.mark.parametrize("recipe", ["bnn", "bnn-shift"])
+def test_binary_cnn_runtime_matches_pytorch(tmp_path, recipe):
+    empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
+    shape_only = data.ImageData("s", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
+    torch.manual_seed(0)
+    model = build_model(resolve(recipe, {"model": "cnn"}), shape_only).eval()
+    with torch.no_grad():  # batch-norm statistics as training would leave them: thresholds off zero
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-5, 5)
+                m.running_var.uniform_(10, 100)
+                m.weight.uniform_(-1, 1)
+                m.bias.uniform_(-1, 1)
+    runtime.export(model, tmp_path / "c.qnn", input_shape=(1, 28, 28))
+    packed = runtime.load(tmp_path / "c.qnn")
+    assert "binary_conv" in [op["op"] for op in packed.ops]
+    x = to_unit_range(data.load("fashion-mnist-mini").test_x[:100])
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.equal(packed(x).argmax(1), expected.argmax(1))
+    assert torch.allclose(packed(x), expected, atol=1e-4) and torch.allclose(packed.reference(x), expected, atol=1e-4)
+    with pytest.raises(ExportError, match="input_shape"):
+        runtime.export(model, tmp_path / "d.qnn")

@@ -30,7 +30,7 @@ def run(model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...]
     bnn = build_model(resolve("bnn", {"model": model}), data).eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bnn.qnn"
-        runtime.export(bnn, path)
+        runtime.export(bnn, path, input_shape=shape)
         packed = runtime.load(path)
         packed_bytes = path.stat().st_size
     float_bytes = sum(p.numel() * 4 for p in float_model.state_dict().values() if p.dtype.is_floating_point)

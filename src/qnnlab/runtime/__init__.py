@@ -54,9 +54,11 @@ class PackedModel:
         return self(x, reference=True)
 
 
-def export(model: torch.nn.Module, path: str | os.PathLike, source: dict[str, Any] | None = None) -> None:
-    """Write ``model`` (eval statistics) as a packed file, atomically."""
-    ops, tensors = export_model(model)
+def export(model: torch.nn.Module, path: str | os.PathLike, source: dict[str, Any] | None = None,
+           input_shape: tuple[int, ...] | None = None) -> None:
+    """Write ``model`` (eval statistics) as a packed file, atomically; convolutional models need
+    ``input_shape`` (C, H, W)."""
+    ops, tensors = export_model(model, input_shape)
     ops_json = json.dumps(ops)
     metadata = {"format": FORMAT, "version": str(VERSION), "ops": ops_json, "sha256": _digest(ops_json, tensors),
                 "source": json.dumps(source or {})}
@@ -74,9 +76,10 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
     file = file / CHECKPOINT if file.is_dir() else file
     state, _, info = checkpoint.load(file)
     config = from_dict(info["config"], source=str(file))
-    model = build_model(config, datasets.load(config.dataset, config.data_root))
+    data = datasets.load(config.dataset, config.data_root)
+    model = build_model(config, data)
     model.load_state_dict(state)
-    export(model, out, {"config": config.to_dict(), "epoch": info["epoch"] + 1})
+    export(model, out, {"config": config.to_dict(), "epoch": info["epoch"] + 1}, getattr(data, "shape", None))
     float_bytes = sum(v.numel() * 4 for v in state.values() if v.dtype.is_floating_point)
     return {"out": str(out), "bytes": os.path.getsize(out), "float32_state_bytes": float_bytes,
             "ratio": float_bytes / os.path.getsize(out)}

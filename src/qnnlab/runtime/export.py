@@ -1,20 +1,16 @@
 """Export a trained binary model to the packed format: a flat list of ops plus packed tensors.
-
-Supported: sequential MLPs of binary layers as the ``bnn`` / ``bnn-shift`` recipes build them:
-Flatten, QuantLinear with sign weights (the first with real, 8-bit or sign inputs, the others
-with sign inputs), BatchNorm1d or ShiftBatchNorm1d (eval statistics), Identity. Anything else is
-refused by name.
-"""
+Anything the runtime cannot run is refused by name (see ``export_model``)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from qnnlab import kernels
-from qnnlab.nn import QuantLinear, ShiftBatchNorm1d
+from qnnlab.nn import QuantConv2d, QuantLinear, ShiftBatchNorm1d, ShiftBatchNorm2d
 from qnnlab.quant.rounding import ap2
 
 
@@ -27,7 +23,7 @@ def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor,
     mean, var = bn.running_mean.double(), bn.running_var.double()
     gamma = bn.weight.detach().double() if bn.affine else torch.ones_like(mean)
     beta = bn.bias.detach().double() if bn.affine else torch.zeros_like(mean)
-    if isinstance(bn, ShiftBatchNorm1d):
+    if isinstance(bn, (ShiftBatchNorm1d, ShiftBatchNorm2d)):
         scale = (ap2(gamma.float()) * ap2(torch.rsqrt(bn.running_var + bn.eps))).double()
     else:
         scale = gamma / torch.sqrt(var + bn.eps)
@@ -38,57 +34,131 @@ def _is_sign(q: Any) -> bool:
     return q.meta.kind == "binary" and not q.meta.scaled and q.name in ("sign", "stochastic_sign")
 
 
-def export_model(model: nn.Module) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
-    """(ops, tensors) for the runtime; raises ExportError naming what is not supported."""
+def _input_shapes(model: nn.Module, input_shape: tuple[int, ...] | None) -> dict[str, tuple[int, ...]]:
+    """The input shape each child sees, from one forward pass on zeros (convolutions need it for
+    their padding corrections)."""
+    if input_shape is None:
+        return {}
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):  # type: ignore[no-untyped-def]
+        def hook(module, inputs, output) -> None:  # type: ignore[no-untyped-def]
+            shapes.setdefault(name, tuple(inputs[0].shape))
+
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in model.named_children()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _threshold(name: str, bn: nn.Module, layout: str, tensors: dict[str, torch.Tensor],
+               spatial: int = 1) -> dict[str, Any]:
+    """Batch norm + the next layer's sign as one threshold per channel (repeated per position for
+    the flat layout): sign(y s + b) = +1 <=> y >= -b/s for s > 0, y <= -b/s for s < 0."""
+    scale, shift = batchnorm_affine(bn)
+    safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+    values = {"threshold": -shift / safe, "positive": scale > 0,
+              "constant": torch.where(scale == 0, torch.where(shift >= 0, 1.0, 0.0), -1.0).double()}
+    op: dict[str, Any] = {"op": "threshold", "layout": layout, "layer": name}
+    for key, value in values.items():
+        tensors[f"{name}.{key}"] = value.repeat_interleave(spatial) if layout == "flat" else value
+        op[key] = f"{name}.{key}"
+    return op
+
+
+def export_model(model: nn.Module, input_shape: tuple[int, ...] | None = None
+                 ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """(ops, tensors) for the runtime; raises ExportError naming what is not supported.
+
+    Supported: sequential nets as the ``bnn`` / ``bnn-shift`` recipes build them: QuantLinear and
+    QuantConv2d with sign weights (the first layer with real or 8-bit inputs, the others with sign
+    inputs), batch norm (plain or shift-based, eval statistics) feeding a sign or ending the
+    model, MaxPool2d, Flatten. Convolutions need ``input_shape`` (C, H, W).
+    """
     if not isinstance(model, nn.Sequential):
-        raise ExportError(f"export supports nn.Sequential MLPs; got {type(model).__name__}")
+        raise ExportError(f"export supports nn.Sequential models; got {type(model).__name__}")
     model = model.eval()
+    if any(isinstance(m, nn.Conv2d) for m in model) and input_shape is None:
+        raise ExportError("a convolutional model needs input_shape=(C, H, W) to export")
+    shapes = _input_shapes(model, input_shape)
     ops: list[dict[str, Any]] = []
     tensors: dict[str, torch.Tensor] = {}
     layers = [(name, m) for name, m in model.named_children() if not isinstance(m, (nn.Identity, nn.Dropout))]
-    first_linear = True
+    first = True
     for index, (name, m) in enumerate(layers):
+        following = [layer for _, layer in layers[index + 1:index + 3]]
         if isinstance(m, nn.Flatten):
-            ops.append({"op": "flatten"})
-        elif isinstance(m, QuantLinear):
-            if not _is_sign(m.weight_quantizer):
-                raise ExportError(f"layer {name}: weights {m.weight_quantizer} are not plain sign weights")
-            k = m.in_features
-            w = kernels.pack(m.weight.detach())
-            tensors[f"{name}.weight"] = w
-            op: dict[str, Any] = {"op": "binary_linear", "weight": f"{name}.weight", "k": k, "layer": name}
-            if m.bias is not None:
-                tensors[f"{name}.bias"] = m.bias.detach().float().clone()
-                op["bias"] = f"{name}.bias"
-            if first_linear and not _is_sign(m.input_quantizer):
-                if m.input_quantizer.meta.kind != "float" and str(m.input_quantizer) != "uniform:lo=-1.0":
-                    raise ExportError(f"layer {name}: first-layer input quantizer {m.input_quantizer} is not supported")
-                op["op"] = "real_linear"
-                tensors[f"{name}.weight_sum"] = torch.where(m.weight.detach() >= 0, 1.0, -1.0).sum(1).double()
-                op["weight_sum"] = f"{name}.weight_sum"
-            elif not _is_sign(m.input_quantizer):
-                raise ExportError(f"layer {name}: input quantizer {m.input_quantizer} is not sign")
-            ops.append(op)
-            first_linear = False
+            if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
+                ops.append({"op": "flatten"})
+        elif isinstance(m, (QuantLinear, QuantConv2d)):
+            ops.append(_matmul_op(name, m, first, shapes.get(name), tensors))
+            first = False
+        elif isinstance(m, nn.MaxPool2d):
+            ops.append({"op": "maxpool", "kernel": m.kernel_size, "stride": m.stride, "layer": name})
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            scale, shift = batchnorm_affine(m)
-            following = layers[index + 1][1] if index + 1 < len(layers) else None
-            if isinstance(following, QuantLinear) and _is_sign(following.input_quantizer):
-                # sign(y * scale + shift) >= 0  <=>  y >= -shift/scale (scale > 0), y <= -shift/scale (< 0)
-                safe = torch.where(scale == 0, torch.ones_like(scale), scale)
-                tensors[f"{name}.threshold"] = -shift / safe
-                tensors[f"{name}.positive"] = scale > 0
-                tensors[f"{name}.constant"] = torch.where(scale == 0, torch.where(shift >= 0, 1.0, 0.0), -1.0).double()
-                ops.append({"op": "threshold", "threshold": f"{name}.threshold", "positive": f"{name}.positive",
-                            "constant": f"{name}.constant", "layer": name})
-            elif following is None:
+            nxt = following[0] if following else None
+            if isinstance(nxt, (QuantLinear, QuantConv2d)) and _is_sign(nxt.input_quantizer):
+                layout = "nhwc" if isinstance(nxt, QuantConv2d) else "rows"
+                ops.append(_threshold(name, m, layout, tensors))
+            elif isinstance(nxt, nn.Flatten) and len(following) > 1 and isinstance(following[1], QuantLinear) \
+                    and _is_sign(following[1].input_quantizer):
+                spatial = math.prod(shapes[name][2:]) if name in shapes else 1
+                ops.append(_threshold(name, m, "flat", tensors, spatial))
+            elif nxt is None:
+                scale, shift = batchnorm_affine(m)
                 tensors[f"{name}.scale"], tensors[f"{name}.shift"] = scale.float(), shift.float()
                 ops.append({"op": "affine", "scale": f"{name}.scale", "shift": f"{name}.shift", "layer": name})
             else:
                 raise ExportError(f"layer {name}: batch norm must feed a sign-input layer or end the model")
         else:
             raise ExportError(f"layer {name} ({type(m).__name__}) is not supported by the packed runtime; "
-                              f"it runs Flatten, binary QuantLinear and BatchNorm1d chains (bnn recipes)")
+                              f"it runs binary QuantLinear / QuantConv2d, batch norm, MaxPool2d and Flatten "
+                              f"(bnn recipes)")
     if not ops or ops[-1]["op"] not in ("affine", "binary_linear", "real_linear"):
         raise ExportError("the model must end with a linear layer or an output batch norm")
     return ops, tensors
+
+
+def _matmul_op(name: str, m: nn.Module, first: bool, shape: tuple[int, ...] | None,
+               tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    if not _is_sign(m.weight_quantizer):
+        raise ExportError(f"layer {name}: weights {m.weight_quantizer} are not plain sign weights")
+    sign_input = _is_sign(m.input_quantizer)
+    if not sign_input and not (first and (m.input_quantizer.meta.kind == "float"
+                                          or str(m.input_quantizer) == "uniform:lo=-1.0")):
+        raise ExportError(f"layer {name}: input quantizer {m.input_quantizer} is not supported"
+                          + ("" if first else " after the first layer (use sign)"))
+    w = m.weight.detach()
+    op: dict[str, Any] = {"layer": name}
+    if m.bias is not None:
+        tensors[f"{name}.bias"] = m.bias.detach().float().clone()
+        op["bias"] = f"{name}.bias"
+    if isinstance(m, QuantLinear):
+        tensors[f"{name}.weight"] = kernels.pack(w)
+        op.update(op="binary_linear" if sign_input else "real_linear", weight=f"{name}.weight", k=m.in_features)
+        if not sign_input:
+            tensors[f"{name}.weight_sum"] = torch.where(w >= 0, 1.0, -1.0).sum(1).double()
+            op["weight_sum"] = f"{name}.weight_sum"
+        return op
+    if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str) \
+            or m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1]:
+        raise ExportError(f"layer {name}: the packed convolution supports groups=1, dilation=1, zero padding "
+                          f"and square stride and padding")
+    op.update(kernel=list(m.kernel_size), stride=m.stride[0], padding=m.padding[0], channels=m.in_channels,
+              out_channels=m.out_channels)
+    if not sign_input:
+        tensors[f"{name}.weight"] = kernels.pack(w.reshape(w.shape[0], -1))
+        op.update(op="real_conv", weight=f"{name}.weight")
+        return op
+    tensors[f"{name}.weight"] = kernels.pack_filters(w)
+    op.update(op="binary_conv", weight=f"{name}.weight")
+    if m.padding[0]:
+        tensors[f"{name}.correction"] = kernels.padding_correction(w, shape[2], shape[3], m.stride[0], m.padding[0])
+        op["correction"] = f"{name}.correction"
+    return op

@@ -11,6 +11,10 @@ Ops:
 - ``threshold``: batch norm followed by sign, fused: bit = (y >= t) for channels with a positive
   batch-norm scale, (y <= t) for negative ones, constant where the scale is 0; output packed.
 - ``affine``: the output batch norm, y * scale + shift, giving the logits.
+- ``real_conv``: the first convolution, real input against +-1 filters (float, as PyTorch).
+- ``binary_conv``: channel-packed bits (B, H, W, Wc) against packed filters, with the exact
+  zero-padding correction (``qnnlab.kernels.conv``) -> (B, O, H', W').
+- ``maxpool``: max pooling of the integer pre-activations (before the threshold, as trained).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from qnnlab import kernels
 
@@ -41,6 +46,42 @@ def _pixel_sums(op: dict[str, Any], codes: torch.Tensor, w: torch.Tensor, k: int
         return torch._int_mm(centred, op["_int8_weights"]).to(torch.int64) + 128 * weight_sum.to(torch.int64)
     except (AttributeError, RuntimeError):
         return kernels.pixel_matmul(codes, _transposed(op, w), k)
+
+
+def _float_filters(op: dict[str, Any], tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    if "_filters" not in op:
+        kh, kw = op["kernel"]
+        k = op["channels"] * kh * kw
+        op["_filters"] = kernels.unpack(tensors[op["weight"]], k).reshape(op["out_channels"], op["channels"], kh, kw)
+    return op["_filters"]
+
+
+def _binary_filters(op: dict[str, Any], tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Unpack (dy, dx, channel)-ordered filters back to (O, C, kh, kw) +-1 floats."""
+    kh, kw = op["kernel"]
+    words = kernels.words(op["channels"])
+    per_pixel = tensors[op["weight"]].reshape(op["out_channels"], kh, kw, words)
+    return kernels.unpack(per_pixel, op["channels"]).permute(0, 3, 1, 2)
+
+
+def _threshold(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor], reference: bool) -> torch.Tensor:
+    """Rows (B, N) -> packed rows; nhwc: (B, C, H, W) -> channel-packed (B, H, W, Wc);
+    flat: (B, C, H, W) -> packed rows of the flattened (C, H, W) features."""
+    t, positive, constant = tensors[op["threshold"]], tensors[op["positive"]], tensors[op["constant"]]
+    layout = op.get("layout", "rows")
+    if layout == "nhwc":
+        batch, channels, height, width = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, channels)
+    else:
+        rows = x.reshape(x.shape[0], -1)
+    if not reference:
+        packed = kernels.threshold_pack(rows.contiguous(), t, positive, constant)
+        return packed.reshape(batch, height, width, -1) if layout == "nhwc" else packed
+    y = rows.to(torch.float64)
+    bits = torch.where(positive, y >= t, y <= t)
+    bits = torch.where(constant >= 0, constant > 0, bits)  # a zero batch-norm scale: a constant sign
+    values = bits.to(torch.float32) * 2 - 1
+    return values.reshape(batch, height, width, channels).permute(0, 3, 1, 2) if layout == "nhwc" else values
 
 
 def run_op(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor], reference: bool = False) -> torch.Tensor:
@@ -68,13 +109,22 @@ def run_op(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor]
             y = (sums.to(torch.float64) / 127.5 - tensors[op["weight_sum"]].to(torch.float64)).to(torch.float32)
         return y + tensors[op["bias"]] if op.get("bias") else y
     if kind == "threshold":
-        t, positive, constant = tensors[op["threshold"]], tensors[op["positive"]], tensors[op["constant"]]
-        if not reference:
-            return kernels.threshold_pack(x, t, positive, constant)
-        y = x.to(torch.float64)
-        bits = torch.where(positive, y >= t, y <= t)
-        bits = torch.where(constant >= 0, constant > 0, bits)  # a zero batch-norm scale: a constant sign
-        return bits.to(torch.float32) * 2 - 1
+        return _threshold(op, x, tensors, reference)
+    if kind == "real_conv":
+        filters = _float_filters(op, tensors)
+        y = F.conv2d(x.to(torch.float32), filters, stride=op["stride"], padding=op["padding"])
+        return y + tensors[op["bias"]].reshape(-1, 1, 1) if op.get("bias") else y
+    if kind == "binary_conv":
+        if reference:  # x holds +-1 floats (B, C, H, W)
+            filters = _binary_filters(op, tensors)
+            y = F.conv2d(x, filters, stride=op["stride"], padding=op["padding"])
+        else:
+            correction = tensors[op["correction"]] if op.get("correction") else None
+            y = kernels.binary_conv2d(x, tensors[op["weight"]], op["channels"], tuple(op["kernel"]), op["stride"],
+                                      op["padding"], correction).to(torch.float32)
+        return y + tensors[op["bias"]].reshape(-1, 1, 1) if op.get("bias") else y
+    if kind == "maxpool":
+        return F.max_pool2d(x, op["kernel"], op["stride"])
     if kind == "affine":
         return x * tensors[op["scale"]] + tensors[op["shift"]]
     raise ValueError(f"unknown op {kind!r} in the model file; is it from a newer qnnlab?")
