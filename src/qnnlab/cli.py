@@ -153,6 +153,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     energy = EnergyTable.from_file(args.energy_table) if args.energy_table else None
     prof = profile(model, example, train=args.train, optimizer=args.optimizer or config.optimizer,
                    loss=config.loss, clip_latent=bool(config.clip_latent), energy=energy, memory_level=args.memory)
+    if args.measure:
+        prof.measure_binary_convolutions()
     print(f"{config.recipe} {config.model}, batch {args.batch}, {'training step' if args.train else 'inference'}")
     print(full_report(prof))
     if args.json:
@@ -257,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", default="dram", choices=("dram", "sram"), help="price of memory traffic")
     p.add_argument("--energy-table", help="file of 'name pJ' lines overriding the Horowitz table")
     p.add_argument("--checkpoint", help="load trained weights (for binary kernel repetition)")
+    p.add_argument("--measure", action="store_true",
+                   help="time each binary convolution's packed kernel against float (XNOR-Net speed-up)")
     p.add_argument("--json", help="write everything to this JSON file")
     p.add_argument("--plot", help="write a stacked-bar PNG of energy per phase and kind")
     p.set_defaults(func=cmd_analyze)

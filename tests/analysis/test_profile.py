@@ -114,6 +114,9 @@ def test_xnor_speedup_model():
     prof = profile(nn.Sequential(conv), torch.randn(1, 256, 6, 6), train=False)
     (row,) = prof.xnor_speedups()
     assert row["theoretical_speedup"] == pytest.approx(64 * 256 * 9 / (256 * 9 + 64))  # 62.3x, as in the paper
+    assert row["measured_speedup"] is None
+    prof.measure_binary_convolutions(repeats=2)
+    assert prof.xnor_speedups()[0]["measured_speedup"] > 0
 
 
 def test_hidden_costs_name_what_removes_them():

@@ -31,6 +31,7 @@ class Profile:
     train: bool
     optimizer: str | None
     memory_level: str = "dram"
+    measured: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def _count(self, phase: str | None, op: str | None, kind: str | None) -> float:
         if phase is not None and phase not in PHASES:
@@ -99,8 +100,34 @@ class Profile:
             m = call.module
             c, n_w = m.in_channels // m.groups, math.prod(m.kernel_size)
             rows.append({"layer": layer.name, "channels": c, "kernel_area": n_w,
-                         "theoretical_speedup": WORD_BITS * c * n_w / (c * n_w + WORD_BITS), "measured_speedup": None})
+                         "theoretical_speedup": WORD_BITS * c * n_w / (c * n_w + WORD_BITS),
+                         "measured_speedup": self.measured.get(layer.name)})
         return rows
+
+    def measure_binary_convolutions(self, repeats: int = 5) -> None:
+        """Time each binary convolution with the packed kernel against torch's float conv2d on the
+        same input (inputs packed beforehand), median of paired repeats; fills measured_speedup."""
+        import torch.nn.functional as F
+
+        from qnnlab import kernels
+        from qnnlab.bench.timing import paired_ms
+
+        for row in self.xnor_speedups():
+            call = self.calls[row["layer"]]
+            m = call.module
+            if m.groups != 1 or m.dilation != (1, 1) or m.stride[0] != m.stride[1] or isinstance(m.padding, str) \
+                    or m.padding[0] != m.padding[1]:
+                continue
+            x = torch.where(torch.rand(call.input_shapes[0]) < 0.5, -1.0, 1.0)
+            w = torch.where(m.weight.detach() >= 0, 1.0, -1.0)
+            stride, padding = m.stride[0], m.padding[0]
+            packed_x, packed_w = kernels.pack_nhwc(x), kernels.pack_filters(w)
+            correction = kernels.padding_correction(w, x.shape[2], x.shape[3], stride, padding) if padding else None
+            _, _, speedup = paired_ms(
+                lambda: kernels.binary_conv2d(packed_x, packed_w, m.in_channels, m.kernel_size, stride, padding,
+                                              correction),
+                lambda: F.conv2d(x, w, stride=stride, padding=padding), repeats)
+            self.measured[row["layer"]] = round(speedup, 2)
 
     def kernel_repetition(self) -> list[dict[str, Any]]:
         """Binary kernel repetition (Hubara et al., QNN paper, sec. 3): a k x k binary 2-D filter has

@@ -58,8 +58,9 @@ def full_report(prof: Profile) -> str:
              hidden_table(prof)]
     if prof.xnor_speedups():
         parts += ["", "XNOR-Net speed-up model (binary convolutions, 64-bit words):"]
-        parts += [f"  {r['layer']}: c={r['channels']}, N_W={r['kernel_area']}: {r['theoretical_speedup']:.1f}x"
-                  for r in prof.xnor_speedups()]
+        parts += [f"  {r['layer']}: c={r['channels']}, N_W={r['kernel_area']}: model {r['theoretical_speedup']:.1f}x"
+                  + (f", measured {r['measured_speedup']:.1f}x (packed kernel vs float conv2d, this machine)"
+                     if r["measured_speedup"] is not None else "") for r in prof.xnor_speedups()]
     if prof.kernel_repetition():
         parts += ["", "binary kernel repetition (distinct 2-D filters per input channel):"]
         parts += [f"  {r['layer']}: {r['distinct_filters']}/{r['filters']} distinct "
