@@ -118,3 +118,20 @@ def test_no_nan_or_inf_for_finite_input(spec):
                 assert torch.isfinite(x.grad).all(), (spec, x.grad)
             loss = torch.ones(shape[0]) if len(shape) == 2 else torch.tensor(1.0)
             assert torch.isfinite(quant.score_function_loss(q, loss))
+
+
+@settings(max_examples=60, deadline=None)
+@given(scale=st.floats(1e-20, 1e20), rate=st.sampled_from([0.0, 1e-3, 0.02, 0.3]), bits=st.integers(2, 16),
+       n=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_needed_exponent_is_the_smallest_that_keeps_the_rate(scale, rate, bits, n, seed):
+    torch.manual_seed(seed)
+    x = torch.randn(n) * scale
+    q = quant.get(f"dfxp:bits={bits},rate={rate}")
+    e = int(q.needed_exponent(x))
+    allowed = int(rate * n)
+
+    def overflows(exponent):
+        return int((x.abs() > 2.0**exponent * (1 - 2.0 ** (1 - bits))).sum())
+
+    assert overflows(e) <= allowed
+    assert e == bits - 126 or overflows(e - 1) > allowed

@@ -99,7 +99,10 @@ class _SurrogateGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
-        return grad * ctx.derivative(x).to(grad.dtype), None, None
+        derivative = ctx.derivative(x)
+        if derivative.dtype == torch.bool:
+            return torch.where(derivative, grad, grad.new_zeros(())), None, None
+        return grad * derivative.to(grad.dtype), None, None
 
 
 class Quantizer(Configurable):

@@ -58,6 +58,8 @@ class StochasticSign(Quantizer):
         return ((x + 1) / 2).clamp(0, 1)
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:
+        if self.law == "hard":  # P(x > 2u - 1) = clip((x + 1) / 2, 0, 1) for u ~ U[0, 1): one compare
+            return (x > torch.rand_like(x) * 2 - 1).to(x.dtype) * 2 - 1
         return torch.bernoulli(self.prob(x)) * 2 - 1
 
     def deterministic(self) -> Quantizer:

@@ -44,7 +44,9 @@ class ClippedStraightThrough(Estimator):
 
     def derivative(self, x: torch.Tensor, quantizer: Quantizer) -> torch.Tensor:
         lo, hi = quantizer.clip_range()
-        return ((x >= lo) & (x <= hi)).to(x.dtype)
+        if isinstance(lo, float) and lo == -hi:
+            return x.abs() <= hi  # a bool mask: the incoming gradient is multiplied by it directly
+        return (x >= lo) & (x <= hi)
 
 
 @register_estimator

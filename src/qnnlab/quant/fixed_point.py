@@ -96,16 +96,28 @@ class DynamicFixedPoint(Quantizer):
         return x.reshape(1, -1)
 
     def needed_exponent(self, x: torch.Tensor) -> torch.Tensor:
-        """Per group, the smallest e with fraction(|x| > 2^e - 2^(e-B+1)) <= rate."""
-        g = self._groups(x.detach()).abs().to(torch.float64)
-        count = g.shape[1]
+        """Per group, the smallest e with count(|x| > 2^e - 2^(e-B+1)) <= floor(rate * n).
+
+        One pass histograms the float exponents of |x| (count(|x| >= 2^e) for every e at once);
+        the band just below 2^e that the largest code 2^e (1 - 2^(1-B)) misses is then checked
+        exactly, so no sort or quantile is needed."""
+        g = self._groups(x.detach()).abs()
+        groups, count = g.shape
         allowed = int(self.rate * count)
-        v = torch.kthvalue(g, count - allowed, dim=1).values
-        usable = 1.0 - 2.0 ** (1 - self.bits)
         lowest = self.bits - 126
-        e = torch.ceil(torch.log2(v.clamp_min(2.0**lowest) / usable))
-        e = torch.where(torch.exp2(e - 1) * usable >= v, e - 1, e)
-        return e.clamp(lowest, MAX_EXPONENT).to(torch.int32)
+        _, exponents = torch.frexp(g)  # |x| in [2^(e-1), 2^e)
+        bins = (exponents.clamp(lowest, MAX_EXPONENT + 1) - lowest).long()
+        width = MAX_EXPONENT + 2 - lowest
+        offsets = torch.arange(groups, device=g.device).unsqueeze(1) * width
+        hist = torch.bincount((bins + offsets).reshape(-1), minlength=groups * width).reshape(groups, width)
+        at_least = hist.flip(1).cumsum(1).flip(1)  # at_least[:, i]: count(|x| >= 2^(i - 1 + lowest))
+        above = torch.cat([at_least[:, 1:], torch.zeros_like(at_least[:, :1])], 1)  # count(|x| >= 2^(i+lowest))
+        fits = above <= allowed
+        first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((groups,), width - 1))
+        e = (first + lowest).clamp(lowest, MAX_EXPONENT)
+        top = torch.exp2(e.to(g.dtype)) * (1 - 2.0 ** (1 - self.bits))
+        over = (g > top.unsqueeze(1)).sum(1)
+        return torch.where(over > allowed, e + 1, e).clamp(lowest, MAX_EXPONENT).to(torch.int32)
 
     def _current_exponent(self, x: torch.Tensor) -> torch.Tensor:
         groups = self._groups(x).shape[0]

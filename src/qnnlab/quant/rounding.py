@@ -13,8 +13,8 @@ def round_to_int(v: torch.Tensor, stochastic: bool) -> torch.Tensor:
 
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
-    """sign with sign(0) = +1, in x's dtype."""
-    return (x >= 0).to(x.dtype) * 2 - 1
+    """sign with sign(0) = +1, in x's dtype (a compare and a select: two passes over x)."""
+    return torch.where(x >= 0, x.new_ones(()), -x.new_ones(()))
 
 
 SQRT2_MANTISSA = 0x3504F4  # smallest 23-bit fraction of a float32 above sqrt(2), the log-domain midpoint
@@ -53,11 +53,14 @@ def ap2_reciprocal(v: torch.Tensor) -> torch.Tensor:
 
 def abs_mean(x: torch.Tensor, dim: int | tuple[int, ...] | None = None, keepdim: bool = False,
              mask: torch.Tensor | None = None) -> torch.Tensor:
-    """mean |x| (over ``mask`` when given), summed as sum(|x| / N) so that neither the sum nor its
-    gradient overflows float32 for inputs near its largest values."""
+    """mean |x| (over ``mask`` when given). Where the plain mean overflows float32 (inputs near its
+    largest values) it is summed as sum(|x| / N), whose gradient does not overflow either."""
     a = x.abs()
     if mask is not None:
         return (a * mask / mask.sum().clamp_min(1)).sum()
+    fast = a.mean() if dim is None else a.mean(dim=dim, keepdim=keepdim)
+    if bool(torch.isfinite(fast).all()):  # the usual case; the scaled sum only when the plain one overflows
+        return fast
     if dim is None:
         return (a / a.numel()).sum()
     dims = (dim,) if isinstance(dim, int) else dim
