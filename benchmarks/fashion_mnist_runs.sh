@@ -15,7 +15,7 @@ run() {  # recipe model epochs [extra args]
     --threads "$THREADS" --device "$DEVICE" --out "$RUNS/$recipe-$model" --resume --quiet "$@" \
     || echo "run $recipe-$model failed (exit $?)" >&2
 }
-MLP_RUNS="float bnn binaryconnect bnn-shift dorefa xnor bwn qnn binaryconnect-stochastic fewmult lowprec2014 dropconnect"
+MLP_RUNS="float bnn binaryconnect bnn-shift dorefa xnor bwn qnn binaryconnect-stochastic fewmult lowprec2014 dropconnect ebp"
 CNN_RUNS="float bnn xnor bwn dorefa"
 for recipe in ${ONLY_MLP-$MLP_RUNS}; do run "$recipe" mlp 25; done
 for recipe in ${ONLY_CNN-$CNN_RUNS}; do run "$recipe" cnn 15 --set augment=flip; done

@@ -28,6 +28,7 @@ class TrainConfig:
     data_root: str | None = None
     epochs: int = 25
     batch_size: int = 100
+    algorithm: str = "backprop"
     optimizer: str = "adam"
     lr: float = 1e-3
     schedule: str = "cosine"
@@ -67,6 +68,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "data_root": ("path", "folder holding the data set's files; default: cache, system folders, download"),
     "epochs": ("epochs", "passes over the training set"),
     "batch_size": ("samples", "samples per step (for language models: sequences per step)"),
+    "algorithm": ("name", "backprop, or ebp (Expectation Backpropagation: binary-weight MLPs, no optimizer)"),
     "optimizer": ("name", "sgd, adam, shift_adamax (QNN paper) or bop (latent-free)"),
     "lr": ("per step", "learning rate at the start"),
     "schedule": ("name", "constant, cosine (per step, to final_lr_fraction) or exponential (per epoch)"),

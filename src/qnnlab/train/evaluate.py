@@ -25,6 +25,7 @@ from qnnlab.data import ImageData, TextData
 from qnnlab.nn import QuantizedLayer
 from qnnlab.nn.rnn import _QuantRNNBase
 from qnnlab.train.batches import eval_batches, lm_batches, to_unit_range
+from qnnlab.train.ebp import EBPNetwork
 
 
 def parse_mode(mode: str) -> tuple[str, int]:
@@ -41,6 +42,13 @@ def weight_mode(model: nn.Module, mode: str) -> Iterator[bool]:
     """Temporarily swap every weight quantizer for the one ``mode`` evaluates with; yields whether
     any weight changed (then batch-norm statistics no longer match the weights)."""
     name, _ = parse_mode(mode)
+    if isinstance(model, EBPNetwork):  # its posterior gives the three networks directly
+        previous, model.mode = model.mode, name
+        try:
+            yield False
+        finally:
+            model.mode = previous
+        return
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     for module in model.modules():
         slots = []

@@ -30,6 +30,7 @@ from qnnlab.train import checkpoint
 from qnnlab.train.batches import image_batches, lm_batches
 from qnnlab.train.config import TrainConfig, from_dict
 from qnnlab.train.distributed import Distributed
+from qnnlab.train.ebp import EBPNetwork
 from qnnlab.train.evaluate import evaluate_images, evaluate_text, parse_mode
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -45,11 +46,23 @@ class RunExists(ValueError):
 
 
 def build_model(config: TrainConfig, data: datasets.ImageData | datasets.TextData) -> nn.Module:
+    if config.algorithm == "ebp":
+        return _ebp_network(config, data)
+    if config.algorithm != "backprop":
+        raise ValueError(f"algorithm={config.algorithm!r}; use backprop or ebp")
     common = dict(norm=config.norm, activation=config.activation, output_norm=config.output_norm,
                   rules=config.rules, **config.model_options)
     if isinstance(data, datasets.TextData):
         return models.build(config.model, vocab=data.vocab_size, rules=config.rules, **config.model_options)
     return models.build(config.model, shape=data.shape, classes=data.classes, **common)
+
+
+def _ebp_network(config: TrainConfig, data: datasets.ImageData | datasets.TextData) -> nn.Module:
+    if isinstance(data, datasets.TextData) or config.model not in models.VISION or \
+            models.VISION[config.model][0] is not models.mlp:
+        raise ValueError(f"algorithm=ebp trains binary-weight MLPs on images; model {config.model!r} is not one")
+    widths = config.model_options.get("widths", models.VISION[config.model][1]["widths"])
+    return EBPNetwork([math.prod(data.shape), *widths, data.classes])
 
 
 def _lock_run_folder(out: Path):  # type: ignore[no-untyped-def]
@@ -99,6 +112,21 @@ class Trainer:
         self.is_text = isinstance(self.data, datasets.TextData)
         self.model = build_model(config, self.data).to(config.device)
         self.steps_per_epoch = self._steps_per_epoch()
+        self.ebp = isinstance(self.model, EBPNetwork)
+        if self.ebp:  # Bayesian updates: no optimizer, no schedule
+            self.optimizer = self.schedule = None
+        else:
+            self._build_optimizer(config)
+        if saved is not None:
+            self._restore(*saved)
+        self.train_model = self.dist.wrap(self.model) if not self.ebp else self.model
+        self.criterion = SquaredHingeLoss("none") if config.loss == "squared_hinge" else None
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write(self.out / "config.yaml",
+                                    lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+
+    def _build_optimizer(self, config: TrainConfig) -> None:
         self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.momentum,
                                          config.weight_decay, tuple(config.betas), config.lr_scale,
                                          config.clip_latent, config.bop_gamma, config.bop_threshold)
@@ -107,14 +135,6 @@ class Trainer:
                                 config.latent_quantizer)
         self.schedule = build_schedule(self.optimizer, config.schedule, config.epochs * self.steps_per_epoch,
                                        self.steps_per_epoch, config.final_lr_fraction)
-        if saved is not None:
-            self._restore(*saved)
-        self.train_model = self.dist.wrap(self.model)
-        self.criterion = SquaredHingeLoss("none") if config.loss == "squared_hinge" else None
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write(self.out / "config.yaml",
-                                    lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
 
     def _steps_per_epoch(self) -> int:
         if self.is_text:
@@ -128,15 +148,17 @@ class Trainer:
 
     def _restore(self, model_state: dict, extra: dict, info: dict) -> None:
         self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(extra["optimizer"])
-        self.schedule.load_state_dict(extra["schedule"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(extra["optimizer"])
+            self.schedule.load_state_dict(extra["schedule"])
         self.start_epoch = info["epoch"] + 1
         self.metrics = info["metrics"]
 
     def _save(self, epoch: int) -> None:
         info = {"config": self.config.to_dict(), "epoch": epoch, "metrics": self.metrics}
-        checkpoint.save(self.out / CHECKPOINT, self.model.state_dict(),
-                        {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}, info)
+        extra = {} if self.optimizer is None else {"optimizer": self.optimizer.state_dict(),
+                                                   "schedule": self.schedule.state_dict()}
+        checkpoint.save(self.out / CHECKPOINT, self.model.state_dict(), extra, info)
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         checkpoint.atomic_write(self.out / METRICS, lambda p: p.write_text(lines))
 
@@ -189,6 +211,10 @@ class Trainer:
             if step >= self.steps_per_epoch:
                 break
             x, y = x.to(self.config.device), y.to(self.config.device)
+            if self.ebp:
+                nll, right = self.model.ebp_step(x, y)
+                total_loss, correct, seen = total_loss + nll * len(y), correct + right, seen + len(y)
+                continue
             if self.is_text:
                 state = None if state is None else tuple(s.detach() for s in state) if isinstance(state, tuple) \
                     else state.detach()
@@ -216,7 +242,8 @@ class Trainer:
                                 img_s=f"{seen * self.dist.world / max(elapsed, 1e-9):.0f}")
             else:
                 bar.set_postfix(bpc=f"{total_loss / seen / math.log(2):.3f}")
-        stats = {"train_loss": total_loss / max(seen, 1), "lr": self.optimizer.param_groups[0]["lr"]}
+        stats = {"train_loss": total_loss / max(seen, 1),
+                 "lr": self.optimizer.param_groups[0]["lr"] if self.optimizer else 0.0}
         if self.is_text:
             stats["train_bpc"] = stats["train_loss"] / math.log(2)
         else:
