@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import needs_shakespeare
 from qnnlab import data
 from qnnlab.data import DatasetError
 from qnnlab.data.idx import parse_idx, write_idx
@@ -121,6 +122,7 @@ def test_svhn_mat_format(tmp_path):
         data.load("svhn", root=str(tmp_path))
 
 
+@needs_shakespeare
 def test_tiny_shakespeare_characters():
     d = data.load("tinyshakespeare")
     assert d.vocab_size == 65 and d.unit == "char"

@@ -2,12 +2,16 @@
 
 import pytest
 
+from conftest import have_tinyshakespeare
+
 from qnnlab.train import Trainer, recipe_names, resolve
 
 
 @pytest.mark.parametrize("recipe", recipe_names())
 def test_recipe_learns(tmp_path, recipe):
     if resolve(recipe).model.endswith("-lm"):  # language models: bits per character, 6.0 for uniform guessing
+        if not have_tinyshakespeare():
+            pytest.skip("Tiny Shakespeare not found beside the checkout or in the cache")
         config = resolve(recipe, {"model_options": {"embed": 16, "hidden": 64, "layers": 1}, "epochs": 1,
                                   "limit_steps": 80, "batch_size": 16, "seq_len": 50, "threads": 1})
         metrics = Trainer(config, tmp_path / recipe, quiet=True).run()

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import needs_shakespeare
 from qnnlab.cli import main
 from qnnlab.train import RunExists, Trainer, TrainingDiverged, resolve
 from qnnlab.train import checkpoint
@@ -114,6 +115,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "none"), "--mode", "binary"]) == 2
 
 
+@needs_shakespeare
 def test_language_model_reports_bits_per_character(tmp_path):
     _, metrics = train(tmp_path, "float", model="lstm-lm", dataset="tinyshakespeare", batch_size=16, seq_len=20,
                        limit_steps=15, epochs=1, model_options={"hidden": 32, "embed": 16, "layers": 1},
