@@ -112,3 +112,20 @@ def test_binary_conv2d_bad_input():
         binary_conv2d(x, w, 70, (3, 3))
     with pytest.raises(ValueError, match="filters must be packed"):
         binary_conv2d(x, w, 3, (2, 2))
+
+
+def test_popcount_loops_compile_to_vector_popcounts_where_the_cpu_has_them():
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or "avx512_vpopcntdq" not in cpuinfo.read_text():
+        pytest.skip("this CPU has no AVX-512 VPOPCNTDQ")
+    import numba
+    import numpy as np
+
+    from qnnlab.kernels import _numba
+
+    compiled = numba.njit(parallel=True, fastmath=True)(_numba._xnor_gemm_rows)
+    compiled(np.zeros((2, 2), np.uint64), np.zeros((2, 16), np.uint64), 128, np.zeros((2, 16), np.int32))
+    assembly = "".join(compiled.inspect_asm().values())
+    assert "vpopcntq" in assembly

@@ -125,9 +125,14 @@ def test_language_model_reports_bits_per_character(tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 def test_data_parallel_training_with_two_processes(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
          "-m", "qnnlab.cli", "train", "--recipe", "bnn", "--model", "mlp-small", "--epochs", "1",
          "--set", "limit_steps=10", "--out", str(tmp_path / "ddp"), "--quiet"],
         capture_output=True, text=True, env=env, timeout=300)
