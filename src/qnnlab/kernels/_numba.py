@@ -21,25 +21,9 @@ def popcount(typingctx, x):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-BLOCK_N = 64  # rows of b kept hot in L1 while a row of a sweeps them
-
-
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def xnor_gemm(a, b, k, out):  # type: ignore[no-untyped-def]
-    """out[i, j] = k - 2 popcount(a[i] XOR b[j]) for packed rows a (M, W), b (N, W)."""
-    m, w = a.shape
-    n = b.shape[0]
-    for i in prange(m):
-        for j0 in range(0, n, BLOCK_N):
-            for j in range(j0, min(j0 + BLOCK_N, n)):
-                acc = np.uint64(0)
-                for t in range(w):
-                    acc += popcount(a[i, t] ^ b[j, t])
-                out[i, j] = k - 2 * np.int64(acc)
-
-
 def _xnor_gemm_tiled(a, b, k, out):  # type: ignore[no-untyped-def]
-    """The same product with 4 x 4 register tiles: each loaded word serves four products."""
+    """out[i, j] = k - 2 popcount(a[i] XOR b[j]) for packed rows a (M, W), b (N, W), in 4 x 4
+    register tiles: each loaded word serves four products."""
     m, w = a.shape
     n = b.shape[0]
     tiles_i = (m + 3) // 4
