@@ -26,7 +26,8 @@ def test_presets_and_options():
     bnn = models.build("mlp-bnn", shape=(1, 28, 28), classes=10)
     assert [m.out_features for m in bnn if isinstance(m, torch.nn.Linear)] == [4096, 4096, 4096, 10]
     custom = models.build("mlp", shape=(1, 28, 28), classes=10, widths=[64, 32], dropconnect=0.5)
-    assert sum(isinstance(m, DropConnectLinear) for m in custom.modules()) == 2  # all but the first
+    dropconnect = [m for m in custom.modules() if isinstance(m, DropConnectLinear)]
+    assert len(dropconnect) == 1 and dropconnect[0].out_features == 10  # the classifier
     shift = models.build("cnn", shape=(1, 28, 28), classes=10, norm="shift")
     assert any(isinstance(m, ShiftBatchNorm2d) for m in shift.modules())
 

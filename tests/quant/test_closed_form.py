@@ -260,3 +260,19 @@ def test_gradient_quantizers_keep_forward_and_change_backward():
     m, n = 0.7, 3
     grid = {round(2 * m * (k / n - 0.5), 5) for k in range(n + 1)}
     assert {round(v, 5) for v in x.grad.flatten().tolist()} <= grid
+
+
+@pytest.mark.parametrize("bits", [2, 3, 8])
+def test_fused_dorefa_weights_equal_the_composed_formula(bits):
+    torch.manual_seed(bits)
+    x = torch.randn(40, 17, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    upstream = torch.randn(40, 17)
+    (quant.get(f"dorefa_w:{bits}")(x) * upstream).sum().backward()
+    t = torch.tanh(x2)
+    u = t / (2 * t.abs().max()) + 0.5
+    n = 2**bits - 1
+    composed = 2 * (u + (torch.round(u * n) / n - u).detach()) - 1  # rounding passed straight through
+    (composed * upstream).sum().backward()
+    assert torch.allclose(quant.get(f"dorefa_w:{bits}")(x.detach()), composed.detach(), atol=1e-6)
+    assert torch.allclose(x.grad, x2.grad, atol=1e-5)

@@ -80,7 +80,8 @@ class Estimator(Configurable):
     def forward(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor:
         return _SurrogateGradient.apply(x, quantizer.hard, lambda t: self.derivative(t, quantizer))
 
-    def derivative(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor:
+    def derivative(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor | None:
+        """dq/dx as a tensor, a bool mask, or None for the identity."""
         raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
@@ -100,6 +101,8 @@ class _SurrogateGradient(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
         derivative = ctx.derivative(x)
+        if derivative is None:  # identity: the gradient passes unchanged
+            return grad, None, None
         if derivative.dtype == torch.bool:
             return torch.where(derivative, grad, grad.new_zeros(())), None, None
         return grad * derivative.to(grad.dtype), None, None
