@@ -135,3 +135,12 @@ def test_needed_exponent_is_the_smallest_that_keeps_the_rate(scale, rate, bits, 
 
     assert overflows(e) <= allowed
     assert e == bits - 126 or overflows(e - 1) > allowed
+
+
+def test_needed_exponent_histogram_fallback_agrees():
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(5000) * 1e-3, torch.tensor([1e6, -3e5])])  # two outliers far above the rest
+    q = quant.get("dfxp:bits=8,rate=0.01")
+    e = int(q.needed_exponent(x))  # needs more steps down than STEPS_DOWN: the histogram decides
+    usable = 1 - 2.0**-7
+    assert int(((x.abs() > 2.0**e * usable)).sum()) <= 50 < int(((x.abs() > 2.0 ** (e - 1) * usable)).sum())

@@ -13,6 +13,7 @@ from qnnlab.quant.spec import Param, in_range
 
 STOCHASTIC = Param("stochastic", bool, False, "stochastic rounding floor(v + u), unbiased")
 MAX_EXPONENT = 127  # float32: 2^127 is finite, and the step 2^(e-B+1) must stay a normal number
+STEPS_DOWN = 4  # exponent steps below the one covering max|x| tried before the histogram
 
 
 @register_quantizer
@@ -96,15 +97,30 @@ class DynamicFixedPoint(Quantizer):
         return x.reshape(1, -1)
 
     def needed_exponent(self, x: torch.Tensor) -> torch.Tensor:
-        """Per group, the smallest e with count(|x| > 2^e - 2^(e-B+1)) <= floor(rate * n).
+        """Per group, the smallest e with count(|x| > 2^e (1 - 2^(1-B))) <= floor(rate * n).
 
-        One pass histograms the float exponents of |x| (count(|x| >= 2^e) for every e at once);
-        the band just below 2^e that the largest code 2^e (1 - 2^(1-B)) misses is then checked
-        exactly, so no sort or quantile is needed."""
+        The overflow count only falls as e grows, so start at the exponent that covers max|x|
+        (no overflow) and step down while the next one still keeps the count within the allowance:
+        usually a max and one to three comparison passes. Data that would need more steps (a few
+        huge values far above the rest) fall back to a histogram of float exponents."""
         g = self._groups(x.detach()).abs()
-        groups, count = g.shape
-        allowed = int(self.rate * count)
+        allowed = int(self.rate * g.shape[1])
         lowest = self.bits - 126
+        usable = 1.0 - 2.0 ** (1 - self.bits)
+        top = g.amax(1).to(torch.float64)
+        e = torch.ceil(torch.log2(top.clamp_min(2.0**lowest) / usable)).clamp(lowest, MAX_EXPONENT)
+        for _ in range(STEPS_DOWN):
+            lower = e - 1
+            fits = ((g > (torch.exp2(lower) * usable).to(g.dtype).unsqueeze(1)).sum(1) <= allowed) & (lower >= lowest)
+            if not bool(fits.any()):
+                return e.to(torch.int32)
+            e = torch.where(fits, lower, e)
+        return self._exponent_by_histogram(g, allowed, lowest, usable)
+
+    def _exponent_by_histogram(self, g: torch.Tensor, allowed: int, lowest: int, usable: float) -> torch.Tensor:
+        """One pass histograms the float exponents of |x| (count(|x| >= 2^e) for every e at once);
+        the band just below 2^e that the largest code misses is then checked exactly."""
+        groups = g.shape[0]
         _, exponents = torch.frexp(g)  # |x| in [2^(e-1), 2^e)
         bins = (exponents.clamp(lowest, MAX_EXPONENT + 1) - lowest).long()
         width = MAX_EXPONENT + 2 - lowest
@@ -115,8 +131,7 @@ class DynamicFixedPoint(Quantizer):
         fits = above <= allowed
         first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((groups,), width - 1))
         e = (first + lowest).clamp(lowest, MAX_EXPONENT)
-        top = torch.exp2(e.to(g.dtype)) * (1 - 2.0 ** (1 - self.bits))
-        over = (g > top.unsqueeze(1)).sum(1)
+        over = (g > (torch.exp2(e.to(g.dtype)) * usable).unsqueeze(1)).sum(1)
         return torch.where(over > allowed, e + 1, e).clamp(lowest, MAX_EXPONENT).to(torch.int32)
 
     def _current_exponent(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,12 +151,17 @@ class DynamicFixedPoint(Quantizer):
         return self._bounds
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:
-        e = self._current_exponent(x).to(x.dtype)
-        shape = (-1,) + (1,) * (x.dim() - 1) if self.group == "channel" and x.dim() > 0 else ()
-        e = e.reshape(shape) if shape else e.reshape(())
+        """clip to [-2^e, 2^e - step], then round to the step 2^(e-B+1); both bounds are multiples
+        of the step, so rounding (nearest or stochastic) never leaves the range."""
+        e = self._current_exponent(x)
+        if e.numel() == 1 and not (self.group == "channel" and x.dim() > 0):
+            step = 2.0 ** (int(e) - self.bits + 1)
+            lo, hi = -(2.0 ** int(e)), 2.0 ** int(e) - step
+            self._bounds = (torch.tensor(lo), torch.tensor(hi))
+            return round_to_int(x.clamp(lo, hi).mul_(1 / step), self.stochastic).mul_(step)
+        e = e.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
         step = torch.exp2(e - (self.bits - 1))
         hi = torch.exp2(e) - step
         lo = -torch.exp2(e)
         self._bounds = (lo, hi)
-        v = torch.maximum(torch.minimum(x, hi), lo) / step
-        return torch.maximum(torch.minimum(round_to_int(v, self.stochastic) * step, hi), lo)
+        return round_to_int(torch.maximum(torch.minimum(x, hi), lo) / step, self.stochastic) * step

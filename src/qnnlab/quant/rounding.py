@@ -9,7 +9,7 @@ def round_to_int(v: torch.Tensor, stochastic: bool) -> torch.Tensor:
     """Nearest integer, or stochastic rounding floor(v + u), u ~ U[0, 1), for which E[q] = v."""
     if stochastic:
         return torch.floor(v + torch.rand_like(v))
-    return torch.round(v)
+    return torch.round(v)  # ties to even
 
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
