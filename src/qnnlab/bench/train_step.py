@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from qnnlab.bench.timing import paired_ms
 from qnnlab.train.config import resolve
+from qnnlab.train.ebp import EBPNetwork
 from qnnlab.train.trainer import build_model
 
 # aten op name fragments by category (self CPU time is attributed to the innermost op)
@@ -45,12 +46,17 @@ class _Step:
         self.model = build_model(config, data)
         from qnnlab.optim import build_optimizer
 
-        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, lr_scale=config.lr_scale,
-                                         clip_latent=config.clip_latent)
+        self.ebp = isinstance(self.model, EBPNetwork)
+        if not self.ebp:
+            self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, lr_scale=config.lr_scale,
+                                             clip_latent=config.clip_latent)
         self.x = torch.randn(batch, *data.shape)
         self.y = torch.randint(0, data.classes, (batch,))
 
     def __call__(self) -> None:
+        if self.ebp:  # a Bayesian update instead of backward + optimizer
+            self.model.ebp_step(self.x, self.y)
+            return
         self.optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(self.model(self.x), self.y).backward()
         self.optimizer.step()
