@@ -210,38 +210,14 @@ class Trainer:
         for step, (x, y) in enumerate(bar):
             if step >= self.steps_per_epoch:
                 break
-            x, y = x.to(self.config.device), y.to(self.config.device)
-            if self.ebp:
-                nll, right = self.model.ebp_step(x, y)
-                total_loss, correct, seen = total_loss + nll * len(y), correct + right, seen + len(y)
-                continue
-            if self.is_text:
-                state = None if state is None else tuple(s.detach() for s in state) if isinstance(state, tuple) \
-                    else state.detach()
-                logits, state = self.train_model(x, state)
-                per_sample = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-            else:
-                logits = self.train_model(x)
-                per_sample = self.loss(logits, y)
-                correct += int((logits.argmax(1) == y).sum())
-            loss = per_sample.mean()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(self._divergence_message(epoch, step, float(loss.detach())))
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss + quant.score_function_loss(self.model, per_sample)).backward()
-            if self.config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            self.schedule.step()
+            loss, right, state = self._step(epoch, step, x.to(self.config.device), y.to(self.config.device), state)
             weight = 1 if self.is_text else len(y)  # text: average over steps; images: over samples
-            total_loss += float(loss.detach()) * weight
-            seen += weight
-            if not self.is_text:
-                elapsed = time.perf_counter() - started
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                img_s=f"{seen * self.dist.world / max(elapsed, 1e-9):.0f}")
-            else:
+            total_loss, correct, seen = total_loss + loss * weight, correct + right, seen + weight
+            if self.is_text:
                 bar.set_postfix(bpc=f"{total_loss / seen / math.log(2):.3f}")
+            else:
+                rate = seen * self.dist.world / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
         stats = {"train_loss": total_loss / max(seen, 1),
                  "lr": self.optimizer.param_groups[0]["lr"] if self.optimizer else 0.0}
         if self.is_text:
@@ -249,6 +225,31 @@ class Trainer:
         else:
             stats["train_accuracy"] = correct / max(seen, 1)
         return self.dist.average(stats)
+
+    def _step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor, state: Any) -> tuple[float, int, Any]:
+        """One update; returns the mean loss, the number of correct predictions and the recurrent
+        state to carry into the next window (language models)."""
+        if self.ebp:
+            nll, right = self.model.ebp_step(x, y)
+            return nll, right, None
+        if self.is_text:
+            logits, state = self.train_model(x, _detached(state))
+            per_sample = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+            right = 0
+        else:
+            logits = self.train_model(x)
+            per_sample = self.loss(logits, y)
+            right = int((logits.argmax(1) == y).sum())
+        loss = per_sample.mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(self._divergence_message(epoch, step, float(loss.detach())))
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss + quant.score_function_loss(self.model, per_sample)).backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        return float(loss.detach()), right, state
 
     def _divergence_message(self, epoch: int, step: int, value: float) -> str:
         global_step = epoch * self.steps_per_epoch + step + 1
@@ -260,6 +261,13 @@ class Trainer:
             causes.append("there is no batch norm: activations can grow without bound")
         return (f"training diverged: loss is {value} at step {global_step} (epoch {epoch + 1}, batch {step + 1}). "
                 f"Likely cause: " + "; or ".join(causes) + f". The last good checkpoint is in {self.out}.")
+
+
+def _detached(state: Any) -> Any:
+    """Truncated back-propagation: the state carries values, not the graph, into the next window."""
+    if state is None:
+        return None
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
 def _summary(record: dict[str, Any]) -> str:
