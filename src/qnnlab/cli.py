@@ -177,9 +177,12 @@ def _print_bench(rows, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 
 def _int_list(text: str, flag: str, example: str) -> list[int]:
     try:
-        return [int(v) for v in text.split(",") if v]
+        values = [int(v) for v in text.split(",") if v]
     except ValueError:
         raise ValueError(f"{flag} {text!r} must be integers like {example}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{flag} {text!r} must be positive integers like {example}")
+    return values
 
 
 def _set_threads(threads: int | None) -> None:
@@ -316,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (ValueError, DatasetError) as exc:
+    except (ValueError, DatasetError, OSError) as exc:
         print(f"qnnlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:

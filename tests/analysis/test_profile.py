@@ -79,6 +79,8 @@ def test_energy_table_file(tmp_path):
     good.write_text("# my process\nfp32_mult 1.0\nfp32_add: 0.5\n")
     table = EnergyTable.from_file(good)
     assert table.mac("fp32") == 1.5 and table.values["int_add_8"] == 0.03
+    with pytest.raises(ValueError, match="does not exist"):
+        EnergyTable.from_file(tmp_path / "missing.txt")
     for text, words in (("fp32_mult one\n", "line 1"), ("fp32_mult 1\nbogus 2\n", "line 2: unknown entry"),
                         ("fp32_add -1\n", "must be >= 0")):
         bad = tmp_path / "bad.txt"

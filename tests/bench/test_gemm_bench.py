@@ -13,3 +13,4 @@ def test_bench_gemm_json(capsys):
     for row in rows:
         assert {"name", "shape", "qnnlab_ms", "baseline_ms", "speedup"} <= set(row) and row["qnnlab_ms"] > 0
     assert main(["bench", "gemm", "--sizes", "a,b"]) == 2
+    assert main(["bench", "gemm", "--sizes", "0"]) == 2

@@ -38,6 +38,9 @@ def test_recipe_file(tmp_path):
     ("bnn", {"lrate": 0.1}, "unknown field"),
     ("bnn", {"epochs": "many"}, "should be a int"),
     ("nosuch", {}, "unknown recipe"),
+    ("bnn", {"epochs": -1}, "epochs=-1 must be > 0"),
+    ("bnn", {"lr": 0}, "must be > 0"),
+    ("bnn", {"grad_clip": -1.0}, "must be >= 0"),
 ])
 def test_bad_configs(recipe, overrides, words):
     with pytest.raises(ValueError, match=words):

@@ -44,6 +44,8 @@ class EnergyTable:
     def from_file(cls, path: str | Path) -> "EnergyTable":
         """Lines of ``name value`` (pJ), ``#`` comments; names as in DEFAULTS; unlisted names keep defaults."""
         values = dict(DEFAULTS)
+        if not Path(path).is_file():
+            raise ValueError(f"energy table {path} does not exist; it is a text file of 'name pJ' lines")
         text = Path(path).read_text()
         for number, line in enumerate(text.splitlines(), 1):
             content = line.split("#", 1)[0].strip()

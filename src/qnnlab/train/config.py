@@ -146,7 +146,18 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
         if value is not None and default is not None and not _fits(value, default):
             raise ValueError(f"{source}: {key}={value!r} should be a {type(default).__name__} ({FIELDS[key][1]})")
         checked[key] = float(value) if isinstance(default, float) and isinstance(value, int) else value
-    return TrainConfig(**{**defaults.to_dict(), **checked})
+    config = TrainConfig(**{**defaults.to_dict(), **checked})
+    for key in POSITIVE:
+        if not getattr(config, key) > 0:
+            raise ValueError(f"{source}: {key}={getattr(config, key)!r} must be > 0 ({FIELDS[key][1]})")
+    for key in NON_NEGATIVE:
+        if not getattr(config, key) >= 0:
+            raise ValueError(f"{source}: {key}={getattr(config, key)!r} must be >= 0 ({FIELDS[key][1]})")
+    return config
+
+
+POSITIVE = ("epochs", "batch_size", "lr", "seq_len")
+NON_NEGATIVE = ("final_lr_fraction", "momentum", "weight_decay", "grad_clip", "limit_steps", "threads", "seed")
 
 
 def _fits(value: Any, default: Any) -> bool:
