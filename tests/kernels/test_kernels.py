@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qnnlab import kernels
 from qnnlab.kernels import binary_matmul, bitplane_matmul, bitserial_matmul, pack, sign_weight_matmul, unpack
@@ -129,3 +131,12 @@ def test_popcount_loops_compile_to_vector_popcounts_where_the_cpu_has_them():
     compiled(np.zeros((2, 2), np.uint64), np.zeros((2, 16), np.uint64), 128, np.zeros((2, 16), np.int32))
     assembly = "".join(compiled.inspect_asm().values())
     assert "vpopcntq" in assembly
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 40), n=st.integers(1, 40), k=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_binary_matmul_property(m, n, k, seed):
+    torch.manual_seed(seed)
+    a, b = pm1(m, k), pm1(n, k)
+    assert torch.equal(binary_matmul(pack(a), pack(b), k), (a @ b.T).to(torch.int32))
+    assert torch.equal(unpack(pack(a), k), a)
