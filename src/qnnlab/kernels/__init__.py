@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qnnlab.kernels.conv import binary_conv2d, pack_filters, pack_nhwc, padding_correction
+from qnnlab.kernels.conv import binary_conv2d, binary_conv2d_nhwc, pack_filters, pack_nhwc, padding_correction
 from qnnlab.kernels.packing import WORD, check_packed, pack, unpack, words
 
-__all__ = ["WORD", "binary_conv2d", "binary_matmul", "bitplane_matmul", "bitserial_matmul", "pack", "pack_filters",
+__all__ = ["WORD", "binary_conv2d", "binary_conv2d_nhwc", "binary_matmul", "bitplane_matmul", "bitserial_matmul", "pack", "pack_filters",
            "pack_nhwc", "padding_correction", "pixel_matmul", "sign_weight_matmul", "threshold_pack", "unpack",
            "words"]
 

@@ -41,10 +41,10 @@ def padding_correction(w: torch.Tensor, height: int, width: int, stride: int, pa
     return F.conv2d(mask, signs, stride=stride)[0].round().to(torch.int32)
 
 
-def binary_conv2d(x_nhwc: torch.Tensor, w_packed: torch.Tensor, channels: int, kernel: tuple[int, int],
-                  stride: int = 1, padding: int = 0, correction: torch.Tensor | None = None) -> torch.Tensor:
+def binary_conv2d_nhwc(x_nhwc: torch.Tensor, w_packed: torch.Tensor, channels: int, kernel: tuple[int, int],
+                       stride: int = 1, padding: int = 0, correction: torch.Tensor | None = None) -> torch.Tensor:
     """Channel-packed input (B, H, W, Wc) convolved with packed filters (O, kh * kw * Wc) -> int32
-    (B, O, H', W'), equal to conv2d of the +-1 values with zero padding. ``correction``
+    (B, H', W', O), equal to conv2d of the +-1 values with zero padding. ``correction``
     (``padding_correction``) is required when padding > 0."""
     from qnnlab.kernels import ROWS_KERNEL_BYTES, _kernels, _words_view
 
@@ -73,8 +73,15 @@ def binary_conv2d(x_nhwc: torch.Tensor, w_packed: torch.Tensor, channels: int, k
         _kernels().xnor_gemm_tiled(a, b, kh * kw * channels, result)
     else:
         _kernels().xnor_gemm_rows(a, np.ascontiguousarray(b.T), kh * kw * channels, result)
-    out = torch.from_numpy(result).reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+    out = torch.from_numpy(result).reshape(batch, out_h, out_w, -1)
     if padding:
-        out = out - correction.unsqueeze(0)
-    return out.contiguous()
+        out -= correction.permute(1, 2, 0)
+    return out
+
+
+def binary_conv2d(x_nhwc: torch.Tensor, w_packed: torch.Tensor, channels: int, kernel: tuple[int, int],
+                  stride: int = 1, padding: int = 0, correction: torch.Tensor | None = None) -> torch.Tensor:
+    """``binary_conv2d_nhwc`` with the output in PyTorch's (B, O, H', W') layout."""
+    return binary_conv2d_nhwc(x_nhwc, w_packed, channels, kernel, stride, padding, correction) \
+        .permute(0, 3, 1, 2).contiguous()
 

@@ -69,9 +69,14 @@ def _threshold(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Ten
     flat: (B, C, H, W) -> packed rows of the flattened (C, H, W) features."""
     t, positive, constant = tensors[op["threshold"]], tensors[op["positive"]], tensors[op["constant"]]
     layout = op.get("layout", "rows")
-    if layout == "nhwc":
+    if reference and layout == "nhwc":
         batch, channels, height, width = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(-1, channels)
+    elif layout == "nhwc":  # the packed path's feature maps are NHWC already
+        batch, height, width, channels = x.shape
+        rows = x.reshape(-1, channels)
+    elif layout == "flat" and not reference:  # the classifier reads features in (C, H, W) order
+        rows = x.permute(0, 3, 1, 2).reshape(x.shape[0], -1)
     else:
         rows = x.reshape(x.shape[0], -1)
     if not reference:
@@ -113,18 +118,22 @@ def run_op(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor]
     if kind == "real_conv":
         filters = _float_filters(op, tensors)
         y = F.conv2d(x.to(torch.float32), filters, stride=op["stride"], padding=op["padding"])
-        return y + tensors[op["bias"]].reshape(-1, 1, 1) if op.get("bias") else y
+        if op.get("bias"):
+            y = y + tensors[op["bias"]].reshape(-1, 1, 1)
+        return y if reference else y.permute(0, 2, 3, 1)  # the packed path keeps feature maps in NHWC
     if kind == "binary_conv":
         if reference:  # x holds +-1 floats (B, C, H, W)
-            filters = _binary_filters(op, tensors)
-            y = F.conv2d(x, filters, stride=op["stride"], padding=op["padding"])
-        else:
-            correction = tensors[op["correction"]] if op.get("correction") else None
-            y = kernels.binary_conv2d(x, tensors[op["weight"]], op["channels"], tuple(op["kernel"]), op["stride"],
-                                      op["padding"], correction).to(torch.float32)
-        return y + tensors[op["bias"]].reshape(-1, 1, 1) if op.get("bias") else y
+            y = F.conv2d(x, _binary_filters(op, tensors), stride=op["stride"], padding=op["padding"])
+            return y + tensors[op["bias"]].reshape(-1, 1, 1) if op.get("bias") else y
+        correction = tensors[op["correction"]] if op.get("correction") else None
+        y = kernels.binary_conv2d_nhwc(x, tensors[op["weight"]], op["channels"], tuple(op["kernel"]), op["stride"],
+                                       op["padding"], correction).to(torch.float32)
+        return y + tensors[op["bias"]] if op.get("bias") else y
     if kind == "maxpool":
-        return F.max_pool2d(x, op["kernel"], op["stride"])
+        if reference:
+            return F.max_pool2d(x, op["kernel"], op["stride"])
+        pooled = F.max_pool2d(x.permute(0, 3, 1, 2), op["kernel"], op["stride"])  # a channels-last view
+        return pooled.permute(0, 2, 3, 1)
     if kind == "affine":
         return x * tensors[op["scale"]] + tensors[op["shift"]]
     raise ValueError(f"unknown op {kind!r} in the model file; is it from a newer qnnlab?")
