@@ -3,7 +3,8 @@
 
 gemm N: binary_matmul of packed (N, N) by (N, N) against torch.matmul of float32 (N, N) matrices.
 gemv K: one packed row against a (K, K) packed weight matrix (weights larger than the last-level
-cache in float32: 1 GiB at K = 16384) against a float32 matrix-vector product.
+cache in float32: 1 GiB at K = 16384) against a float32 matrix-vector product; and a real-valued
+row against the same +-1 weights (BinaryConnect inference, additions only).
 bitserial N: 2-bit x 2-bit codes by bit-serial AND-popcount against float32 N^3.
 """
 
@@ -41,6 +42,9 @@ def run(sizes: list[int], repeats: int = 7, gemv: int = 16384, bitserial: int = 
         pw, px = kernels.pack(w), kernels.pack(x)
         yield _row("binary_gemv", f"1x{gemv}x{gemv}", lambda: kernels.binary_matmul(px, pw, gemv),
                    lambda: torch.matmul(x, w.T), repeats)
+        real = torch.randn(1, gemv)
+        yield _row("weight_only_gemv", f"1x{gemv}x{gemv}", lambda: kernels.sign_weight_matmul(real, pw, gemv),
+                   lambda: torch.matmul(real, w.T), repeats)
         del w
     if bitserial:
         a = torch.randint(0, 4, (bitserial, bitserial))

@@ -136,10 +136,19 @@ def threshold_pack(y: torch.Tensor, threshold: torch.Tensor, positive: torch.Ten
 
 def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch.Tensor:
     """BinaryConnect inference: real activations x (M, K) times +-1 weights packed (N, W), with
-    additions only. Returns float32 (M, N)."""
+    additions only: x . w = 2 (sum of x over the set bits) - sum(x), the first sum read from a
+    per-row table of all 256 subset sums of each 8 inputs, one lookup per weight byte.
+    Returns float32 (M, N)."""
     check_packed(w_packed, k, "w_packed")
     if x.dim() != 2 or x.shape[1] != k or not x.dtype.is_floating_point:
         raise ValueError(f"x must be a float (M, {k}) tensor, got {x.dtype} {tuple(x.shape)}")
+    kernels = _kernels()
+    xs = x.detach().to(torch.float32).contiguous().numpy()
+    w_bytes = w_packed.contiguous().numpy().view(np.uint8)  # little-endian: byte g holds inputs 8g..8g+7
+    groups = w_bytes.shape[1]
+    table = np.empty((groups, 256), dtype=np.float32)
     out = np.empty((x.shape[0], w_packed.shape[0]), dtype=np.float32)
-    _kernels().sign_weight_matmul(x.detach().float().contiguous().numpy(), _words_view(w_packed), k, out)
+    for i in range(x.shape[0]):
+        kernels.byte_sums(xs[i], k, table)
+        kernels.sign_weight_rows(table, float(xs[i].sum(dtype=np.float64)), w_bytes, out[i])
     return torch.from_numpy(out)

@@ -69,13 +69,14 @@ def _xnor_gemm_rows(a, b_t, k, out):  # type: ignore[no-untyped-def]
     m, w = a.shape
     n = b_t.shape[1]
     for i in prange(m):
-        acc = np.zeros(n, dtype=np.uint64)
+        row = out[i]  # accumulates popcounts in place: no scratch allocation per row
+        row[:] = 0
         for t in range(w):
             word = a[i, t]
             for j in range(n):
-                acc[j] += popcount(word ^ b_t[t, j])
+                row[j] += np.int32(popcount(word ^ b_t[t, j]))
         for j in range(n):
-            out[i, j] = k - 2 * np.int64(acc[j])
+            row[j] = k - 2 * row[j]
 
 
 xnor_gemm_rows = njit(parallel=True, fastmath=True, cache=True, nogil=True)(_xnor_gemm_rows)
@@ -114,26 +115,31 @@ def and_gemm_planes(a, b, weights, out):  # type: ignore[no-untyped-def]
             out[i, j] = total
 
 
+@njit(fastmath=True, cache=True, nogil=True)
+def byte_sums(x_row, k, table):  # type: ignore[no-untyped-def]
+    """table[g, byte] = sum of x_row[8 g + b] over the set bits b of byte: each entry is a smaller
+    entry (its lowest bit cleared) plus one input, so the whole table costs one add per entry."""
+    groups = table.shape[0]
+    for g in range(groups):
+        table[g, 0] = 0.0
+        for byte in range(1, 256):
+            low = byte & (-byte)
+            bit = 0
+            while (1 << bit) != low:
+                bit += 1
+            t = 8 * g + bit
+            table[g, byte] = table[g, byte & (byte - 1)] + (x_row[t] if t < k else 0.0)
+
+
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def sign_weight_matmul(x, b, k, out):  # type: ignore[no-untyped-def]
-    """Real activations x (M, K) times +-1 weights packed in b (N, W): out[i, j] = sum_k x[i, k] w[j, k],
-    computed as 2 * (sum of x over the set bits) - sum(x): additions only, no multiplications."""
-    m = x.shape[0]
-    n, w = b.shape
-    for i in range(m):
-        total = 0.0
-        for t in range(k):
-            total += x[i, t]
-        for j in prange(n):
-            acc = 0.0
-            for t in range(w):
-                word = b[j, t]
-                base = t * 64
-                top = min(64, k - base)
-                for bit in range(top):
-                    if (word >> np.uint64(bit)) & np.uint64(1):
-                        acc += x[i, base + bit]
-            out[i, j] = 2.0 * acc - total
+def sign_weight_rows(table, total, w_bytes, out_row):  # type: ignore[no-untyped-def]
+    """out_row[j] = 2 sum_g table[g, w_bytes[j, g]] - total: one lookup and add per weight byte."""
+    n, groups = w_bytes.shape
+    for j in prange(n):
+        acc = 0.0
+        for g in range(groups):
+            acc += table[g, w_bytes[j, g]]
+        out_row[j] = 2.0 * acc - total
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
