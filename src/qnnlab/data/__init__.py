@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from qnnlab.data.errors import DatasetError
+from qnnlab.data.folder import image_folder
 from qnnlab.data.text import TextData, penn_treebank, tinyshakespeare
 from qnnlab.data.vision import FASHION_FILES, ImageData, cifar10, fashion_mnist, load_idx_set, mnist, svhn
 
@@ -29,6 +30,7 @@ LOADERS: dict[str, Callable[..., ImageData | TextData]] = {
     "svhn": svhn,
     "ptb": penn_treebank,
     "tinyshakespeare": tinyshakespeare,
+    "imagefolder": image_folder,
 }
 
 
@@ -36,9 +38,12 @@ def available() -> list[str]:
     return sorted(LOADERS)
 
 
-def load(name: str, root: str | None = None, download: bool = True) -> ImageData | TextData:
+def load(name: str, root: str | None = None, download: bool = True, image_size: int = 224) -> ImageData | TextData:
+    """Data set ``name``; ``image_size`` applies to ``imagefolder`` (resize and centre crop)."""
     if name not in LOADERS:
         raise DatasetError(f"unknown data set {name!r}; known: {', '.join(available())}")
+    if name == "imagefolder":
+        return image_folder(root, image_size)
     return LOADERS[name](root, download=download)
 
 

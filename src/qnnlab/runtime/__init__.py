@@ -76,7 +76,7 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
     file = file / CHECKPOINT if file.is_dir() else file
     state, _, info = checkpoint.load(file)
     config = from_dict(info["config"], source=str(file))
-    data = datasets.load(config.dataset, config.data_root)
+    data = datasets.load(config.dataset, config.data_root, image_size=config.image_size)
     model = build_model(config, data)
     model.load_state_dict(state)
     export(model, out, {"config": config.to_dict(), "epoch": info["epoch"] + 1}, getattr(data, "shape", None))

@@ -26,6 +26,7 @@ class TrainConfig:
     model_options: dict = dataclasses.field(default_factory=dict)
     dataset: str = "fashion-mnist-mini"
     data_root: str | None = None
+    image_size: int = 224
     epochs: int = 25
     batch_size: int = 100
     algorithm: str = "backprop"
@@ -66,6 +67,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "model_options": ("mapping", "architecture arguments, e.g. {widths: [2048, 2048, 2048]}"),
     "dataset": ("name", "data set (qnnlab datasets)"),
     "data_root": ("path", "folder holding the data set's files; default: cache, system folders, download"),
+    "image_size": ("pixels", "imagefolder images: shorter side resized to this, then centre-cropped square"),
     "epochs": ("epochs", "passes over the training set"),
     "batch_size": ("samples", "samples per step (for language models: sequences per step)"),
     "algorithm": ("name", "backprop, or ebp (Expectation Backpropagation: binary-weight MLPs, no optimizer)"),
@@ -156,7 +158,7 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     return config
 
 
-POSITIVE = ("epochs", "batch_size", "lr", "seq_len")
+POSITIVE = ("epochs", "batch_size", "lr", "seq_len", "image_size")
 NON_NEGATIVE = ("final_lr_fraction", "momentum", "weight_decay", "grad_clip", "limit_steps", "threads", "seed")
 
 

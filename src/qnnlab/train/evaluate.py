@@ -163,7 +163,7 @@ def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",
     file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
     model_state, _, info = checkpoint.load(file)
     config = from_dict(info["config"], source=str(file))
-    data = datasets.load(config.dataset, data_root or config.data_root)
+    data = datasets.load(config.dataset, data_root or config.data_root, image_size=config.image_size)
     model = build_model(config, data)
     model.load_state_dict(model_state)
     if isinstance(data, TextData):

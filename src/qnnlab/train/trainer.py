@@ -108,7 +108,7 @@ class Trainer:
             config = from_dict(saved[2]["config"], source=str(self.out / CHECKPOINT))
         self.config = config
         torch.manual_seed(config.seed)
-        self.data = datasets.load(config.dataset, config.data_root)
+        self.data = datasets.load(config.dataset, config.data_root, image_size=config.image_size)
         self.is_text = isinstance(self.data, datasets.TextData)
         self.model = build_model(config, self.data).to(config.device)
         self.steps_per_epoch = self._steps_per_epoch()
