@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
-from qnnlab.quant.spec import bind, split_spec
+from qnnlab.quant.spec import bind, parse_piece, split_spec
 
 if TYPE_CHECKING:
     from qnnlab.quant.base import Estimator, Quantizer
@@ -78,8 +78,9 @@ def make_estimator(spec: "str | Estimator") -> "Estimator":
 
     if isinstance(spec, Estimator):
         return spec
-    _, piece = split_spec("float@" + spec)
-    assert piece is not None
+    if not isinstance(spec, str) or "@" in spec:
+        raise ValueError(f"an estimator spec is NAME[:ARGS] like 'clipped' or 'gumbel:tau=0.5', got {spec!r}")
+    piece = parse_piece(spec, spec)
     return _build_estimator(piece.name, piece, spec)
 
 

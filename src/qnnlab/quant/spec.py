@@ -108,12 +108,12 @@ def split_spec(spec: str) -> tuple[Piece, Piece | None]:
     parts = spec.strip().split("@")
     if len(parts) > 2:
         raise ValueError(f"spec {spec!r} has more than one '@'; the form is QUANTIZER[:ARGS][@ESTIMATOR[:ARGS]]")
-    quantizer = _parse_piece(spec, parts[0])
-    estimator = _parse_piece(spec, parts[1]) if len(parts) == 2 else None
+    quantizer = parse_piece(spec, parts[0])
+    estimator = parse_piece(spec, parts[1]) if len(parts) == 2 else None
     return quantizer, estimator
 
 
-def _parse_piece(spec: str, text: str) -> Piece:
+def parse_piece(spec: str, text: str) -> Piece:
     name, _, arg_text = text.partition(":")
     name = name.strip()
     if not name.replace("_", "").isalnum():
