@@ -139,3 +139,12 @@ def test_data_parallel_training_with_two_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["test_accuracy"] > 0.3
+
+
+def test_unavailable_device_is_named(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        Trainer(resolve("float", {**QUICK, "device": "cuda"}), tmp_path / "gpu")
+    with pytest.raises(ValueError, match="use cpu or cuda"):
+        Trainer(resolve("float", {**QUICK, "device": "tpu"}), tmp_path / "tpu")

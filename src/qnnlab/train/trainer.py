@@ -86,6 +86,10 @@ def seed_epoch(config: TrainConfig, epoch: int, rank: int) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig, out: str | os.PathLike, resume: bool = False, quiet: bool = False) -> None:
         parse_mode(config.eval_mode)
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={config.device!r} but torch sees no CUDA device here; use --device cpu")
+        if not config.device.startswith(("cpu", "cuda")):
+            raise ValueError(f"device={config.device!r}; use cpu or cuda (cuda:N)")
         if config.loss not in ("cross_entropy", "squared_hinge"):
             raise ValueError(f"loss={config.loss!r}; use cross_entropy or squared_hinge")
         if config.augment not in ("none", "flip"):
