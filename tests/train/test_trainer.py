@@ -148,3 +148,12 @@ def test_unavailable_device_is_named(tmp_path):
         Trainer(resolve("float", {**QUICK, "device": "cuda"}), tmp_path / "gpu")
     with pytest.raises(ValueError, match="use cpu or cuda"):
         Trainer(resolve("float", {**QUICK, "device": "tpu"}), tmp_path / "tpu")
+
+
+def test_modes_leave_float_models_alone(tmp_path):
+    from qnnlab.train.evaluate import weight_mode
+
+    trainer, _ = train(tmp_path, "float", epochs=1, limit_steps=5)
+    for mode in ("binary", "latent", "ensemble:2"):
+        with weight_mode(trainer.model, mode) as changed:
+            assert not changed  # no weights to swap, so no batch-norm re-estimation either

@@ -58,6 +58,8 @@ def weight_mode(model: nn.Module, mode: str) -> Iterator[bool]:
             slots = [(module.weight_quantizers, key) for key in module.weight_quantizers]
         for owner, attr in slots:
             original = getattr(owner, attr) if not isinstance(owner, nn.ModuleDict) else owner[attr]
+            if original.meta.kind == "float":
+                continue  # already the latent weights in every mode
             replacement = {"latent": quant.get("float"), "binary": original.deterministic(),
                            "ensemble": original}[name]
             if replacement is not original:
