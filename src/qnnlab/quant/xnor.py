@@ -13,8 +13,21 @@ from qnnlab.quant.rounding import abs_mean, sign_pm1
 from qnnlab.quant.spec import Param
 
 
+class _ScaledSign(Quantizer):
+    """sign(x), sign(0) = +1, with a real scale applied by the quantizer or by the layer."""
+
+    estimators = SIGN_ESTIMATORS
+
+    @property
+    def meta(self) -> QuantMeta:
+        return QuantMeta("binary", 1, scaled=True)
+
+    def hard(self, x: torch.Tensor) -> torch.Tensor:
+        return sign_pm1(x)
+
+
 @register_quantizer
-class XnorWeight(Quantizer):
+class XnorWeight(_ScaledSign):
     """Binary weights with a scale: q = alpha sign(W), alpha = mean |W| per output channel.
 
     alpha is differentiated, sign(W) uses the estimator (clipped by default), giving the paper's
@@ -27,14 +40,6 @@ class XnorWeight(Quantizer):
     paper = "Rastegari et al. 2016, arXiv 1603.05279"
     params = (Param("per", str, "channel", "one alpha per output channel or per tensor",
                     choices=("channel", "tensor")),)
-    estimators = SIGN_ESTIMATORS
-
-    @property
-    def meta(self) -> QuantMeta:
-        return QuantMeta("binary", 1, scaled=True)
-
-    def hard(self, x: torch.Tensor) -> torch.Tensor:
-        return sign_pm1(x)
 
     def alpha(self, w: torch.Tensor) -> torch.Tensor:
         if self.per == "tensor" or w.dim() < 2:
@@ -46,7 +51,7 @@ class XnorWeight(Quantizer):
 
 
 @register_quantizer
-class XnorActivation(Quantizer):
+class XnorActivation(_ScaledSign):
     """Binary inputs sign(I) whose layer output is multiplied by XNOR-Net's scale map K.
 
     Convolution: A = mean over channels of |I|, K = A * k with k the 1/(kh kw) box filter of the
@@ -57,14 +62,6 @@ class XnorActivation(Quantizer):
     name = "xnor_act"
     summary = "XNOR-Net inputs: sign(I), layer output scaled by K = box-filtered mean|I|"
     paper = "Rastegari et al. 2016, arXiv 1603.05279"
-    estimators = SIGN_ESTIMATORS
-
-    @property
-    def meta(self) -> QuantMeta:
-        return QuantMeta("binary", 1, scaled=True)
-
-    def hard(self, x: torch.Tensor) -> torch.Tensor:
-        return sign_pm1(x)
 
     def output_scale(self, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         if isinstance(layer, nn.Conv2d):
