@@ -217,6 +217,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from qnnlab.train.report import collect, markdown
+
+    if not Path(args.runs).is_dir():
+        raise ValueError(f"{args.runs} is not a folder of runs")
+    rows = collect(args.runs)
+    print(json.dumps(rows, indent=1) if args.json else markdown(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qnnlab", description="Train, analyse and run quantized neural networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -294,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_bench_train_step)
+
+    p = sub.add_parser("report", help="a results table of the runs under a folder (final and best metric, time)")
+    p.add_argument("runs", help="a folder holding run folders")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write a trained binary model as a packed file for qnnlab.runtime")
     p.add_argument("checkpoint", help="a run folder or its checkpoint.safetensors")

@@ -157,3 +157,12 @@ def test_modes_leave_float_models_alone(tmp_path):
     for mode in ("binary", "latent", "ensemble:2"):
         with weight_mode(trainer.model, mode) as changed:
             assert not changed  # no weights to swap, so no batch-norm re-estimation either
+
+
+def test_report_tables_the_runs(tmp_path, capsys):
+    train(tmp_path, "bnn", "runs/bnn-small", epochs=2, limit_steps=5)
+    (tmp_path / "runs" / "empty").mkdir()
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    table = capsys.readouterr().out
+    assert "| bnn-small | bnn | mlp-small | fashion-mnist-mini | 2/2 |" in table
+    assert main(["report", str(tmp_path / "none")]) == 2
