@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from qnnlab.analysis.energy import EnergyTable
-from qnnlab.analysis.rules import (BWD_IN, BWD_W, FWD, PHASES, UPDATE, Call, LayerCost, find_rule,
+from qnnlab.analysis.rules import (BWD_IN, FWD, PHASES, UPDATE, Call, LayerCost, find_rule,
                                    optimizer_rule)
 from qnnlab.optim.rules import binary_weights
 from qnnlab.quant import Estimator, Quantizer

@@ -18,8 +18,8 @@ from torch import nn
 
 from qnnlab.analysis.kinds import gradient_kind, mac_kind, operand_kind
 from qnnlab.models.vision import BasicBlock
-from qnnlab.nn import DropConnectLinear, QuantConv2d, QuantLinear, ShiftBatchNorm1d, ShiftBatchNorm2d
-from qnnlab.nn.rnn import QuantGRU, QuantLSTM, _QuantRNNBase
+from qnnlab.nn import DropConnectLinear, ShiftBatchNorm1d, ShiftBatchNorm2d
+from qnnlab.nn.rnn import QuantLSTM, _QuantRNNBase
 from qnnlab.quant import Quantizer
 
 FWD, BWD_IN, BWD_W, UPDATE = "forward", "backward_input", "backward_weight", "update"

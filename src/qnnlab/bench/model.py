@@ -15,11 +15,6 @@ from qnnlab.train.config import resolve
 from qnnlab.train.trainer import build_model
 
 
-class _Shape:  # what build_model needs of a data set
-    def __init__(self, shape: tuple[int, ...], classes: int) -> None:
-        self.shape, self.classes = shape, classes
-
-
 def run(model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...] = (1, 28, 28)) -> Iterator[dict[str, Any]]:
     from qnnlab.data import ImageData
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qnnlab.nn.quantized import QuantizedLayer, QuantSpec

@@ -6,7 +6,6 @@ import copy
 from typing import Callable
 
 import torch
-from torch import nn
 
 from qnnlab import quant
 from qnnlab.quant import Quantizer

@@ -70,7 +70,7 @@ class EBPNetwork(nn.Module):
         """Forward pass of means and variances; returns per layer (m_in, mu, s)."""
         m, q = x.reshape(len(x), -1), x.reshape(len(x), -1) ** 2
         trace = []
-        for layer, w in enumerate(weights):
+        for w in weights:
             m, q = self._with_bias(m, q)
             k = m.shape[1]
             mu = m @ w.T / math.sqrt(k)
