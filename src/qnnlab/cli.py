@@ -107,17 +107,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_train_step(args: argparse.Namespace) -> int:
+def _train_step_line(row: dict) -> str:
+    top = ", ".join(f"{k} {v:+.1f} ms" for k, v in row["extra_ms_by_category"].items() if abs(v) >= 0.05)
+    return (f"{row['name']:<34} {row['qnnlab_ms']:8.1f} ms  float {row['baseline_ms']:8.1f} ms  "
+            f"x{row['ratio_to_float']:.2f}  extra: {top}")
+
+
+def _layout_line(row: dict) -> str:
+    return (f"{row['name']:<24} channels-last {row['qnnlab_ms']:8.1f} ms  NCHW {row['baseline_ms']:8.1f} ms  "
+            f"speed-up x{row['speedup']:.2f}")
+
+
+def cmd_bench_steps(args: argparse.Namespace) -> int:
     from qnnlab.bench import train_step
 
     recipes = [r for r in args.recipes.split(",") if r]
-    for row in train_step.run(recipes, args.model, args.batch, args.repeats):
-        if args.json:
-            print(json.dumps(row), flush=True)
-        else:
-            top = ", ".join(f"{k} {v:+.1f} ms" for k, v in row["extra_ms_by_category"].items() if abs(v) >= 0.05)
-            print(f"{row['name']:<34} {row['qnnlab_ms']:8.1f} ms  float {row['baseline_ms']:8.1f} ms  "
-                  f"x{row['ratio_to_float']:.2f}  extra: {top}", flush=True)
+    rows, line = ((train_step.run_layout, _layout_line) if args.layout else (train_step.run, _train_step_line))
+    for row in rows(recipes, args.model, args.batch, args.repeats):
+        print(json.dumps(row) if args.json else line(row), flush=True)
     return 0
 
 
@@ -297,13 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_bench_model)
 
-    p = bench.add_parser("train-step", help="time per training step of recipes against the float recipe")
-    p.add_argument("--recipes", default="bnn,binaryconnect,xnor,dorefa,qnn,bnn-shift")
-    p.add_argument("--model", default="mlp")
-    p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.set_defaults(func=cmd_bench_train_step)
+    steps = (("train-step", "time per training step of recipes against the float recipe",
+              "bnn,binaryconnect,xnor,dorefa,qnn,bnn-shift", "mlp", False),
+             ("layout", "training step with channels-last images against contiguous NCHW ones", "float,bnn", "cnn",
+              True))
+    for name, help_text, recipes, model, layout in steps:
+        p = bench.add_parser(name, help=help_text)
+        p.add_argument("--recipes", default=recipes)
+        p.add_argument("--model", default=model)
+        p.add_argument("--batch", type=int, default=100)
+        p.add_argument("--repeats", type=int, default=10)
+        p.add_argument("--json", action="store_true", help="one JSON object per line")
+        p.set_defaults(func=cmd_bench_steps, layout=layout)
 
     p = sub.add_parser("report", help="a results table of the runs under a folder (final and best metric, time)")
     p.add_argument("runs", help="a folder holding run folders")

@@ -23,3 +23,8 @@ def test_categories():
     assert train_step.categorize("aten::addmm") == "matmul"
     assert train_step.categorize("aten::native_batch_norm") == "batchnorm"
     assert train_step.categorize("aten::sign") == "quantizer"
+
+
+def test_layout_rows_compare_the_same_recipe():
+    row = next(train_step.run_layout(["bnn"], model="cnn", batch=8, repeats=2))
+    assert row["name"] == "layout/bnn" and row["qnnlab_ms"] > 0 and row["baseline_ms"] > 0

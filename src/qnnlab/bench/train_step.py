@@ -39,9 +39,11 @@ def categorize(name: str) -> str:
     return "other"
 
 
-class _Step:
-    def __init__(self, recipe: str, model: str, batch: int, data: Any) -> None:
-        config = resolve(recipe, {"model": model})
+class TrainStep:
+    """One optimizer step of ``recipe`` on ``model`` with random data, laid out as the trainer would."""
+
+    def __init__(self, recipe: str, model: str, batch: int, data: Any, channels_last: bool = True) -> None:
+        config = resolve(recipe, {"model": model, "channels_last": channels_last})
         torch.manual_seed(0)
         self.model = build_model(config, data)
         from qnnlab.optim import build_optimizer
@@ -51,6 +53,8 @@ class _Step:
             self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, lr_scale=config.lr_scale,
                                              clip_latent=config.clip_latent)
         self.x = torch.randn(batch, *data.shape)
+        if config.channels_last and self.x.dim() == 4:
+            self.x = self.x.to(memory_format=torch.channels_last)
         self.y = torch.randint(0, data.classes, (batch,))
 
     def __call__(self) -> None:
@@ -75,7 +79,7 @@ def _quiet_stderr() -> Iterator[None]:
             os.close(saved)
 
 
-def profile_categories(step: _Step, steps: int = 3) -> dict[str, float]:
+def profile_categories(step: TrainStep, steps: int = 3) -> dict[str, float]:
     """Milliseconds per step by category, from profiler self CPU times."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -95,9 +99,9 @@ def run(recipes: list[str], model: str = "mlp", batch: int = 100, repeats: int =
     from qnnlab import data as datasets
 
     data = datasets.load(dataset)
-    baseline = _Step("float", model, batch, data)
+    baseline = TrainStep("float", model, batch, data)
     for recipe in recipes:
-        step = _Step(recipe, model, batch, data)
+        step = TrainStep(recipe, model, batch, data)
         q_ms, f_ms, speedup = paired_ms(step, baseline, repeats)
         base_profile = profile_categories(baseline)  # profiled next to the candidate, under the same load
         prof = profile_categories(step)
@@ -105,3 +109,17 @@ def run(recipes: list[str], model: str = "mlp", batch: int = 100, repeats: int =
         yield {"name": f"train-step/{recipe}", "shape": f"{model} batch {batch}", "qnnlab_ms": round(q_ms, 3),
                "baseline_ms": round(f_ms, 3), "speedup": round(speedup, 3), "ratio_to_float": round(1 / speedup, 3),
                "extra_ms_by_category": dict(sorted(extra.items(), key=lambda kv: -kv[1]))}
+
+
+def run_layout(recipes: list[str], model: str = "cnn", batch: int = 100, repeats: int = 10,
+               dataset: str = "fashion-mnist-mini") -> Iterator[dict[str, Any]]:
+    """Each recipe's step with channels-last images against the same step with contiguous (NCHW) ones."""
+    from qnnlab import data as datasets
+
+    data = datasets.load(dataset)
+    for recipe in recipes:
+        last = TrainStep(recipe, model, batch, data, channels_last=True)
+        first = TrainStep(recipe, model, batch, data, channels_last=False)
+        last_ms, first_ms, speedup = paired_ms(last, first, repeats)
+        yield {"name": f"layout/{recipe}", "shape": f"{model} batch {batch}", "qnnlab_ms": round(last_ms, 3),
+               "baseline_ms": round(first_ms, 3), "speedup": round(speedup, 3)}

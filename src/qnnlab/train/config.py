@@ -48,6 +48,7 @@ class TrainConfig:
     output_norm: bool = False
     rules: list = dataclasses.field(default_factory=list)
     augment: str = "none"
+    channels_last: bool = True
     eval_mode: str = "binary"
     seq_len: int = 100
     limit_steps: int = 0
@@ -89,6 +90,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "output_norm": ("flag", "batch norm on the classifier output (BNN)"),
     "rules": ("list", "quantization rules (qnnlab.nn.quantize_model): match, weight, input, grad, state, keep"),
     "augment": ("name", "none or flip (random horizontal flips)"),
+    "channels_last": ("flag", "train on images in channels-last (NHWC) memory layout: the same model, "
+                              "about 1.2x faster convolution training steps on CPU (qnnlab bench layout)"),
     "eval_mode": ("name", "how test accuracy is measured: binary, latent or ensemble:N"),
     "seq_len": ("tokens", "language models: truncated back-propagation length"),
     "limit_steps": ("steps", "stop each epoch after this many steps (quick trials); 0: whole epoch"),

@@ -214,7 +214,7 @@ class Trainer:
         for step, (x, y) in enumerate(bar):
             if step >= self.steps_per_epoch:
                 break
-            loss, right, state = self._step(epoch, step, x.to(self.config.device), y.to(self.config.device), state)
+            loss, right, state = self._step(epoch, step, self._to_device(x), y.to(self.config.device), state)
             weight = 1 if self.is_text else len(y)  # text: average over steps; images: over samples
             total_loss, correct, seen = total_loss + loss * weight, correct + right, seen + weight
             if self.is_text:
@@ -229,6 +229,11 @@ class Trainer:
         else:
             stats["train_accuracy"] = correct / max(seen, 1)
         return self.dist.average(stats)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and self.config.channels_last:
+            return x.to(self.config.device, memory_format=torch.channels_last)
+        return x.to(self.config.device)
 
     def _step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor, state: Any) -> tuple[float, int, Any]:
         """One update; returns the mean loss, the number of correct predictions and the recurrent
