@@ -144,3 +144,39 @@ def test_needed_exponent_histogram_fallback_agrees():
     e = int(q.needed_exponent(x))  # needs more steps down than STEPS_DOWN: the histogram decides
     usable = 1 - 2.0**-7
     assert int(((x.abs() > 2.0**e * usable)).sum()) <= 50 < int(((x.abs() > 2.0 ** (e - 1) * usable)).sum())
+
+
+def _near(value: float, dtype: torch.dtype) -> list[float]:
+    """value and its floating-point neighbours in dtype, both signs."""
+    v = torch.tensor(value, dtype=dtype)
+    out = [v, torch.nextafter(v, v + 1), torch.nextafter(v, v - 1)]
+    return [float(t) for t in out] + [-float(t) for t in out]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("hi", [1.0, 0.75, 3.0, 1e-3])
+def test_fused_clipped_backward_equals_the_mask(dtype, hi):
+    quantizer = quant.get("sign@clipped")
+    quantizer.clip_range = lambda: (-hi, hi)
+    points = _near(hi, dtype) + _near(0.0, dtype) + _near(2 * hi, dtype) + [0.5 * hi, -0.99 * hi]
+    x = torch.tensor(points, dtype=dtype)
+    grad = torch.arange(1, len(points) + 1, dtype=dtype)
+    fused = quantizer.estimator.backward(grad, x, quantizer)
+    masked = torch.where((x >= -hi) & (x <= hi), grad, 0)
+    assert torch.equal(fused, masked), (x, fused, masked)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=32))
+def test_sign_maps_every_float_to_plus_or_minus_one(data):
+    x = torch.tensor(data + [0.0, -0.0], dtype=torch.float32)
+    expected = torch.where(x >= 0, 1.0, -1.0)
+    assert torch.equal(quant.get("sign").hard(x), expected)
+
+
+def test_stochastic_sign_is_certain_at_the_ends_and_binary_between():
+    q = quant.get("stochastic_sign")
+    assert torch.equal(q(torch.ones(SAMPLES)), torch.ones(SAMPLES))
+    assert torch.equal(q(-torch.ones(SAMPLES)), -torch.ones(SAMPLES))
+    middle = q(torch.linspace(-0.99, 0.99, SAMPLES))
+    assert set(middle.unique().tolist()) == {-1.0, 1.0}

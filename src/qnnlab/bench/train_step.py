@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from qnnlab.bench.timing import paired_ms
 from qnnlab.train.config import resolve
 from qnnlab.train.ebp import EBPNetwork
+from qnnlab.train.memory import keep_freed_memory
 from qnnlab.train.trainer import build_model
 
 # aten op name fragments by category (self CPU time is attributed to the innermost op)
@@ -98,6 +99,7 @@ def run(recipes: list[str], model: str = "mlp", batch: int = 100, repeats: int =
         dataset: str = "fashion-mnist-mini") -> Iterator[dict[str, Any]]:
     from qnnlab import data as datasets
 
+    keep_freed_memory()  # as the trainer does
     data = datasets.load(dataset)
     baseline = TrainStep("float", model, batch, data)
     for recipe in recipes:
@@ -116,6 +118,7 @@ def run_layout(recipes: list[str], model: str = "cnn", batch: int = 100, repeats
     """Each recipe's step with channels-last images against the same step with contiguous (NCHW) ones."""
     from qnnlab import data as datasets
 
+    keep_freed_memory()
     data = datasets.load(dataset)
     for recipe in recipes:
         last = TrainStep(recipe, model, batch, data, channels_last=True)

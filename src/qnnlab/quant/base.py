@@ -78,34 +78,38 @@ class Estimator(Configurable):
     """
 
     def forward(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor:
-        return _SurrogateGradient.apply(x, quantizer.hard, lambda t: self.derivative(t, quantizer))
+        return _SurrogateGradient.apply(x, quantizer.hard, lambda g, t: self.backward(g, t, quantizer))
 
     def derivative(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor | None:
         """dq/dx as a tensor, a bool mask, or None for the identity."""
         raise NotImplementedError
+
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor:
+        """dL/dx = dL/dq * dq/dx; an estimator overrides it where a fused form is faster."""
+        derivative = self.derivative(x, quantizer)
+        if derivative is None:  # identity: the gradient passes unchanged
+            return grad
+        if derivative.dtype == torch.bool:
+            return torch.where(derivative, grad, grad.new_zeros(()))
+        return grad * derivative.to(grad.dtype)
 
     def set_epoch(self, epoch: int) -> None:
         """Schedules (slope annealing, temperature decay) follow the training epoch."""
 
 
 class _SurrogateGradient(torch.autograd.Function):
-    """y = core(x) in the forward pass; dL/dx = dL/dy * derivative(x) in the backward pass."""
+    """y = core(x) in the forward pass; dL/dx = backward(dL/dy, x) in the backward pass."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, core: Any, derivative: Any) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, core: Any, backward: Any) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.derivative = derivative
+        ctx.backward = backward
         return core(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
-        derivative = ctx.derivative(x)
-        if derivative is None:  # identity: the gradient passes unchanged
-            return grad, None, None
-        if derivative.dtype == torch.bool:
-            return torch.where(derivative, grad, grad.new_zeros(())), None, None
-        return grad * derivative.to(grad.dtype), None, None
+        return ctx.backward(grad, x), None, None
 
 
 class Quantizer(Configurable):

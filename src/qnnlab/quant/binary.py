@@ -58,8 +58,10 @@ class StochasticSign(Quantizer):
         return ((x + 1) / 2).clamp(0, 1)
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:
-        if self.law == "hard":  # P(x > 2u - 1) = clip((x + 1) / 2, 0, 1) for u ~ U[0, 1): one compare
-            return (x > torch.rand_like(x) * 2 - 1).to(x.dtype) * 2 - 1
+        if self.law == "hard":  # P(x > 2u - 1) = clip((x + 1) / 2, 0, 1) for u ~ U[0, 1)
+            # +1 where x - (2u - 1) > 0: sign(sign(d) - 1/2) maps {-1, 0, 1} to {-1, -1, 1} in float
+            # passes, several times faster on CPU than a compare into a bool tensor
+            return torch.rand_like(x).mul_(2).sub_(1).neg_().add_(x).sign_().sub_(0.5).sign_()
         return torch.bernoulli(self.prob(x)) * 2 - 1
 
     def deterministic(self) -> Quantizer:

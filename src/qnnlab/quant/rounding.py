@@ -13,8 +13,9 @@ def round_to_int(v: torch.Tensor, stochastic: bool) -> torch.Tensor:
 
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
-    """sign with sign(0) = +1, in x's dtype (a compare and a select: two passes over x)."""
-    return torch.where(x >= 0, x.new_ones(()), -x.new_ones(()))
+    """sign with sign(+-0) = +1, in x's floating dtype: sign(sign(x) + 1/2) maps {-1, 0, 1} to
+    {-1, 1, 1}. Three float passes, several times faster on CPU than a compare and a select."""
+    return torch.sign(x).add_(0.5).sign_()
 
 
 SQRT2_MANTISSA = 0x3504F4  # smallest 23-bit fraction of a float32 above sqrt(2), the log-domain midpoint

@@ -32,6 +32,7 @@ from qnnlab.train.config import TrainConfig, from_dict
 from qnnlab.train.distributed import Distributed
 from qnnlab.train.ebp import EBPNetwork
 from qnnlab.train.evaluate import evaluate_images, evaluate_text, parse_mode
+from qnnlab.train.memory import keep_freed_memory
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
@@ -100,6 +101,7 @@ class Trainer:
             self._lock = _lock_run_folder(self.out)
         if config.threads:
             torch.set_num_threads(config.threads)
+        keep_freed_memory()
         self.quiet = quiet or not self.dist.is_main
         self.metrics: list[dict[str, Any]] = []
         self.start_epoch = 0
