@@ -66,6 +66,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from qnnlab.train import Trainer, resolve
     from qnnlab.train.config import parse_overrides
+    from qnnlab.train.trainer import RUN_ENVIRONMENT
 
     overrides = parse_overrides(args.set or [])
     for key in ("model", "dataset", "epochs", "batch_size", "lr", "seed", "device", "threads", "data_root"):
@@ -74,7 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = value
     config = resolve(args.recipe, overrides)
     out = Path(args.out or f"runs/{config.recipe}-{config.model}-{config.dataset}-seed{config.seed}")
-    trainer = Trainer(config, out, resume=args.resume, quiet=args.quiet)
+    environment = {key: getattr(args, key) for key in RUN_ENVIRONMENT if getattr(args, key) is not None}
+    trainer = Trainer(config, out, resume=args.resume, quiet=args.quiet, environment=environment)
     metrics = trainer.run()
     if trainer.dist.is_main:
         final = metrics[-1] if metrics else {}
@@ -263,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (YAML value)")
     p.add_argument("--out", help="run folder (default runs/RECIPE-MODEL-DATASET-seedN)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its saved config; "
+                        "--device, --threads and --data-root given now say where it continues")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
 

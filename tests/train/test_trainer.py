@@ -184,3 +184,13 @@ def test_channels_last_layout_changes_rounding_only(tmp_path):
     for (name, p), (_, q) in zip(trainer.model.named_parameters(), exact.named_parameters()):
         # float32 rounding can flip a max-pool or ReLU decision here and there: compare whole tensors
         assert (p.grad - q.grad).norm() <= 1e-2 * q.grad.norm() + 1e-8, name
+
+
+def test_resume_takes_where_to_run_from_the_caller_and_the_rest_from_the_checkpoint(tmp_path):
+    train(tmp_path, "bnn", epochs=1, limit_steps=3)
+    other = resolve("float", {**QUICK, "epochs": 2, "threads": 1})
+    resumed = Trainer(other, tmp_path / "run", resume=True, quiet=True, environment={"threads": 2})
+    assert resumed.config.recipe == "bnn" and resumed.config.epochs == 1 and resumed.config.threads == 2
+    assert torch.get_num_threads() == 2
+    with pytest.raises(ValueError, match="where-to-run"):
+        Trainer(other, tmp_path / "run", resume=True, environment={"lr": 1.0})

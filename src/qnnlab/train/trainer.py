@@ -8,6 +8,7 @@ every random draw of epoch e are seeded by (seed, e, rank).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from qnnlab.train.evaluate import evaluate_images, evaluate_text, parse_mode
 from qnnlab.train.memory import keep_freed_memory
 
 CHECKPOINT = "checkpoint.safetensors"
+RUN_ENVIRONMENT = ("device", "threads", "data_root")  # where a run trains, not what it trains
 METRICS = "metrics.jsonl"
 
 
@@ -84,18 +86,38 @@ def seed_epoch(config: TrainConfig, epoch: int, rank: int) -> None:
     torch.manual_seed(config.seed * 1_000_003 + epoch * 1009 + rank * 7 + 1)
 
 
+def _check(config: TrainConfig) -> None:
+    parse_mode(config.eval_mode)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={config.device!r} but torch sees no CUDA device here; use --device cpu")
+    if not config.device.startswith(("cpu", "cuda")):
+        raise ValueError(f"device={config.device!r}; use cpu or cuda (cuda:N)")
+    if config.loss not in ("cross_entropy", "squared_hinge"):
+        raise ValueError(f"loss={config.loss!r}; use cross_entropy or squared_hinge")
+    if config.augment not in ("none", "flip"):
+        raise ValueError(f"augment={config.augment!r}; use none or flip")
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig, out: str | os.PathLike, resume: bool = False, quiet: bool = False) -> None:
-        parse_mode(config.eval_mode)
-        if config.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={config.device!r} but torch sees no CUDA device here; use --device cpu")
-        if not config.device.startswith(("cpu", "cuda")):
-            raise ValueError(f"device={config.device!r}; use cpu or cuda (cuda:N)")
-        if config.loss not in ("cross_entropy", "squared_hinge"):
-            raise ValueError(f"loss={config.loss!r}; use cross_entropy or squared_hinge")
-        if config.augment not in ("none", "flip"):
-            raise ValueError(f"augment={config.augment!r}; use none or flip")
+    def __init__(self, config: TrainConfig, out: str | os.PathLike, resume: bool = False, quiet: bool = False,
+                 environment: dict[str, Any] | None = None) -> None:
+        """A resumed run trains what its checkpoint's config says; ``environment`` (some of
+        ``RUN_ENVIRONMENT``: device, threads, data_root) says where it runs now, e.g. a CPU run
+        continued on a GPU machine."""
+        environment = dict(environment or {})
+        if set(environment) - set(RUN_ENVIRONMENT):
+            raise ValueError(f"environment keys {sorted(set(environment) - set(RUN_ENVIRONMENT))} are not "
+                             f"where-to-run settings; use {', '.join(RUN_ENVIRONMENT)}")
         self.out = Path(out)
+        saved = None
+        if (self.out / CHECKPOINT).exists():  # --resume with no checkpoint yet simply starts the run
+            if not resume:
+                raise RunExists(f"{self.out} already holds a run; pass --resume to continue it, or choose "
+                                f"another --out")
+            saved = checkpoint.load(self.out / CHECKPOINT)
+            config = from_dict(saved[2]["config"], source=str(self.out / CHECKPOINT))
+        config = dataclasses.replace(config, **environment)
+        _check(config)
         self.dist = Distributed.from_environment(config.device)
         if self.dist.is_main:
             self._lock = _lock_run_folder(self.out)
@@ -105,13 +127,6 @@ class Trainer:
         self.quiet = quiet or not self.dist.is_main
         self.metrics: list[dict[str, Any]] = []
         self.start_epoch = 0
-        saved = None
-        if (self.out / CHECKPOINT).exists():  # --resume with no checkpoint yet simply starts the run
-            if not resume:
-                raise RunExists(f"{self.out} already holds a run; pass --resume to continue it, or choose "
-                                f"another --out")
-            saved = checkpoint.load(self.out / CHECKPOINT)
-            config = from_dict(saved[2]["config"], source=str(self.out / CHECKPOINT))
         self.config = config
         torch.manual_seed(config.seed)
         self.data = datasets.load(config.dataset, config.data_root, image_size=config.image_size)
