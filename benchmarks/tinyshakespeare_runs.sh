@@ -2,14 +2,19 @@
 # Character LSTM on Tiny Shakespeare: validation bits per character for float, 4-bit and 2-bit
 # weights and hidden state (QNN paper: 4 bits match float). Resumable like fashion_mnist_runs.sh.
 #   bash benchmarks/tinyshakespeare_runs.sh [RUNS_DIR] [THREADS] [DEVICE]
+# The recipe's size (2 x 512 LSTM, 20 epochs) takes about 4 hours per run on one CPU core;
+# HIDDEN=256 EPOCHS=10 is the CPU-sized comparison (about 1 hour per run).
 set -uo pipefail
 RUNS=${1:-runs/tinyshakespeare}
 THREADS=${2:-0}
 DEVICE=${3:-cpu}
+HIDDEN=${HIDDEN:-512}
+EPOCHS=${EPOCHS:-20}
 QNNLAB=${QNNLAB:-qnnlab}
 run() {  # name rules
-  "$QNNLAB" train --recipe qnn-lstm --threads "$THREADS" --device "$DEVICE" --out "$RUNS/$1" --resume --quiet \
-    --set "rules=$2" || echo "run $1 failed (exit $?)" >&2
+  "$QNNLAB" train --recipe qnn-lstm --threads "$THREADS" --device "$DEVICE" --epochs "$EPOCHS" \
+    --set "model_options={embed: 128, hidden: $HIDDEN, layers: 2, dropout: 0.2}" \
+    --out "$RUNS/$1-h$HIDDEN-e$EPOCHS" --resume --quiet --set "rules=$2" || echo "run $1 failed (exit $?)" >&2
 }
 run lstm-float "[]"
 run lstm-4bit "[{match: LSTM, weight: 'dorefa_w:4', state: 'int:bits=4'}]"
