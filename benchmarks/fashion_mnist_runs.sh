@@ -6,7 +6,8 @@
 # ONLY_MLP / ONLY_CNN choose a subset, e.g. ONLY_MLP="float bnn" ONLY_CNN="" (empty: none).
 # PARALLEL=N trains N runs at once (on a 2-core CPU two 1-thread MLP runs train 1.35x more per
 # hour than one 2-thread run; on a GPU several runs share the card). DATA_ROOT=DIR reads the
-# data set from DIR instead of the usual places.
+# data set from DIR instead of the usual places. EXTRA="--set limit_steps=5" is added to every run
+# (smoke tests of this script).
 set -uo pipefail
 RUNS=${1:-runs/fashion-mnist}
 THREADS=${2:-0}
@@ -19,6 +20,7 @@ run() {  # recipe model epochs [extra args]
   local recipe=$1 model=$2 epochs=$3; shift 3
   "$QNNLAB" train --recipe "$recipe" --model "$model" --dataset fashion-mnist --epochs "$epochs" \
     --threads "$THREADS" --device "$DEVICE" --out "$RUNS/$recipe-$model" --resume --quiet "${DATA[@]}" "$@" \
+    ${EXTRA:-} \
     || echo "run $recipe-$model failed (exit $?)" >&2
 }
 MLP_RUNS="float bnn binaryconnect bnn-shift dorefa xnor bwn qnn binaryconnect-stochastic fewmult lowprec2014 dropconnect ebp"
