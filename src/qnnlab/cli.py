@@ -87,6 +87,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from qnnlab.train.evaluate import evaluate_checkpoint
 
+    if args.packed:
+        from qnnlab.runtime import compare_with_checkpoint
+
+        print(json.dumps(compare_with_checkpoint(args.packed, args.checkpoint, args.data_root)))
+        return 0
     print(json.dumps(evaluate_checkpoint(args.checkpoint, args.mode, args.split, args.data_root)))
     return 0
 
@@ -334,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     p.add_argument("checkpoint", help="a run folder or its checkpoint.safetensors")
     p.add_argument("--mode", default="binary", help="binary, latent or ensemble:N")
+    p.add_argument("--packed", metavar="FILE", help="also run this packed export of the checkpoint (qnnlab export) "
+                   "and count the test images on which both predict the same")
     p.add_argument("--split", default="test", help="test (images) or valid/test (text)")
     p.add_argument("--data-root", help="folder holding the data set's files")
     p.set_defaults(func=cmd_eval)

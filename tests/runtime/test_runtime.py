@@ -73,6 +73,10 @@ def test_cli_export(trained, tmp_path, capsys):
     assert main(["export", str(run), str(tmp_path / "cli.qnn")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ratio"] > 20 and runtime.load(tmp_path / "cli.qnn").source["config"]["recipe"] == "bnn"
+    assert main(["eval", str(run), "--packed", str(tmp_path / "cli.qnn")]) == 0
+    compared = json.loads(capsys.readouterr().out)
+    assert compared["agreeing_predictions"] == compared["images"] == 2000
+    assert compared["packed_accuracy"] == compared["model_accuracy"] > 0.5
 
 
 def test_bad_files_are_refused(trained, tmp_path):

@@ -23,7 +23,7 @@ from qnnlab.train.checkpoint import atomic_write, read_safetensors
 FORMAT = "qnnlab-packed"
 VERSION = 1
 
-__all__ = ["ExportError", "PackedModel", "export", "export_checkpoint", "load"]
+__all__ = ["ExportError", "PackedModel", "compare_with_checkpoint", "export", "export_checkpoint", "load"]
 
 
 def _digest(ops_json: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -67,22 +67,37 @@ def export(model: torch.nn.Module, path: str | os.PathLike, source: dict[str, An
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Rebuild a run's model from its checkpoint and export it; returns sizes for the report."""
-    from qnnlab import data as datasets
-    from qnnlab.train import checkpoint
-    from qnnlab.train.config import from_dict
-    from qnnlab.train.trainer import CHECKPOINT, build_model
+    from qnnlab.train.evaluate import load_trained
 
-    file = Path(checkpoint_path)
-    file = file / CHECKPOINT if file.is_dir() else file
-    state, _, info = checkpoint.load(file)
-    config = from_dict(info["config"], source=str(file))
-    data = datasets.load(config.dataset, config.data_root, image_size=config.image_size)
-    model = build_model(config, data)
-    model.load_state_dict(state)
-    export(model, out, {"config": config.to_dict(), "epoch": info["epoch"] + 1}, getattr(data, "shape", None))
-    float_bytes = sum(v.numel() * 4 for v in state.values() if v.dtype.is_floating_point)
+    model, data, info = load_trained(str(checkpoint_path))
+    export(model, out, {"config": info["config"].to_dict(), "epoch": info["epoch"] + 1}, getattr(data, "shape", None))
+    float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.dtype.is_floating_point)
     return {"out": str(out), "bytes": os.path.getsize(out), "float32_state_bytes": float_bytes,
             "ratio": float_bytes / os.path.getsize(out)}
+
+
+@torch.no_grad()
+def compare_with_checkpoint(packed_path: str | os.PathLike, checkpoint_path: str | os.PathLike,
+                            data_root: str | None = None) -> dict[str, Any]:
+    """Run a packed file and the PyTorch model of its run on the whole test set: both accuracies
+    and on how many images their predictions agree."""
+    from qnnlab.train.batches import eval_batches
+    from qnnlab.train.evaluate import load_trained
+
+    model, data, info = load_trained(str(checkpoint_path), data_root)
+    if not hasattr(data, "test_y"):
+        raise ValueError(f"{checkpoint_path} is a language model; the packed runtime runs image classifiers")
+    packed = load(packed_path)
+    model.eval()
+    agree = right_packed = right_model = 0
+    for x, y in eval_batches(data):
+        ours, theirs = packed(x).argmax(1), model(x).argmax(1)
+        agree += int((ours == theirs).sum())
+        right_packed += int((ours == y).sum())
+        right_model += int((theirs == y).sum())
+    n = len(data.test_y)
+    return {"packed": str(packed_path), "checkpoint": info["checkpoint"], "images": n,
+            "packed_accuracy": right_packed / n, "model_accuracy": right_model / n, "agreeing_predictions": agree}
 
 
 def load(path: str | os.PathLike) -> PackedModel:

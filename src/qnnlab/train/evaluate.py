@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -151,9 +151,9 @@ def evaluate_text(model: nn.Module, data: TextData, split: str = "valid", mode: 
             f"{key}_ppl": math.exp(min(nats, 50.0))}
 
 
-def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",
-                        data_root: str | None = None) -> dict[str, float | str]:
-    """Rebuild the model of a checkpoint (or run folder) from its saved config and evaluate it."""
+def load_trained(path: str, data_root: str | None = None) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """(model, data, info) of a checkpoint or run folder: the model rebuilt from its saved config
+    with the trained weights, and its data set."""
     from pathlib import Path
 
     from qnnlab import data as datasets
@@ -161,13 +161,20 @@ def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",
     from qnnlab.train.config import from_dict
     from qnnlab.train.trainer import CHECKPOINT, build_model
 
-    parse_mode(mode)
     file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
     model_state, _, info = checkpoint.load(file)
     config = from_dict(info["config"], source=str(file))
     data = datasets.load(config.dataset, data_root or config.data_root, image_size=config.image_size)
     model = build_model(config, data)
     model.load_state_dict(model_state)
+    return model, data, {**info, "checkpoint": str(file), "config": config}
+
+
+def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",
+                        data_root: str | None = None) -> dict[str, float | str]:
+    """Rebuild the model of a checkpoint (or run folder) from its saved config and evaluate it."""
+    parse_mode(mode)
+    model, data, info = load_trained(path, data_root)
     if isinstance(data, TextData):
         if split not in ("valid", "test"):
             raise ValueError(f"split={split!r}; text data sets have valid and test")
@@ -176,4 +183,4 @@ def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",
         if split != "test":
             raise ValueError(f"split={split!r}; image data sets are evaluated on test")
         result = evaluate_images(model, data, mode)
-    return {"checkpoint": str(file), "mode": mode, "epoch": info["epoch"] + 1, **result}
+    return {"checkpoint": info["checkpoint"], "mode": mode, "epoch": info["epoch"] + 1, **result}
