@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from qnnlab.bench.timing import paired_ms
+from qnnlab.train.batches import model_layout
 from qnnlab.train.config import resolve
 from qnnlab.train.ebp import EBPNetwork
 from qnnlab.train.memory import keep_freed_memory
-from qnnlab.train.trainer import build_model
+from qnnlab.train.trainer import build_model, build_training_optimizer
 
 # aten op name fragments by category (self CPU time is attributed to the innermost op)
 CATEGORIES = (
@@ -47,15 +48,10 @@ class TrainStep:
         config = resolve(recipe, {"model": model, "channels_last": channels_last})
         torch.manual_seed(0)
         self.model = build_model(config, data)
-        from qnnlab.optim import build_optimizer
-
         self.ebp = isinstance(self.model, EBPNetwork)
         if not self.ebp:
-            self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, lr_scale=config.lr_scale,
-                                             clip_latent=config.clip_latent)
-        self.x = torch.randn(batch, *data.shape)
-        if config.channels_last and self.x.dim() == 4:
-            self.x = self.x.to(memory_format=torch.channels_last)
+            self.optimizer = build_training_optimizer(self.model, config)
+        self.x = model_layout(torch.randn(batch, *data.shape), config.channels_last)
         self.y = torch.randint(0, data.classes, (batch,))
 
     def __call__(self) -> None:

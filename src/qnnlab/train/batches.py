@@ -37,6 +37,12 @@ def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
+def model_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Images (B, C, H, W) stored channels-last when asked (the ``channels_last`` config field);
+    other tensors unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
 def eval_batches(data: ImageData, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(data.test_y), batch_size):
         yield to_unit_range(data.test_x[start:start + batch_size]), data.test_y[start:start + batch_size]

@@ -28,7 +28,7 @@ from qnnlab.nn import SquaredHingeLoss
 from qnnlab.optim import build_optimizer, build_schedule
 from qnnlab.optim.rules import add_latent_rounding, quantized_weights
 from qnnlab.train import checkpoint
-from qnnlab.train.batches import image_batches, lm_batches
+from qnnlab.train.batches import image_batches, lm_batches, model_layout
 from qnnlab.train.config import TrainConfig, from_dict
 from qnnlab.train.distributed import Distributed
 from qnnlab.train.ebp import EBPNetwork
@@ -84,6 +84,16 @@ def _lock_run_folder(out: Path):  # type: ignore[no-untyped-def]
 
 def seed_epoch(config: TrainConfig, epoch: int, rank: int) -> None:
     torch.manual_seed(config.seed * 1_000_003 + epoch * 1009 + rank * 7 + 1)
+
+
+def build_training_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``config`` trains ``model`` with, latent-weight clipping and rounding included."""
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay,
+                                tuple(config.betas), config.lr_scale, config.clip_latent, config.bop_gamma,
+                                config.bop_threshold)
+    if config.latent_quantizer:
+        add_latent_rounding(optimizer, [p for _, _, p in quantized_weights(model)], config.latent_quantizer)
+    return optimizer
 
 
 def _check(config: TrainConfig) -> None:
@@ -148,12 +158,7 @@ class Trainer:
                                     lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
 
     def _build_optimizer(self, config: TrainConfig) -> None:
-        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.momentum,
-                                         config.weight_decay, tuple(config.betas), config.lr_scale,
-                                         config.clip_latent, config.bop_gamma, config.bop_threshold)
-        if config.latent_quantizer:
-            add_latent_rounding(self.optimizer, [p for _, _, p in quantized_weights(self.model)],
-                                config.latent_quantizer)
+        self.optimizer = build_training_optimizer(self.model, config)
         self.schedule = build_schedule(self.optimizer, config.schedule, config.epochs * self.steps_per_epoch,
                                        self.steps_per_epoch, config.final_lr_fraction)
 
@@ -248,9 +253,7 @@ class Trainer:
         return self.dist.average(stats)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and self.config.channels_last:
-            return x.to(self.config.device, memory_format=torch.channels_last)
-        return x.to(self.config.device)
+        return model_layout(x, self.config.channels_last).to(self.config.device)
 
     def _step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor, state: Any) -> tuple[float, int, Any]:
         """One update; returns the mean loss, the number of correct predictions and the recurrent
