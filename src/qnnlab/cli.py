@@ -88,6 +88,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from qnnlab.train.evaluate import evaluate_checkpoint
 
     if args.packed:
+        if args.mode != "binary" or args.split != "test":
+            raise ValueError("--packed compares the binary model on the test set; drop --mode and --split")
         from qnnlab.runtime import compare_with_checkpoint
 
         print(json.dumps(compare_with_checkpoint(args.packed, args.checkpoint, args.data_root)))

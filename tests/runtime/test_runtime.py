@@ -79,6 +79,20 @@ def test_cli_export(trained, tmp_path, capsys):
     assert compared["packed_accuracy"] == compared["model_accuracy"] > 0.5
 
 
+def test_cli_packed_comparison_refuses_wrong_arguments_and_files(trained, tmp_path, capsys):
+    (_, bnn_run), (_, shift_run) = trained["bnn"], trained["bnn-shift"]
+    packed = tmp_path / "shift.qnn"
+    assert main(["export", str(shift_run), str(packed)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(bnn_run), "--packed", str(packed)]) == 2
+    assert "not from this checkpoint" in capsys.readouterr().err
+    assert main(["eval", str(shift_run), "--packed", str(packed), "--mode", "latent"]) == 2
+    assert "drop --mode" in capsys.readouterr().err
+    (tmp_path / "cut.qnn").write_bytes(packed.read_bytes()[:1000])
+    assert main(["eval", str(shift_run), "--packed", str(tmp_path / "cut.qnn")]) == 2
+    assert "cut.qnn" in capsys.readouterr().err
+
+
 def test_bad_files_are_refused(trained, tmp_path):
     model, _ = trained["bnn"]
     path = tmp_path / "m.qnn"

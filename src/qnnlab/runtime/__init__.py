@@ -82,19 +82,27 @@ def compare_with_checkpoint(packed_path: str | os.PathLike, checkpoint_path: str
     """Run a packed file and the PyTorch model of its run on the whole test set: both accuracies
     and on how many images their predictions agree."""
     from qnnlab.train.batches import eval_batches
-    from qnnlab.train.evaluate import load_trained
+    from qnnlab.train.evaluate import load_trained, weight_mode
 
+    packed = load(packed_path)
     model, data, info = load_trained(str(checkpoint_path), data_root)
     if not hasattr(data, "test_y"):
         raise ValueError(f"{checkpoint_path} is a language model; the packed runtime runs image classifiers")
-    packed = load(packed_path)
+    exported = packed.source.get("config", {}), packed.source.get("epoch")
+    trained = info["config"].to_dict(), info["epoch"] + 1
+    keys = ("recipe", "model", "dataset", "rules")
+    if [exported[0].get(k) for k in keys] + [exported[1]] != [trained[0].get(k) for k in keys] + [trained[1]]:
+        raise ValueError(f"{packed_path} was exported from {exported[0].get('recipe')} {exported[0].get('model')} "
+                         f"epoch {exported[1]}, not from this checkpoint ({trained[0]['recipe']} "
+                         f"{trained[0]['model']} epoch {trained[1]}); re-export it with qnnlab export")
     model.eval()
     agree = right_packed = right_model = 0
-    for x, y in eval_batches(data):
-        ours, theirs = packed(x).argmax(1), model(x).argmax(1)
-        agree += int((ours == theirs).sum())
-        right_packed += int((ours == y).sum())
-        right_model += int((theirs == y).sum())
+    with weight_mode(model, "binary"):  # the weights the export packed: stochastic ones at their sign
+        for x, y in eval_batches(data):
+            ours, theirs = packed(x).argmax(1), model(x).argmax(1)
+            agree += int((ours == theirs).sum())
+            right_packed += int((ours == y).sum())
+            right_model += int((theirs == y).sum())
     n = len(data.test_y)
     return {"packed": str(packed_path), "checkpoint": info["checkpoint"], "images": n,
             "packed_accuracy": right_packed / n, "model_accuracy": right_model / n, "agreeing_predictions": agree}
