@@ -13,6 +13,10 @@ RUNS=${1:-runs/fashion-mnist}
 THREADS=${2:-0}
 DEVICE=${3:-cpu}
 PARALLEL=${PARALLEL:-1}
+if ! [[ $PARALLEL =~ ^[1-9][0-9]*$ ]]; then
+  echo "PARALLEL=$PARALLEL: give how many runs train at once, a positive number" >&2
+  exit 2
+fi
 QNNLAB=${QNNLAB:-qnnlab}
 DATA=()
 if [[ -n ${DATA_ROOT:-} ]]; then DATA=(--data-root "$DATA_ROOT"); fi

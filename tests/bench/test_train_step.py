@@ -28,3 +28,12 @@ def test_categories():
 def test_layout_rows_compare_the_same_recipe():
     row = next(train_step.run_layout(["bnn"], model="cnn", batch=8, repeats=2))
     assert row["name"] == "layout/bnn" and row["qnnlab_ms"] > 0 and row["baseline_ms"] > 0
+
+
+def test_bad_sizes_are_named():
+    import pytest
+
+    with pytest.raises(ValueError, match="--repeats 0"):
+        paired_ms(lambda: None, lambda: None, repeats=0)
+    with pytest.raises(ValueError, match="--batch 0"):
+        next(train_step.run_layout(["bnn"], batch=0, repeats=1))

@@ -8,7 +8,13 @@ import time
 from typing import Callable
 
 
+def _check_repeats(repeats: int) -> None:
+    if repeats < 1:
+        raise ValueError(f"--repeats {repeats}: a median needs at least 1 timed repeat (5 or more for a stable one)")
+
+
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    _check_repeats(repeats)
     for _ in range(warmup):
         fn()
     times = []
@@ -22,6 +28,7 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
 def paired_ms(candidate: Callable[[], object], baseline: Callable[[], object], repeats: int,
               warmup: int = 2) -> tuple[float, float, float]:
     """(candidate median ms, baseline median ms, median of per-repeat ratios baseline/candidate)."""
+    _check_repeats(repeats)
     for _ in range(warmup):
         candidate()
         baseline()

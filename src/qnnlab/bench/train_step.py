@@ -45,6 +45,8 @@ class TrainStep:
     """One optimizer step of ``recipe`` on ``model`` with random data, laid out as the trainer would."""
 
     def __init__(self, recipe: str, model: str, batch: int, data: Any, channels_last: bool = True) -> None:
+        if batch < 1:
+            raise ValueError(f"--batch {batch}: a training step needs at least one sample")
         config = resolve(recipe, {"model": model, "channels_last": channels_last})
         torch.manual_seed(0)
         self.model = build_model(config, data)
