@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qnnlab import data, runtime
+from qnnlab import data, kernels, runtime
 import qnnlab.runtime.ops  # noqa: F401
 from qnnlab.cli import main
 from qnnlab.runtime import ExportError
@@ -59,13 +59,14 @@ def test_off_grid_inputs_take_the_float_path(trained, tmp_path):
         assert torch.equal(runtime.load(tmp_path / "m.qnn")(x).argmax(1), model(x).argmax(1))
 
 
-def test_packed_file_is_at_least_25x_smaller(tmp_path):
+@pytest.mark.parametrize("model_name, ratio", [("mlp", 25), ("cnn", 20)])
+def test_packed_file_is_much_smaller_than_float(tmp_path, model_name, ratio):
     empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
     shape_only = data.ImageData("s", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
-    model = build_model(resolve("bnn", {"model": "mlp"}), shape_only).eval()
-    runtime.export(model, tmp_path / "m.qnn")
+    model = build_model(resolve("bnn", {"model": model_name}), shape_only).eval()
+    runtime.export(model, tmp_path / "m.qnn", input_shape=(1, 28, 28))
     float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.dtype.is_floating_point)
-    assert float_bytes / (tmp_path / "m.qnn").stat().st_size >= 25
+    assert float_bytes / (tmp_path / "m.qnn").stat().st_size >= ratio
 
 
 def test_cli_export(trained, tmp_path, capsys):
@@ -106,7 +107,9 @@ def test_bad_files_are_refused(trained, tmp_path):
     (tmp_path / "tampered.qnn").write_bytes(bytes(tampered))
     with pytest.raises(ValueError, match="modified after export"):
         runtime.load(tmp_path / "tampered.qnn")
-    (tmp_path / "newer.qnn").write_bytes(raw.replace(b'"version":"1"', b'"version":"7"'))
+    version = f'"version":"{runtime.VERSION}"'.encode()
+    assert version in raw
+    (tmp_path / "newer.qnn").write_bytes(raw.replace(version, b'"version":"9"'))
     with pytest.raises(ValueError, match="upgrade qnnlab"):
         runtime.load(tmp_path / "newer.qnn")
     with pytest.raises(ValueError, match="not a qnnlab-packed file"):
@@ -161,5 +164,10 @@ def test_binary_cnn_runtime_matches_pytorch(tmp_path, recipe):
         expected = model(x)
     assert torch.equal(packed(x).argmax(1), expected.argmax(1))
     assert torch.allclose(packed(x), expected, atol=1e-4) and torch.allclose(packed.reference(x), expected, atol=1e-4)
+    conv = next(op for op in packed.ops if op["op"] == "binary_conv")
+    for size in (9, 28, 9):  # padding corrections are made per input size, from the packed filters
+        signs = torch.where(torch.rand(3, conv["channels"], size, size) < 0.5, -1.0, 1.0)
+        got = runtime.ops.run_op(conv, kernels.pack_nhwc(signs), packed.tensors)
+        assert torch.equal(got.permute(0, 3, 1, 2), runtime.ops.run_op(conv, signs, packed.tensors, reference=True))
     with pytest.raises(ExportError, match="input_shape"):
         runtime.export(model, tmp_path / "d.qnn")

@@ -21,7 +21,7 @@ from qnnlab.runtime.ops import run_op
 from qnnlab.train.checkpoint import atomic_write, read_safetensors
 
 FORMAT = "qnnlab-packed"
-VERSION = 1
+VERSION = 2  # 2: convolutions' padding corrections are no longer stored
 
 __all__ = ["ExportError", "PackedModel", "compare_with_checkpoint", "export", "export_checkpoint", "load"]
 

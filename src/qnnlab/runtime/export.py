@@ -35,8 +35,8 @@ def _is_sign(q: Any) -> bool:
 
 
 def _input_shapes(model: nn.Module, input_shape: tuple[int, ...] | None) -> dict[str, tuple[int, ...]]:
-    """The input shape each child sees, from one forward pass on zeros (convolutions need it for
-    their padding corrections)."""
+    """The input shape each child sees, from one forward pass on zeros (a batch norm whose output
+    is flattened needs its feature map size)."""
     if input_shape is None:
         return {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -97,7 +97,7 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...] | None = None
             if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
                 ops.append({"op": "flatten"})
         elif isinstance(m, (QuantLinear, QuantConv2d)):
-            ops.append(_matmul_op(name, m, first, shapes.get(name), tensors))
+            ops.append(_matmul_op(name, m, first, tensors))
             first = False
         elif isinstance(m, nn.MaxPool2d):
             ops.append({"op": "maxpool", "kernel": m.kernel_size, "stride": m.stride, "layer": name})
@@ -125,8 +125,7 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...] | None = None
     return ops, tensors
 
 
-def _matmul_op(name: str, m: nn.Module, first: bool, shape: tuple[int, ...] | None,
-               tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _matmul_op(name: str, m: nn.Module, first: bool, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     if not _is_sign(m.weight_quantizer):
         raise ExportError(f"layer {name}: weights {m.weight_quantizer} are not plain sign weights")
     sign_input = _is_sign(m.input_quantizer)
@@ -158,7 +157,4 @@ def _matmul_op(name: str, m: nn.Module, first: bool, shape: tuple[int, ...] | No
         return op
     tensors[f"{name}.weight"] = kernels.pack_filters(w)
     op.update(op="binary_conv", weight=f"{name}.weight")
-    if m.padding[0]:
-        tensors[f"{name}.correction"] = kernels.padding_correction(w, shape[2], shape[3], m.stride[0], m.padding[0])
-        op["correction"] = f"{name}.correction"
     return op

@@ -13,7 +13,8 @@ Ops:
 - ``affine``: the output batch norm, y * scale + shift, giving the logits.
 - ``real_conv``: the first convolution, real input against +-1 filters (float, as PyTorch).
 - ``binary_conv``: channel-packed bits (B, H, W, Wc) against packed filters, with the exact
-  zero-padding correction (``qnnlab.kernels.conv``) -> (B, O, H', W').
+  zero-padding correction (``qnnlab.kernels.conv``) -> (B, O, H', W'). The correction follows
+  from the filters and the input size, so the file does not store it: it is made once per size.
 - ``maxpool``: max pooling of the integer pre-activations (before the threshold, as trained).
 """
 
@@ -62,6 +63,16 @@ def _binary_filters(op: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tor
     words = kernels.words(op["channels"])
     per_pixel = tensors[op["weight"]].reshape(op["out_channels"], kh, kw, words)
     return kernels.unpack(per_pixel, op["channels"]).permute(0, 3, 1, 2)
+
+
+def _padding_correction(op: dict[str, Any], tensors: dict[str, torch.Tensor], height: int, width: int
+                        ) -> torch.Tensor:
+    """The convolution's zero-padding correction for (height, width) inputs, made once per size."""
+    corrections = op.setdefault("_corrections", {})
+    if (height, width) not in corrections:
+        corrections[height, width] = kernels.padding_correction(_binary_filters(op, tensors), height, width,
+                                                                op["stride"], op["padding"])
+    return corrections[height, width]
 
 
 def _threshold(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor], reference: bool) -> torch.Tensor:
@@ -125,7 +136,7 @@ def run_op(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor]
         if reference:  # x holds +-1 floats (B, C, H, W)
             y = F.conv2d(x, _binary_filters(op, tensors), stride=op["stride"], padding=op["padding"])
             return y + tensors[op["bias"]].reshape(-1, 1, 1) if op.get("bias") else y
-        correction = tensors[op["correction"]] if op.get("correction") else None
+        correction = _padding_correction(op, tensors, x.shape[1], x.shape[2]) if op["padding"] else None
         y = kernels.binary_conv2d_nhwc(x, tensors[op["weight"]], op["channels"], tuple(op["kernel"]), op["stride"],
                                        op["padding"], correction).to(torch.float32)
         return y + tensors[op["bias"]] if op.get("bias") else y
