@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from qnnlab import data, kernels, runtime
 import qnnlab.runtime.ops  # noqa: F401
@@ -171,3 +172,19 @@ def test_binary_cnn_runtime_matches_pytorch(tmp_path, recipe):
         assert torch.equal(got.permute(0, 3, 1, 2), runtime.ops.run_op(conv, signs, packed.tensors, reference=True))
     with pytest.raises(ExportError, match="input_shape"):
         runtime.export(model, tmp_path / "d.qnn")
+    _write_version_1(packed, tmp_path / "v1.qnn")
+    assert torch.equal(runtime.load(tmp_path / "v1.qnn")(x), packed(x))
+
+
+def _write_version_1(packed, path):
+    """The same model as a version-1 file, which also stored each convolution's padding correction;
+    the runtime now makes its own, so these are written wrong on purpose."""
+    ops = [{k: v for k, v in op.items() if not k.startswith("_")} for op in packed.ops]
+    tensors = dict(packed.tensors)
+    for op in ops:
+        if op["op"] == "binary_conv" and op["padding"]:
+            op["correction"] = f"{op['layer']}.correction"
+            tensors[op["correction"]] = torch.full((op["out_channels"], 1, 1), 10**6, dtype=torch.int32)
+    ops_json = json.dumps(ops)
+    save_file(tensors, str(path), metadata={"format": "qnnlab-packed", "version": "1", "ops": ops_json,
+                                            "sha256": runtime._digest(ops_json, tensors), "source": "{}"})
