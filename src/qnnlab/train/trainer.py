@@ -253,7 +253,7 @@ class Trainer:
         return self.dist.average(stats)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        return model_layout(x, self.config.channels_last).to(self.config.device)
+        return model_layout(x.to(self.config.device), self.config.channels_last)
 
     def _step(self, epoch: int, step: int, x: torch.Tensor, y: torch.Tensor, state: Any) -> tuple[float, int, Any]:
         """One update; returns the mean loss, the number of correct predictions and the recurrent
