@@ -88,13 +88,15 @@ def compare_with_checkpoint(packed_path: str | os.PathLike, checkpoint_path: str
     model, data, info = load_trained(str(checkpoint_path), data_root)
     if not hasattr(data, "test_y"):
         raise ValueError(f"{checkpoint_path} is a language model; the packed runtime runs image classifiers")
-    exported = packed.source.get("config", {}), packed.source.get("epoch")
-    trained = info["config"].to_dict(), info["epoch"] + 1
-    keys = ("recipe", "model", "dataset", "rules")
-    if [exported[0].get(k) for k in keys] + [exported[1]] != [trained[0].get(k) for k in keys] + [trained[1]]:
-        raise ValueError(f"{packed_path} was exported from {exported[0].get('recipe')} {exported[0].get('model')} "
-                         f"epoch {exported[1]}, not from this checkpoint ({trained[0]['recipe']} "
-                         f"{trained[0]['model']} epoch {trained[1]}); re-export it with qnnlab export")
+    def identity(config: dict[str, Any], epoch: Any) -> dict[str, Any]:
+        return {**{k: config.get(k) for k in ("recipe", "model", "dataset", "rules")}, "epoch": epoch}
+
+    exported = identity(packed.source.get("config", {}), packed.source.get("epoch"))
+    trained = identity(info["config"].to_dict(), info["epoch"] + 1)
+    if exported != trained:
+        raise ValueError(f"{packed_path} was exported from {exported['recipe']} {exported['model']} epoch "
+                         f"{exported['epoch']}, not from this checkpoint ({trained['recipe']} {trained['model']} "
+                         f"epoch {trained['epoch']}); re-export it with qnnlab export")
     model.eval()
     agree = right_packed = right_model = 0
     with weight_mode(model, "binary"):  # the weights the export packed: stochastic ones at their sign
