@@ -65,11 +65,17 @@ def _binary_filters(op: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tor
     return kernels.unpack(per_pixel, op["channels"]).permute(0, 3, 1, 2)
 
 
+CACHED_SIZES = 8
+
+
 def _padding_correction(op: dict[str, Any], tensors: dict[str, torch.Tensor], height: int, width: int
                         ) -> torch.Tensor:
-    """The convolution's zero-padding correction for (height, width) inputs, made once per size."""
+    """The convolution's zero-padding correction for (height, width) inputs, made once per size
+    (at most ``CACHED_SIZES`` sizes are kept, the oldest made dropped first)."""
     corrections = op.setdefault("_corrections", {})
     if (height, width) not in corrections:
+        if len(corrections) >= CACHED_SIZES:
+            del corrections[next(iter(corrections))]
         corrections[height, width] = kernels.padding_correction(_binary_filters(op, tensors), height, width,
                                                                 op["stride"], op["padding"])
     return corrections[height, width]
