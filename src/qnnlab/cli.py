@@ -152,9 +152,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             shape = tuple(int(v) for v in args.input_shape.split(","))
         except ValueError:
             raise ValueError(f"--input-shape {args.input_shape!r} must be integers like 1,28,28") from None
-        data = datasets.ImageData("shape", torch.zeros(0, *shape, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
-                                  torch.zeros(0, *shape, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
-                                  args.classes)
+        data = datasets.ImageData.empty(shape, args.classes)
     else:
         data = datasets.load(args.dataset or config.dataset)
     model = build_model(config, data)

@@ -62,8 +62,7 @@ def test_off_grid_inputs_take_the_float_path(trained, tmp_path):
 
 @pytest.mark.parametrize("model_name, ratio", [("mlp", 25), ("cnn", 20)])
 def test_packed_file_is_much_smaller_than_float(tmp_path, model_name, ratio):
-    empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
-    shape_only = data.ImageData("s", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
+    shape_only = data.ImageData.empty((1, 28, 28), 10)
     model = build_model(resolve("bnn", {"model": model_name}), shape_only).eval()
     runtime.export(model, tmp_path / "m.qnn", input_shape=(1, 28, 28))
     float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.dtype.is_floating_point)
@@ -79,6 +78,26 @@ def test_cli_export(trained, tmp_path, capsys):
     compared = json.loads(capsys.readouterr().out)
     assert compared["agreeing_predictions"] == compared["images"] == 2000
     assert compared["packed_accuracy"] == compared["model_accuracy"] > 0.5
+
+
+def test_export_does_not_load_the_data_set(trained, tmp_path, monkeypatch):
+    from qnnlab.train import checkpoint
+
+    _, run = trained["bnn"]
+    reference = runtime.export_checkpoint(run, tmp_path / "with-data.qnn")
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("export loaded the data set")
+
+    monkeypatch.setattr(data, "load", no_data)
+    assert runtime.export_checkpoint(run, tmp_path / "m.qnn")["bytes"] == reference["bytes"]
+    monkeypatch.undo()
+    # a checkpoint from before the input shape was recorded still exports, through the data set
+    state, extra, info = checkpoint.load(run / "checkpoint.safetensors")
+    del info["image_shape"], info["classes"]
+    checkpoint.save(tmp_path / "old.safetensors", state, extra, info)
+    runtime.export_checkpoint(tmp_path / "old.safetensors", tmp_path / "old.qnn")
+    assert runtime.load(tmp_path / "old.qnn").ops == runtime.load(tmp_path / "m.qnn").ops
 
 
 def test_cli_packed_comparison_refuses_wrong_arguments_and_files(trained, tmp_path, capsys):
@@ -127,8 +146,7 @@ def test_bad_files_are_refused(trained, tmp_path):
                                                   ("float", "mlp-small", "is not supported"),
                                                   ("xnor", "cnn", "Conv2d.*is not supported")])
 def test_unsupported_models_are_named(tmp_path, recipe, model, words):
-    empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
-    shape_only = data.ImageData("s", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
+    shape_only = data.ImageData.empty((1, 28, 28), 10)
     with pytest.raises(ExportError, match=words):
         runtime.export(build_model(resolve(recipe, {"model": model}), shape_only), tmp_path / "x.qnn", None,
                        (1, 28, 28))
@@ -146,8 +164,7 @@ def test_scaled_binary_weights_are_refused(tmp_path):
 
 @pytest.mark.parametrize("recipe", ["bnn", "bnn-shift"])
 def test_binary_cnn_runtime_matches_pytorch(tmp_path, recipe):
-    empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
-    shape_only = data.ImageData("s", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
+    shape_only = data.ImageData.empty((1, 28, 28), 10)
     torch.manual_seed(0)
     model = build_model(resolve(recipe, {"model": "cnn"}), shape_only).eval()
     with torch.no_grad():  # batch-norm statistics as training would leave them: thresholds off zero
@@ -166,10 +183,12 @@ def test_binary_cnn_runtime_matches_pytorch(tmp_path, recipe):
     assert torch.equal(packed(x).argmax(1), expected.argmax(1))
     assert torch.allclose(packed(x), expected, atol=1e-4) and torch.allclose(packed.reference(x), expected, atol=1e-4)
     conv = next(op for op in packed.ops if op["op"] == "binary_conv")
-    for size in (9, 28, 9):  # padding corrections are made per input size, from the packed filters
+    sizes = (9, 28, 9, *range(3, 3 + runtime.ops.CACHED_SIZES), 9)
+    for size in sizes:  # padding corrections are made per input size (a few kept), from the packed filters
         signs = torch.where(torch.rand(3, conv["channels"], size, size) < 0.5, -1.0, 1.0)
         got = runtime.ops.run_op(conv, kernels.pack_nhwc(signs), packed.tensors)
         assert torch.equal(got.permute(0, 3, 1, 2), runtime.ops.run_op(conv, signs, packed.tensors, reference=True))
+    assert len(conv["_corrections"]) == runtime.ops.CACHED_SIZES and (9, 9) in conv["_corrections"]
     with pytest.raises(ExportError, match="input_shape"):
         runtime.export(model, tmp_path / "d.qnn")
     _write_version_1(packed, tmp_path / "v1.qnn")

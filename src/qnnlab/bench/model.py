@@ -18,8 +18,7 @@ from qnnlab.train.trainer import build_model
 def run(model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...] = (1, 28, 28)) -> Iterator[dict[str, Any]]:
     from qnnlab.data import ImageData
 
-    empty = torch.zeros(0, *shape, dtype=torch.uint8)
-    data = ImageData("shape", empty, torch.zeros(0, dtype=torch.long), empty, torch.zeros(0, dtype=torch.long), 10)
+    data = ImageData.empty(shape, 10)
     torch.manual_seed(0)
     float_model = build_model(resolve("float", {"model": model}), data).eval()
     bnn = build_model(resolve("bnn", {"model": model}), data).eval()

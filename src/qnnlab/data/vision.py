@@ -36,6 +36,12 @@ class ImageData:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], classes: int, name: str = "shape") -> ImageData:
+        """No images, only their shape (C, H, W) and the class count: enough to build a model."""
+        no_images, no_labels = torch.zeros(0, *shape, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
+        return cls(name, no_images, no_labels, no_images, no_labels, classes)
+
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"

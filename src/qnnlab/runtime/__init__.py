@@ -69,7 +69,7 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
     """Rebuild a run's model from its checkpoint and export it; returns sizes for the report."""
     from qnnlab.train.evaluate import load_trained
 
-    model, data, info = load_trained(str(checkpoint_path))
+    model, data, info = load_trained(str(checkpoint_path), need_images=False)
     export(model, out, {"config": info["config"].to_dict(), "epoch": info["epoch"] + 1}, getattr(data, "shape", None))
     float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.dtype.is_floating_point)
     return {"out": str(out), "bytes": os.path.getsize(out), "float32_state_bytes": float_bytes,

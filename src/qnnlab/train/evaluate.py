@@ -151,9 +151,12 @@ def evaluate_text(model: nn.Module, data: TextData, split: str = "valid", mode: 
             f"{key}_ppl": math.exp(min(nats, 50.0))}
 
 
-def load_trained(path: str, data_root: str | None = None) -> tuple[nn.Module, Any, dict[str, Any]]:
+def load_trained(path: str, data_root: str | None = None, need_images: bool = True
+                 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """(model, data, info) of a checkpoint or run folder: the model rebuilt from its saved config
-    with the trained weights, and its data set."""
+    with the trained weights, and its data set. With ``need_images=False`` an image classifier's
+    checkpoint that records its input shape is rebuilt without loading the data set (the data
+    returned then holds no images)."""
     from pathlib import Path
 
     from qnnlab import data as datasets
@@ -164,7 +167,10 @@ def load_trained(path: str, data_root: str | None = None) -> tuple[nn.Module, An
     file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
     model_state, _, info = checkpoint.load(file)
     config = from_dict(info["config"], source=str(file))
-    data = datasets.load(config.dataset, data_root or config.data_root, image_size=config.image_size)
+    if not need_images and "image_shape" in info:
+        data = datasets.ImageData.empty(tuple(info["image_shape"]), info["classes"], config.dataset)
+    else:
+        data = datasets.load(config.dataset, data_root or config.data_root, image_size=config.image_size)
     model = build_model(config, data)
     model.load_state_dict(model_state)
     return model, data, {**info, "checkpoint": str(file), "config": config}

@@ -182,6 +182,8 @@ class Trainer:
 
     def _save(self, epoch: int) -> None:
         info = {"config": self.config.to_dict(), "epoch": epoch, "metrics": self.metrics}
+        if not self.is_text:  # lets qnnlab export rebuild the model without the data set
+            info["image_shape"], info["classes"] = list(self.data.shape), self.data.classes
         extra = {} if self.optimizer is None else {"optimizer": self.optimizer.state_dict(),
                                                    "schedule": self.schedule.state_dict()}
         checkpoint.save(self.out / CHECKPOINT, self.model.state_dict(), extra, info)
