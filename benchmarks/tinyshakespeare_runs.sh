@@ -3,7 +3,7 @@
 # weights and hidden state (QNN paper: 4 bits match float). Resumable like fashion_mnist_runs.sh.
 #   bash benchmarks/tinyshakespeare_runs.sh [RUNS_DIR] [THREADS] [DEVICE]
 # The recipe's size (2 x 512 LSTM, 20 epochs) takes about 4 hours per run on one CPU core;
-# HIDDEN=256 EPOCHS=10 is the CPU-sized comparison (about 1 hour per run).
+# HIDDEN=256 EPOCHS=10 is the CPU-sized comparison (about 30 minutes per run on one core).
 set -uo pipefail
 RUNS=${1:-runs/tinyshakespeare}
 THREADS=${2:-0}
