@@ -13,7 +13,7 @@ from qnnlab.cli import main
 from qnnlab.runtime import ExportError
 from qnnlab.train import Trainer, resolve
 from qnnlab.train.batches import to_unit_range
-from qnnlab.train.trainer import build_model
+from qnnlab.train.trainer import CHECKPOINT, build_model
 from qnnlab.data.vision import FASHION_SYSTEM_DIR, IDX_NAMES
 
 HAVE_FASHION = Path(FASHION_SYSTEM_DIR, IDX_NAMES[0]).is_file()
@@ -93,11 +93,15 @@ def test_export_does_not_load_the_data_set(trained, tmp_path, monkeypatch):
     assert runtime.export_checkpoint(run, tmp_path / "m.qnn")["bytes"] == reference["bytes"]
     monkeypatch.undo()
     # a checkpoint from before the input shape was recorded still exports, through the data set
-    state, extra, info = checkpoint.load(run / "checkpoint.safetensors")
+    state, extra, info = checkpoint.load(run / CHECKPOINT)
     del info["image_shape"], info["classes"]
     checkpoint.save(tmp_path / "old.safetensors", state, extra, info)
     runtime.export_checkpoint(tmp_path / "old.safetensors", tmp_path / "old.qnn")
     assert runtime.load(tmp_path / "old.qnn").ops == runtime.load(tmp_path / "m.qnn").ops
+    # a recorded shape that does not fit the weights is named, not a traceback from load_state_dict
+    checkpoint.save(tmp_path / "edited.safetensors", state, extra, {**info, "image_shape": [3, 32, 32], "classes": 10})
+    with pytest.raises(ValueError, match="weights do not fit the model"):
+        runtime.export_checkpoint(tmp_path / "edited.safetensors", tmp_path / "edited.qnn")
 
 
 def test_cli_packed_comparison_refuses_wrong_arguments_and_files(trained, tmp_path, capsys):
@@ -205,5 +209,5 @@ def _write_version_1(packed, path):
             op["correction"] = f"{op['layer']}.correction"
             tensors[op["correction"]] = torch.full((op["out_channels"], 1, 1), 10**6, dtype=torch.int32)
     ops_json = json.dumps(ops)
-    save_file(tensors, str(path), metadata={"format": "qnnlab-packed", "version": "1", "ops": ops_json,
+    save_file(tensors, str(path), metadata={"format": runtime.FORMAT, "version": "1", "ops": ops_json,
                                             "sha256": runtime._digest(ops_json, tensors), "source": "{}"})

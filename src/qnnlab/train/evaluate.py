@@ -172,7 +172,12 @@ def load_trained(path: str, data_root: str | None = None, need_images: bool = Tr
     else:
         data = datasets.load(config.dataset, data_root or config.data_root, image_size=config.image_size)
     model = build_model(config, data)
-    model.load_state_dict(model_state)
+    try:
+        model.load_state_dict(model_state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[-1].strip().rstrip(".")
+        raise ValueError(f"{file}: the weights do not fit the model its config builds ({first}); the file was "
+                         "edited, or the data set found is not the one it was trained on (check --data-root)") from None
     return model, data, {**info, "checkpoint": str(file), "config": config}
 
 
