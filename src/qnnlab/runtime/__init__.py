@@ -76,6 +76,11 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
             "ratio": float_bytes / os.path.getsize(out)}
 
 
+def _identity(config: dict[str, Any], epoch: Any) -> dict[str, Any]:
+    """What names a trained model: its recipe, model, data set, rules and epoch."""
+    return {**{k: config.get(k) for k in ("recipe", "model", "dataset", "rules")}, "epoch": epoch}
+
+
 @torch.no_grad()
 def compare_with_checkpoint(packed_path: str | os.PathLike, checkpoint_path: str | os.PathLike,
                             data_root: str | None = None) -> dict[str, Any]:
@@ -88,11 +93,8 @@ def compare_with_checkpoint(packed_path: str | os.PathLike, checkpoint_path: str
     model, data, info = load_trained(str(checkpoint_path), data_root)
     if not hasattr(data, "test_y"):
         raise ValueError(f"{checkpoint_path} is a language model; the packed runtime runs image classifiers")
-    def identity(config: dict[str, Any], epoch: Any) -> dict[str, Any]:
-        return {**{k: config.get(k) for k in ("recipe", "model", "dataset", "rules")}, "epoch": epoch}
-
-    exported = identity(packed.source.get("config", {}), packed.source.get("epoch"))
-    trained = identity(info["config"].to_dict(), info["epoch"] + 1)
+    exported = _identity(packed.source.get("config", {}), packed.source.get("epoch"))
+    trained = _identity(info["config"].to_dict(), info["epoch"] + 1)
     if exported != trained:
         raise ValueError(f"{packed_path} was exported from {exported['recipe']} {exported['model']} epoch "
                          f"{exported['epoch']}, not from this checkpoint ({trained['recipe']} {trained['model']} "
