@@ -13,8 +13,10 @@ forward: by the central limit theorem each pre-activation is Gaussian, with
 output: P(y | x) = prod_k Phi(y_k mu_k / s_k) for targets y in {-1, +1}^classes (one against rest);
 backward: delta_L = d log P / d mu_L = y phi(mu/s) / (s Phi(y mu/s)), and through a sign layer
   delta_{l-1} = (2 phi(mu/s) / s) (W^T delta_l) / sqrt(K)  (the mean's dependence on mu);
-update: h_ij += 1/2 delta_i m_j / sqrt(K), the Bayes update of the log-odds to first order in
-  the means (the variances' dependence on w is neglected, as in the paper).
+update: h_ij += delta_i m_j / sqrt(K) = d log P / d w_ij. The log-odds of W_ij = +1 are 2 h_ij, and
+  Bayes' rule moves them by log P(y | W_ij = +1) - log P(y | W_ij = -1), which to first order in
+  the means is 2 d log P / d w_ij (the variances' dependence on w is neglected, as in the paper;
+  the authors' code writes it as 1/2 times a Delta that carries the factor 2).
 
 Mini-batches sum the per-sample updates. Inference follows the three modes: ``binary`` uses
 sign(h) (the most probable network), ``latent`` the mean network tanh(h) through the same
@@ -105,7 +107,7 @@ class EBPNetwork(nn.Module):
                 _, mu_prev, s_prev = trace[layer - 1]
                 back = (delta @ means[layer][:, :-1]) / math.sqrt(k)
                 next_delta = 2 * _phi(mu_prev / s_prev) / s_prev * back
-            h += 0.5 * delta.T @ m_in / math.sqrt(k)
+            h += delta.T @ m_in / math.sqrt(k)
             if layer > 0:
                 delta = next_delta
         return float(-prob.log().sum(1).mean()), int((mu_out.argmax(1) == labels).sum())
