@@ -94,7 +94,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         print(json.dumps(compare_with_checkpoint(args.packed, args.checkpoint, args.data_root)))
         return 0
-    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.mode, args.split, args.data_root)))
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.mode, args.split, args.data_root, args.seed)))
     return 0
 
 
@@ -343,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and count the test images on which both predict the same")
     p.add_argument("--split", default="test", help="test (images) or valid/test (text)")
     p.add_argument("--data-root", help="folder holding the data set's files")
+    p.add_argument("--seed", type=int, default=0, help="seeds the networks that ensemble:N samples")
     p.set_defaults(func=cmd_eval)
     return parser
 

@@ -89,6 +89,13 @@ def test_binary_mode_uses_deterministic_weights(tmp_path):
         evaluate_checkpoint(str(tmp_path / "run"), "ensemble:0")
 
 
+def test_sampled_evaluation_is_reproducible_from_its_seed(tmp_path):
+    train(tmp_path, "binaryconnect-stochastic", limit_steps=50)
+    run = str(tmp_path / "run")
+    seeded = [evaluate_checkpoint(run, "ensemble:1", seed=s)["test_loss"] for s in (0, 0, 1)]
+    assert seeded[0] == seeded[1] != seeded[2]
+
+
 def test_broken_checkpoints_are_rejected_clearly(tmp_path):
     train(tmp_path, epochs=1)
     path = tmp_path / "run" / "checkpoint.safetensors"

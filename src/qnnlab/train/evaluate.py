@@ -182,16 +182,19 @@ def load_trained(path: str, data_root: str | None = None, need_images: bool = Tr
 
 
 def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",
-                        data_root: str | None = None) -> dict[str, float | str]:
-    """Rebuild the model of a checkpoint (or run folder) from its saved config and evaluate it."""
+                        data_root: str | None = None, seed: int = 0) -> dict[str, float | str]:
+    """Rebuild the model of a checkpoint (or run folder) from its saved config and evaluate it;
+    ``seed`` fixes the networks that ``ensemble:N`` samples, so its result is reproducible."""
     parse_mode(mode)
     model, data, info = load_trained(path, data_root)
-    if isinstance(data, TextData):
-        if split not in ("valid", "test"):
-            raise ValueError(f"split={split!r}; text data sets have valid and test")
-        result: dict = evaluate_text(model, data, split, mode)
-    else:
-        if split != "test":
-            raise ValueError(f"split={split!r}; image data sets are evaluated on test")
-        result = evaluate_images(model, data, mode)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        if isinstance(data, TextData):
+            if split not in ("valid", "test"):
+                raise ValueError(f"split={split!r}; text data sets have valid and test")
+            result: dict = evaluate_text(model, data, split, mode)
+        else:
+            if split != "test":
+                raise ValueError(f"split={split!r}; image data sets are evaluated on test")
+            result = evaluate_images(model, data, mode)
     return {"checkpoint": info["checkpoint"], "mode": mode, "epoch": info["epoch"] + 1, **result}
