@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from qnnlab.train.ebp import EBPNetwork
+from qnnlab.train.ebp import EBPNetwork, drift_from_prior
 
 
 def _log_likelihood(x, labels, weights):
@@ -43,3 +43,16 @@ def test_binary_mode_is_the_sign_network():
     hidden = torch.sign(torch.cat([x, torch.ones(4, 1)], 1) @ signs[0].T)
     expected = torch.cat([hidden, torch.ones(4, 1)], 1) @ signs[1].T / math.sqrt(6)
     torch.testing.assert_close(net(x), expected)
+
+
+def test_drift_from_prior_counts_flipped_signs_and_shifts():
+    torch.manual_seed(2)
+    prior = EBPNetwork([7, 4, 3])
+    posterior = EBPNetwork([7, 4, 3])
+    posterior.load_state_dict(prior.state_dict())
+    assert all(row["signs_flipped"] == row["mean_abs_shift"] == 0 for row in drift_from_prior(prior, posterior))
+    posterior.h1[0, :2] *= -1  # two of the output layer's 3 x 5 log-odds change sign
+    rows = drift_from_prior(prior, posterior)
+    assert rows[0]["signs_flipped"] == 0 and math.isclose(rows[1]["signs_flipped"], 2 / 15, rel_tol=1e-6)
+    assert math.isclose(rows[1]["mean_abs_shift"], float(2 * prior.h1[0, :2].abs().sum() / 15), rel_tol=1e-6)
+    assert math.isclose(rows[1]["prior_mean_abs_h"], float(prior.h1.abs().mean()), rel_tol=1e-6)

@@ -1,10 +1,16 @@
 """Every recipe learns: 100 steps on the embedded data must beat chance by a wide margin."""
 
+import re
+import runpy
+from pathlib import Path
+
 import pytest
 
 from conftest import have_tinyshakespeare
 
 from qnnlab.train import Trainer, recipe_names, resolve
+
+SCRIPTS = Path(__file__).parents[2] / "scripts"
 
 
 @pytest.mark.parametrize("recipe", recipe_names())
@@ -22,7 +28,7 @@ def test_recipe_learns(tmp_path, recipe):
     assert metrics[-1]["test_accuracy"] > 0.4, metrics[-1]  # chance is 0.1
 
 
-def test_ebp_runs_all_inference_modes_and_resumes(tmp_path):
+def test_ebp_runs_all_inference_modes_and_resumes(tmp_path, capsys):
     from qnnlab.train.evaluate import evaluate_checkpoint
 
     config = resolve("ebp", {"model": "mlp-small", "epochs": 2, "limit_steps": 150})
@@ -30,5 +36,9 @@ def test_ebp_runs_all_inference_modes_and_resumes(tmp_path):
     assert metrics[-1]["test_accuracy"] > 0.5 and metrics[-1]["lr"] == 0.0
     for mode in ("binary", "latent", "ensemble:3"):
         assert evaluate_checkpoint(str(tmp_path / "ebp"), mode)["test_accuracy"] > 0.3
+    drift = runpy.run_path(str(SCRIPTS / "ebp_posterior_drift.py"))["main"]
+    drift(str(tmp_path / "ebp"))
+    flipped = [float(f) for f in re.findall(r"signs flipped ([\d.]+)%", capsys.readouterr().out)]
+    assert len(flipped) == 3 and all(0 < f < 30 for f in flipped), flipped  # a wrong prior flips half
     with pytest.raises(ValueError, match="binary-weight MLPs"):
         Trainer(resolve("ebp", {"model": "cnn"}), tmp_path / "bad", quiet=True)

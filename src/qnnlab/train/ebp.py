@@ -111,3 +111,13 @@ class EBPNetwork(nn.Module):
             if layer > 0:
                 delta = next_delta
         return float(-prob.log().sum(1).mean()), int((mu_out.argmax(1) == labels).sum())
+
+
+def drift_from_prior(prior: EBPNetwork, posterior: EBPNetwork) -> list[dict[str, float]]:
+    """How far training moved each layer's posterior from the prior it started at: the mean |h| of
+    the prior, the mean |h - h_prior|, and the fraction of weights whose most probable sign flipped."""
+    rows = []
+    for h0, h in zip(prior.log_odds, posterior.log_odds):
+        rows.append({"prior_mean_abs_h": float(h0.abs().mean()), "mean_abs_shift": float((h - h0).abs().mean()),
+                     "signs_flipped": float(((h >= 0) != (h0 >= 0)).float().mean())})
+    return rows
