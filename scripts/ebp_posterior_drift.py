@@ -2,26 +2,27 @@
 
     python scripts/ebp_posterior_drift.py RUN
 
-The prior is rebuilt as the trainer drew it (the run's seed, then the model), so the figures need
-only the run folder: mean |h| of the prior, mean |h - h_prior| and the fraction of weights whose
-most probable sign flipped.
+The prior is redrawn from the run's config as the trainer drew it (``initial_model``), so the
+figures need only the run folder: mean |h| of the prior, mean |h - h_prior| and the fraction of
+weights whose most probable sign flipped.
 """
 
 import sys
 
-import torch
-
+from qnnlab.data import DatasetError
 from qnnlab.train.ebp import EBPNetwork, drift_from_prior
 from qnnlab.train.evaluate import load_trained
-from qnnlab.train.trainer import build_model
+from qnnlab.train.trainer import initial_model
 
 
 def main(run: str) -> None:
-    posterior, data, info = load_trained(run, need_images=False)
+    try:
+        posterior, data, info = load_trained(run, need_images=False)
+    except (ValueError, DatasetError, OSError) as exc:
+        sys.exit(f"ebp_posterior_drift: error: {exc}")
     if not isinstance(posterior, EBPNetwork):
-        sys.exit(f"{run} is not an ebp run (its recipe trains with backprop)")
-    torch.manual_seed(info["config"].seed)
-    prior = build_model(info["config"], data)
+        sys.exit(f"ebp_posterior_drift: error: {run} is not an ebp run (its recipe trains with backprop)")
+    prior = initial_model(info["config"], data)
     for layer, row in enumerate(drift_from_prior(prior, posterior)):
         print(f"layer {layer}: prior mean |h| {row['prior_mean_abs_h']:.3f}, mean |h - h_prior| "
               f"{row['mean_abs_shift']:.3f}, signs flipped {row['signs_flipped']:.1%}")

@@ -40,5 +40,7 @@ def test_ebp_runs_all_inference_modes_and_resumes(tmp_path, capsys):
     drift(str(tmp_path / "ebp"))
     flipped = [float(f) for f in re.findall(r"signs flipped ([\d.]+)%", capsys.readouterr().out)]
     assert len(flipped) == 3 and all(0 < f < 30 for f in flipped), flipped  # a wrong prior flips half
+    with pytest.raises(SystemExit, match="does not exist"):
+        drift(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="binary-weight MLPs"):
         Trainer(resolve("ebp", {"model": "cnn"}), tmp_path / "bad", quiet=True)

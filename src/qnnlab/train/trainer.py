@@ -60,6 +60,12 @@ def build_model(config: TrainConfig, data: datasets.ImageData | datasets.TextDat
     return models.build(config.model, shape=data.shape, classes=data.classes, **common)
 
 
+def initial_model(config: TrainConfig, data: datasets.ImageData | datasets.TextData) -> nn.Module:
+    """The model as training starts, drawn from ``config.seed``: a run's config redraws it."""
+    torch.manual_seed(config.seed)
+    return build_model(config, data)
+
+
 def _ebp_network(config: TrainConfig, data: datasets.ImageData | datasets.TextData) -> nn.Module:
     if isinstance(data, datasets.TextData) or config.model not in models.VISION or \
             models.VISION[config.model][0] is not models.mlp:
@@ -138,10 +144,9 @@ class Trainer:
         self.metrics: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.config = config
-        torch.manual_seed(config.seed)
         self.data = datasets.load(config.dataset, config.data_root, image_size=config.image_size)
         self.is_text = isinstance(self.data, datasets.TextData)
-        self.model = build_model(config, self.data).to(config.device)
+        self.model = initial_model(config, self.data).to(config.device)
         self.steps_per_epoch = self._steps_per_epoch()
         self.ebp = isinstance(self.model, EBPNetwork)
         if self.ebp:  # Bayesian updates: no optimizer, no schedule
