@@ -241,6 +241,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from qnnlab import sweep
+
+    if args.what in ("status", "table"):
+        if args.folder is None:
+            raise ValueError(f"qnnlab sweep {args.what} DIR: name the sweep's output folder")
+        if args.what == "status":
+            from qnnlab.sweep.progress import describe, snapshot
+            from qnnlab.sweep.records import read_plan
+
+            print("\n".join(describe(snapshot(Path(args.folder), read_plan(Path(args.folder))))))
+            return 0
+        from qnnlab.sweep.table import render, rows
+
+        style = "csv" if args.csv else "markdown" if args.markdown else "text"
+        print(render(rows(args.folder, args.reference, args.metric, args.which), style))
+        return 0
+    if args.what == "list":
+        print("\n".join(sweep.studies()))
+        return 0
+    if args.folder is not None:
+        raise ValueError(f"qnnlab sweep FILE takes its output folder as --out, not as {args.folder!r}")
+    if args.out is None:
+        raise ValueError("qnnlab sweep FILE --out DIR: name the folder the runs go to")
+    counts = sweep.run_sweep(args.what, args.out, args.jobs, args.engine, args.retry_failed, progress=not args.quiet,
+                             address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+    print(json.dumps({"out": args.out, **counts}))
+    return 1 if counts.get("failed") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qnnlab", description="Train, analyse and run quantized neural networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -325,6 +355,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--repeats", type=int, default=10)
         p.add_argument("--json", action="store_true", help="one JSON object per line")
         p.set_defaults(func=cmd_bench_steps, layout=layout)
+
+    p = sub.add_parser("sweep", help="train every run of a sweep file; status and table of a sweep folder",
+                       description="qnnlab sweep FILE --out DIR [--jobs N] [--engine local|ray|submitit] | "
+                                   "qnnlab sweep status DIR | qnnlab sweep table DIR [--csv|--markdown] | "
+                                   "qnnlab sweep list (the shipped studies)")
+    p.add_argument("what", help="a sweep file or shipped study (cpu/tricks-mlp), or status, table, list")
+    p.add_argument("folder", nargs="?", help="the sweep's output folder (status, table)")
+    p.add_argument("--out", help="folder of the sweep's run folders")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time; the CPU cores are split between them")
+    p.add_argument("--engine", default="local", help="local (worker processes), ray or submitit")
+    p.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
+    p.add_argument("--cpus-per-run", type=float, default=0, help="ray/submitit: CPUs per run (default cores/jobs)")
+    p.add_argument("--gpus-per-run", type=float, default=0, help="ray/submitit: GPUs per run (runs on cuda if > 0)")
+    p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--reference", help="table: the configuration the others are compared with")
+    p.add_argument("--metric", help="table: metric (default test_accuracy, or val_bpc for language models)")
+    p.add_argument("--which", default="final", help="table: the final or the best epoch's metric")
+    p.add_argument("--csv", action="store_true", help="table as CSV")
+    p.add_argument("--markdown", action="store_true", help="table as Markdown")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="a results table of the runs under a folder (final and best metric, time)")
     p.add_argument("runs", help="a folder holding run folders")

@@ -83,9 +83,13 @@ def classifier(previous: int, hidden: Sequence[int], classes: int, norm_kind: st
     return layers
 
 
-def small_cnn(shape: Sequence[int], classes: int, **kw) -> nn.Module:  # type: ignore[no-untyped-def]
-    """64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-512FC for 28x28 inputs."""
-    return conv_net(shape, classes, [64, 64, "M", 128, 128, "M", 256, 256, "M"], [512], **kw)
+def small_cnn(shape: Sequence[int], classes: int, width: float = 1.0, **kw) -> nn.Module:  # type: ignore[no-untyped-def]
+    """64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-512FC for 28x28 inputs; ``width`` multiplies
+    every layer's channels and units (0.5: 32C3-...-256FC)."""
+    if not width > 0:
+        raise ValueError(f"cnn width={width!r} must be > 0 (a channel multiplier such as 0.5)")
+    scaled = [max(1, round(c * width)) if isinstance(c, int) else c for c in (64, 64, "M", 128, 128, "M", 256, 256, "M")]
+    return conv_net(shape, classes, scaled, [max(1, round(512 * width))], **kw)
 
 
 def vgg_cifar(shape: Sequence[int], classes: int, **kw) -> nn.Module:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ key=value`` and the CLI flags). The resolved config is written next to the run.
 from __future__ import annotations
 
 import dataclasses
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,21 @@ import yaml
 from qnnlab.data.errors import DatasetError
 
 RECIPE_DIR = "recipes"
+
+
+class YAMLLoader(yaml.SafeLoader):
+    """Safe YAML (no tags that run code) that reads ``1e-3`` as a float, as users write it: YAML 1.1
+    wants a dot in the mantissa and a sign in the exponent (``1.0e-3``) and reads ``1e-3`` as text."""
+
+
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclasses.dataclass
@@ -107,7 +123,8 @@ def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_recipe(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def recipe_values(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A recipe's own values merged over those it inherits (not yet checked or defaulted)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
@@ -119,7 +136,7 @@ def _read_recipe(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any
         text = (resources.files("qnnlab") / RECIPE_DIR / f"{name_or_path}.yaml").read_text()
         label = name_or_path
     try:
-        values = yaml.safe_load(text) or {}
+        values = load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"recipe {label}: not valid YAML ({exc})") from None
     if not isinstance(values, dict):
@@ -129,14 +146,14 @@ def _read_recipe(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any
     if parent:
         if parent in seen:
             raise ValueError(f"recipe {label}: inheritance loop through {parent!r}")
-        values = {**_read_recipe(parent, seen + (label,)), **values}
+        values = {**recipe_values(parent, seen + (label,)), **values}
     values["recipe"] = own_name
     return values
 
 
 def resolve(recipe: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The full config of ``recipe`` (a name or a .yaml path) with ``overrides`` applied and checked."""
-    values = {**_read_recipe(recipe), **(overrides or {})}
+    values = {**recipe_values(recipe), **(overrides or {})}
     return from_dict(values, source=f"recipe {recipe}")
 
 
@@ -181,7 +198,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not eq or not key:
             raise ValueError(f"override {pair!r} must look like key=value")
         try:
-            result[key.strip()] = yaml.safe_load(text)
+            result[key.strip()] = load_yaml(text)
         except yaml.YAMLError as exc:
             raise ValueError(f"override {pair!r}: value is not valid YAML ({exc})") from None
     return result
