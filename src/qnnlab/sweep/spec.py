@@ -244,7 +244,11 @@ def _resolve(reader: _Reader, base: dict[str, Any], chosen: list[tuple[tuple, di
     try:
         config = from_dict(values, source="config")
     except ValueError as exc:
-        path = chosen[-1][0] if chosen else ("base",)
+        field = re.match(r"config: (\w+)=", str(exc))
+        source = [(p, o) for p, o in chosen if field and field.group(1) in o]
+        path = source[-1][0] if source else chosen[-1][0] if chosen else ("base",)
+        if field and path[0] in ("base", "cases") and (source or path == ("base",)):
+            path = path + (field.group(1),)
         raise reader.fail(path, str(exc).removeprefix("config: ")) from None
     return config.to_dict()
 
