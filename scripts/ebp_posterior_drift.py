@@ -10,9 +10,8 @@ weights whose most probable sign flipped.
 import sys
 
 from qnnlab.data import DatasetError
-from qnnlab.train.ebp import EBPNetwork, drift_from_prior
-from qnnlab.train.evaluate import load_trained
-from qnnlab.train.trainer import initial_model
+from qnnlab.models.ebp import EBPNetwork, drift_from_prior
+from qnnlab.run.model import initial_model, load_trained
 
 
 def main(run: str) -> None:

@@ -40,7 +40,7 @@ def _print_rows(rows: list[tuple[str, str, str]]) -> None:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from qnnlab.train.config import FIELDS, recipe_names, resolve
+    from qnnlab.run.config import FIELDS, recipe_names, resolve
 
     if args.name:
         import yaml
@@ -64,8 +64,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from qnnlab.run.config import parse_overrides
     from qnnlab.train import Trainer, resolve
-    from qnnlab.train.config import parse_overrides
     from qnnlab.train.trainer import RUN_ENVIRONMENT
 
     overrides = parse_overrides(args.set or [])
@@ -73,10 +73,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
-    config = resolve(args.recipe, overrides)
+    config = resolve(args.recipe or "float", overrides)
     out = Path(args.out or f"runs/{config.recipe}-{config.model}-{config.dataset}-seed{config.seed}")
     environment = {key: getattr(args, key) for key in RUN_ENVIRONMENT if getattr(args, key) is not None}
-    trainer = Trainer(config, out, resume=args.resume, quiet=args.quiet, environment=environment)
+    trainer = Trainer(config, out, resume=args.resume, quiet=args.quiet, environment=environment,
+                      requested={**overrides, **({"recipe": config.recipe} if args.recipe else {})})
     metrics = trainer.run()
     if trainer.dist.is_main:
         final = metrics[-1] if metrics else {}
@@ -85,12 +86,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from qnnlab.train.evaluate import evaluate_checkpoint
+    from qnnlab.run.evaluate import evaluate_checkpoint
 
     if args.packed:
         if args.mode != "binary" or args.split != "test":
             raise ValueError("--packed compares the binary model on the test set; drop --mode and --split")
-        from qnnlab.runtime import compare_with_checkpoint
+        from qnnlab.run.deploy import compare_with_checkpoint
 
         print(json.dumps(compare_with_checkpoint(args.packed, args.checkpoint, args.data_root)))
         return 0
@@ -143,23 +144,27 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from qnnlab import data as datasets
     from qnnlab.analysis import EnergyTable, profile
     from qnnlab.analysis.report import full_report, plot
-    from qnnlab.train.config import resolve
-    from qnnlab.train.trainer import build_model
+    from qnnlab.run import build_model, load_trained, resolve
 
-    config = resolve(args.recipe, {"model": args.model} if args.model else {})
-    if args.input_shape:
-        try:
-            shape = tuple(int(v) for v in args.input_shape.split(","))
-        except ValueError:
-            raise ValueError(f"--input-shape {args.input_shape!r} must be integers like 1,28,28") from None
-        data = datasets.ImageData.empty(shape, args.classes)
+    if args.batch < 1:
+        raise ValueError(f"--batch {args.batch}: count at least one sample")
+    if args.checkpoint:  # a trained run: its own config and weights
+        if args.recipe or args.model or args.input_shape or args.dataset:
+            raise ValueError("--checkpoint analyzes the run as it was trained; drop --recipe, --model, --dataset "
+                             "and --input-shape")
+        model, data, info = load_trained(args.checkpoint, args.data_root, need_images=False)
+        config = info["config"]
     else:
-        data = datasets.load(args.dataset or config.dataset)
-    model = build_model(config, data)
-    if args.checkpoint:
-        from qnnlab.train import checkpoint
-
-        model.load_state_dict(checkpoint.load(args.checkpoint)[0])
+        config = resolve(args.recipe or "float", {"model": args.model} if args.model else {})
+        if args.input_shape:
+            try:
+                shape = tuple(int(v) for v in args.input_shape.split(","))
+            except ValueError:
+                raise ValueError(f"--input-shape {args.input_shape!r} must be integers like 1,28,28") from None
+            data = datasets.ImageData.empty(shape, args.classes)
+        else:
+            data = datasets.load(args.dataset or config.dataset, args.data_root)
+        model = build_model(config, data)
     if isinstance(data, datasets.TextData):
         example = torch.randint(0, data.vocab_size, (args.batch, config.seq_len))
     else:
@@ -172,7 +177,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(f"{config.recipe} {config.model}, batch {args.batch}, {'training step' if args.train else 'inference'}")
     print(full_report(prof))
     if args.json:
-        from qnnlab.train.checkpoint import atomic_write
+        from qnnlab.storage import atomic_write
 
         atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(prof.to_dict(), indent=1)))
     if args.plot:
@@ -225,7 +230,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from qnnlab.runtime import export_checkpoint
+    from qnnlab.run.deploy import export_checkpoint
 
     print(json.dumps(export_checkpoint(args.checkpoint, args.out)))
     return 0
@@ -288,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a recipe on a model and data set")
-    p.add_argument("--recipe", default="float", help="recipe name (qnnlab recipes) or a .yaml file")
+    p.add_argument("--recipe", help="recipe name (qnnlab recipes) or a .yaml file (default float)")
     p.add_argument("--model", help="model name (qnnlab models)")
     p.add_argument("--dataset", help="data set name (qnnlab models lists them)")
     p.add_argument("--data-root", help="folder holding the data set's files")
@@ -307,9 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("analyze", help="count operations, energy and memory of a recipe's model")
-    p.add_argument("--recipe", default="float")
+    p.add_argument("--recipe", help="recipe name or .yaml file (default float)")
     p.add_argument("--model", help="model name (default: the recipe's)")
     p.add_argument("--dataset", help="data set giving the input shape and classes")
+    p.add_argument("--data-root", help="folder holding the data set's files")
     p.add_argument("--input-shape", help="C,H,W instead of a data set")
     p.add_argument("--classes", type=int, default=10, help="classes, with --input-shape")
     p.add_argument("--batch", type=int, default=100)
@@ -317,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", help="sgd, adam, shift_adamax or bop (default: the recipe's)")
     p.add_argument("--memory", default="dram", choices=("dram", "sram"), help="price of memory traffic")
     p.add_argument("--energy-table", help="file of 'name pJ' lines overriding the Horowitz table")
-    p.add_argument("--checkpoint", help="load trained weights (for binary kernel repetition)")
+    p.add_argument("--checkpoint", help="a run folder or its checkpoint: analyze that trained model (its config and "
+                                        "weights; binary kernel repetition needs the weights)")
     p.add_argument("--measure", action="store_true",
                    help="time each binary convolution's packed kernel against float (XNOR-Net speed-up)")
     p.add_argument("--json", help="write everything to this JSON file")

@@ -6,7 +6,7 @@ import torch
 
 from qnnlab import models
 from qnnlab.analysis import profile
-from qnnlab.train.config import resolve
+from qnnlab.run.config import resolve
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cost-accounting.md"
 

@@ -1,7 +1,7 @@
 """The train-step benchmark reports paired timings and an attribution by category."""
 
 from qnnlab.bench import train_step
-from qnnlab.bench.timing import paired_ms
+from qnnlab.timing import paired_ms
 
 
 def test_paired_timing_ratio():

@@ -12,8 +12,9 @@ import qnnlab.runtime.ops  # noqa: F401
 from qnnlab.cli import main
 from qnnlab.runtime import ExportError
 from qnnlab.train import Trainer, resolve
-from qnnlab.train.batches import to_unit_range
-from qnnlab.train.trainer import CHECKPOINT, build_model
+from qnnlab.data.batches import to_unit_range
+from qnnlab.run import deploy
+from qnnlab.run.model import CHECKPOINT, build_model
 from qnnlab.data.vision import FASHION_SYSTEM_DIR, IDX_NAMES
 
 HAVE_FASHION = Path(FASHION_SYSTEM_DIR, IDX_NAMES[0]).is_file()
@@ -81,27 +82,27 @@ def test_cli_export(trained, tmp_path, capsys):
 
 
 def test_export_does_not_load_the_data_set(trained, tmp_path, monkeypatch):
-    from qnnlab.train import checkpoint
+    from qnnlab.run import checkpoint
 
     _, run = trained["bnn"]
-    reference = runtime.export_checkpoint(run, tmp_path / "with-data.qnn")
+    reference = deploy.export_checkpoint(run, tmp_path / "with-data.qnn")
 
     def no_data(*args, **kwargs):
         raise AssertionError("export loaded the data set")
 
     monkeypatch.setattr(data, "load", no_data)
-    assert runtime.export_checkpoint(run, tmp_path / "m.qnn")["bytes"] == reference["bytes"]
+    assert deploy.export_checkpoint(run, tmp_path / "m.qnn")["bytes"] == reference["bytes"]
     monkeypatch.undo()
     # a checkpoint from before the input shape was recorded still exports, through the data set
     state, extra, info = checkpoint.load(run / CHECKPOINT)
     del info["image_shape"], info["classes"]
     checkpoint.save(tmp_path / "old.safetensors", state, extra, info)
-    runtime.export_checkpoint(tmp_path / "old.safetensors", tmp_path / "old.qnn")
+    deploy.export_checkpoint(tmp_path / "old.safetensors", tmp_path / "old.qnn")
     assert runtime.load(tmp_path / "old.qnn").ops == runtime.load(tmp_path / "m.qnn").ops
     # a recorded shape that does not fit the weights is named, not a traceback from load_state_dict
     checkpoint.save(tmp_path / "edited.safetensors", state, extra, {**info, "image_shape": [3, 32, 32], "classes": 10})
     with pytest.raises(ValueError, match="weights do not fit the model"):
-        runtime.export_checkpoint(tmp_path / "edited.safetensors", tmp_path / "edited.qnn")
+        deploy.export_checkpoint(tmp_path / "edited.safetensors", tmp_path / "edited.qnn")
 
 
 def test_cli_packed_comparison_refuses_wrong_arguments_and_files(trained, tmp_path, capsys):

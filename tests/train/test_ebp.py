@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from qnnlab.train.ebp import EBPNetwork, drift_from_prior
+from qnnlab.models.ebp import EBPNetwork, drift_from_prior
 
 
 def _log_likelihood(x, labels, weights):

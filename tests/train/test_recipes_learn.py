@@ -29,7 +29,7 @@ def test_recipe_learns(tmp_path, recipe):
 
 
 def test_ebp_runs_all_inference_modes_and_resumes(tmp_path, capsys):
-    from qnnlab.train.evaluate import evaluate_checkpoint
+    from qnnlab.run.evaluate import evaluate_checkpoint
 
     config = resolve("ebp", {"model": "mlp-small", "epochs": 2, "limit_steps": 150})
     metrics = Trainer(config, tmp_path / "ebp", quiet=True).run()

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from conftest import needs_shakespeare
 from qnnlab.cli import main
 from qnnlab.train import RunExists, Trainer, TrainingDiverged, resolve
-from qnnlab.train import checkpoint
-from qnnlab.train.evaluate import evaluate_checkpoint
+from qnnlab.run import checkpoint
+from qnnlab.run.evaluate import evaluate_checkpoint
 
 QUICK = {"model": "mlp-small", "dataset": "fashion-mnist-mini", "epochs": 2, "limit_steps": 20, "threads": 1}
 
@@ -160,7 +160,7 @@ def test_unavailable_device_is_named(tmp_path):
 
 
 def test_modes_leave_float_models_alone(tmp_path):
-    from qnnlab.train.evaluate import weight_mode
+    from qnnlab.run.evaluate import weight_mode
 
     trainer, _ = train(tmp_path, "float", epochs=1, limit_steps=5)
     for mode in ("binary", "latent", "ensemble:2"):
@@ -180,9 +180,8 @@ def test_report_tables_the_runs(tmp_path, capsys):
 
 def test_channels_last_layout_changes_rounding_only(tmp_path):
     trainer = Trainer(resolve("float", {**QUICK, "model": "cnn"}), tmp_path / "cnn", quiet=True)  # no sign to flip
-    batch = torch.randn(50, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    labels = torch.arange(50) % 10
-    x = trainer._to_device(batch)
+    x, labels = next(trainer.task.batches(epoch=0, rank=0, world=1))  # as the trainer lays a batch out
+    batch = x.contiguous()
     assert x.is_contiguous(memory_format=torch.channels_last)
     exact = copy.deepcopy(trainer.model).double()
     F.cross_entropy(exact(batch.double()), labels).backward()

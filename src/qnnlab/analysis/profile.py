@@ -110,7 +110,7 @@ class Profile:
         import torch.nn.functional as F
 
         from qnnlab import kernels
-        from qnnlab.bench.timing import paired_ms
+        from qnnlab.timing import paired_ms
 
         for row in self.xnor_speedups():
             call = self.calls[row["layer"]]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from qnnlab import kernels
-from qnnlab.bench.timing import paired_ms
+from qnnlab.timing import paired_ms
 
 
 def _pm1(*shape: int) -> torch.Tensor:

@@ -10,9 +10,9 @@ from typing import Any, Iterator
 import torch
 
 from qnnlab import runtime
-from qnnlab.bench.timing import paired_ms
-from qnnlab.train.config import resolve
-from qnnlab.train.trainer import build_model
+from qnnlab.timing import paired_ms
+from qnnlab.run.config import resolve
+from qnnlab.run.model import build_model
 
 
 def run(model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...] = (1, 28, 28)) -> Iterator[dict[str, Any]]:

@@ -13,14 +13,13 @@ import os
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 
-from qnnlab.bench.timing import paired_ms
-from qnnlab.train.batches import model_layout
-from qnnlab.train.config import resolve
-from qnnlab.train.ebp import EBPNetwork
+from qnnlab.data.batches import model_layout
+from qnnlab.run import build_model, resolve
+from qnnlab.timing import paired_ms
 from qnnlab.train.memory import keep_freed_memory
-from qnnlab.train.trainer import build_model, build_training_optimizer
+from qnnlab.train.tasks import task_for
+from qnnlab.train.updates import update_rule_for
 
 # aten op name fragments by category (self CPU time is attributed to the innermost op)
 CATEGORIES = (
@@ -42,27 +41,22 @@ def categorize(name: str) -> str:
 
 
 class TrainStep:
-    """One optimizer step of ``recipe`` on ``model`` with random data, laid out as the trainer would."""
+    """The step the trainer runs for ``recipe`` on ``model`` (its task's loss, the score-function
+    term of stochastic quantizers, its update rule), on random data laid out as the trainer would."""
 
     def __init__(self, recipe: str, model: str, batch: int, data: Any, channels_last: bool = True) -> None:
         if batch < 1:
             raise ValueError(f"--batch {batch}: a training step needs at least one sample")
-        config = resolve(recipe, {"model": model, "channels_last": channels_last})
+        config = resolve(recipe, {"model": model, "channels_last": channels_last, "batch_size": batch})
         torch.manual_seed(0)
         self.model = build_model(config, data)
-        self.ebp = isinstance(self.model, EBPNetwork)
-        if not self.ebp:
-            self.optimizer = build_training_optimizer(self.model, config)
+        self.task = task_for(config, data)
+        self.update = update_rule_for(self.model, config, steps_per_epoch=1_000_000)
         self.x = model_layout(torch.randn(batch, *data.shape), config.channels_last)
         self.y = torch.randint(0, data.classes, (batch,))
 
     def __call__(self) -> None:
-        if self.ebp:  # a Bayesian update instead of backward + optimizer
-            self.model.ebp_step(self.x, self.y)
-            return
-        self.optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(self.model(self.x), self.y).backward()
-        self.optimizer.step()
+        self.update.step(self.task, self.x, self.y, None)
 
 
 @contextlib.contextmanager

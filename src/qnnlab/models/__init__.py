@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 from torch import nn
 
+from qnnlab.models.ebp import EBPNetwork
 from qnnlab.models.language import RNNLanguageModel
 from qnnlab.models.vision import alexnet, mlp, resnet18, small_cnn, vgg_cifar
 from qnnlab.nn import quantize_model
@@ -57,4 +59,16 @@ def build(name: str, *, shape: Sequence[int] | None = None, classes: int | None 
     return quantize_model(model, list(rules)) if rules else model
 
 
-__all__ = ["RNNLanguageModel", "available", "build", "describe"]
+def build_ebp(name: str, *, shape: Sequence[int], classes: int, **options: Any) -> EBPNetwork:
+    """Expectation Backpropagation's binary-weight network with the layer widths of MLP ``name``."""
+    if name not in VISION or VISION[name][0] is not mlp:
+        mlps = ", ".join(n for n, (builder, _, _) in VISION.items() if builder is mlp)
+        raise ValueError(f"algorithm=ebp trains binary-weight MLPs on images; model {name!r} is not one ({mlps})")
+    unknown = set(options) - {"widths"}
+    if unknown:
+        raise ValueError(f"model {name!r} with algorithm=ebp takes only the option widths, not {sorted(unknown)}")
+    widths = options.get("widths", VISION[name][1]["widths"])
+    return EBPNetwork([math.prod(shape), *widths, classes])
+
+
+__all__ = ["EBPNetwork", "RNNLanguageModel", "available", "build", "build_ebp", "describe"]

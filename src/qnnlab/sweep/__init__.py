@@ -40,8 +40,8 @@ def check_models(runs: list[PlannedRun], label: str) -> None:
     """Build each distinct model once (no data loaded beyond its shape), so a bad rule or
     quantizer spec stops the sweep before any run starts."""
     from qnnlab import data as datasets
-    from qnnlab.train.config import from_dict
-    from qnnlab.train.trainer import build_model
+    from qnnlab.run.config import from_dict
+    from qnnlab.run.model import build_model
 
     shapes: dict[str, Any] = {}
     built: set[str] = set()

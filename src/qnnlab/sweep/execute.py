@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from qnnlab.sweep.records import RESULT, claim, result, what_is_trained, write_json
-from qnnlab.train.config import from_dict
+from qnnlab.run.config import from_dict
 
 
 def execute(run: dict[str, Any], root: str, threads: int = 0, device: str | None = None,
@@ -43,7 +43,7 @@ def _train(run: dict[str, Any], folder: Path, threads: int, device: str | None) 
 
     config = from_dict(run["config"], source=f"sweep run {run['name']}")
     if (folder / "config.yaml").is_file():
-        from qnnlab.train.config import load_yaml
+        from qnnlab.run.config import load_yaml
 
         saved = load_yaml((folder / "config.yaml").read_text()) or {}
         if what_is_trained(saved) != what_is_trained(config.to_dict()):

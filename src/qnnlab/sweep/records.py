@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from qnnlab.sweep.spec import PlannedRun, SweepError
-from qnnlab.train.checkpoint import atomic_write
+from qnnlab.storage import atomic_write
 
 PLAN = "sweep.json"
 RESULT = "result.json"

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from qnnlab.train.config import FIELDS, from_dict, load_yaml, recipe_values
+from qnnlab.run.config import FIELDS, from_dict, load_yaml, recipe_values
 
 TOP_KEYS = ("base", "cases", "zip", "grid", "seeds")
 RULE_PATH = re.compile(r"^rules\[([^\]]+)\]\.(\w+)$")
@@ -46,7 +46,7 @@ class PlannedRun:
     configuration: str
     labels: dict[str, str]  # axis -> label (case, zip and grid axes), without the seed
     seed: int
-    config: dict[str, Any]  # the resolved config (qnnlab.train.config.TrainConfig fields)
+    config: dict[str, Any]  # the resolved config (qnnlab.run.config.TrainConfig fields)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,6 +1,6 @@
-"""Training: configs and recipes, the trainer, checkpoints and evaluation modes."""
+"""Training: the loop over epochs (``trainer``), tasks (images, text) and update rules (backprop, EBP)."""
 
-from qnnlab.train.config import TrainConfig, recipe_names, resolve
+from qnnlab.run.config import TrainConfig, recipe_names, resolve
 from qnnlab.train.trainer import RunExists, Trainer, TrainingDiverged
 
 __all__ = ["RunExists", "TrainConfig", "Trainer", "TrainingDiverged", "recipe_names", "resolve"]

@@ -24,8 +24,9 @@ from qnnlab import quant
 from qnnlab.data import ImageData, TextData
 from qnnlab.nn import QuantizedLayer
 from qnnlab.nn.rnn import _QuantRNNBase
-from qnnlab.train.batches import eval_batches, lm_batches, to_unit_range
-from qnnlab.train.ebp import EBPNetwork
+from qnnlab.data.batches import eval_batches, lm_batches, to_unit_range
+from qnnlab.models.ebp import EBPNetwork
+from qnnlab.run.model import load_trained
 
 
 def parse_mode(mode: str) -> tuple[str, int]:
@@ -149,36 +150,6 @@ def evaluate_text(model: nn.Module, data: TextData, split: str = "valid", mode: 
     key = "val" if split == "valid" else split
     return {f"{key}_bpc" if data.unit == "char" else f"{key}_bits_per_word": nats / math.log(2),
             f"{key}_ppl": math.exp(min(nats, 50.0))}
-
-
-def load_trained(path: str, data_root: str | None = None, need_images: bool = True
-                 ) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """(model, data, info) of a checkpoint or run folder: the model rebuilt from its saved config
-    with the trained weights, and its data set. With ``need_images=False`` an image classifier's
-    checkpoint that records its input shape is rebuilt without loading the data set (the data
-    returned then holds no images)."""
-    from pathlib import Path
-
-    from qnnlab import data as datasets
-    from qnnlab.train import checkpoint
-    from qnnlab.train.config import from_dict
-    from qnnlab.train.trainer import CHECKPOINT, build_model
-
-    file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
-    model_state, _, info = checkpoint.load(file)
-    config = from_dict(info["config"], source=str(file))
-    if not need_images and "image_shape" in info:
-        data = datasets.ImageData.empty(tuple(info["image_shape"]), info["classes"], config.dataset)
-    else:
-        data = datasets.load(config.dataset, data_root or config.data_root, image_size=config.image_size)
-    model = build_model(config, data)
-    try:
-        model.load_state_dict(model_state)
-    except RuntimeError as error:
-        first = str(error).splitlines()[-1].strip().rstrip(".")
-        raise ValueError(f"{file}: the weights do not fit the model its config builds ({first}); the file was "
-                         "edited, or the data set found is not the one it was trained on (check --data-root)") from None
-    return model, data, {**info, "checkpoint": str(file), "config": config}
 
 
 def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",

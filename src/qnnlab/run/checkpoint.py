@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from qnnlab.storage import atomic_write, read_safetensors
 
 FORMAT = "qnnlab-checkpoint"
 VERSION = 1
@@ -47,46 +47,12 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save(path: Path, model_state: dict[str, torch.Tensor], extra: dict[str, Any], info: dict[str, Any]) -> None:
     tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
     skeleton = {name: _flatten(state, name, tensors) for name, state in extra.items()}
     metadata = {"format": FORMAT, "version": str(VERSION), "skeleton": json.dumps(skeleton),
                 "info": json.dumps(info)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-
-
-def read_safetensors(path: Path, fmt: str, version: int, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a qnnlab safetensors file of format ``fmt``; a missing, unreadable,
-    foreign or newer file raises ValueError saying which."""
-    if not path.is_file():
-        raise ValueError(f"{what} {path} does not exist")
-    try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{what} {path} is not a readable safetensors file ({exc}); truncated or corrupt?") from None
-    if metadata.get("format") != fmt:
-        raise ValueError(f"{path} is not a {fmt} file (format {metadata.get('format')!r})")
-    if int(metadata.get("version", "0")) > version:
-        raise ValueError(f"{path} has {fmt} format version {metadata['version']}; this qnnlab reads up to "
-                         f"{version}: upgrade qnnlab")
-    return tensors, metadata
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:

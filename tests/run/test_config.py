@@ -2,7 +2,7 @@
 
 import pytest
 
-from qnnlab.train.config import FIELDS, TrainConfig, parse_overrides, recipe_names, resolve
+from qnnlab.run.config import FIELDS, TrainConfig, parse_overrides, recipe_names, resolve
 
 PAPER_RECIPES = {"lowprec2014", "binaryconnect", "binaryconnect-stochastic", "fewmult", "fewmult-ternary", "bnn",
                  "bnn-shift", "qnn", "xnor", "bwn", "dorefa", "dropconnect", "float"}

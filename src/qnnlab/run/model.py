@@ -1,0 +1,64 @@
+"""A run's model: built from its config (``build_model``), drawn from its seed (``initial_model``),
+and rebuilt with its trained weights from a checkpoint or run folder (``load_trained``).
+
+Every command that needs a run's model comes here: train, eval, analyze, export, bench, sweep.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qnnlab import data as datasets
+from qnnlab import models
+from qnnlab.run import checkpoint
+from qnnlab.run.config import TrainConfig, from_dict
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+
+
+def build_model(config: TrainConfig, data: datasets.ImageData | datasets.TextData) -> nn.Module:
+    if config.algorithm == "ebp":
+        if isinstance(data, datasets.TextData):
+            raise ValueError("algorithm=ebp trains binary-weight MLPs on images, not language models")
+        return models.build_ebp(config.model, shape=data.shape, classes=data.classes, **config.model_options)
+    if config.algorithm != "backprop":
+        raise ValueError(f"algorithm={config.algorithm!r}; use backprop or ebp")
+    common = dict(norm=config.norm, activation=config.activation, output_norm=config.output_norm,
+                  rules=config.rules, **config.model_options)
+    if isinstance(data, datasets.TextData):
+        return models.build(config.model, vocab=data.vocab_size, rules=config.rules, **config.model_options)
+    return models.build(config.model, shape=data.shape, classes=data.classes, **common)
+
+
+def initial_model(config: TrainConfig, data: datasets.ImageData | datasets.TextData) -> nn.Module:
+    """The model as training starts, drawn from ``config.seed``: a run's config redraws it."""
+    torch.manual_seed(config.seed)
+    return build_model(config, data)
+
+
+def load_trained(path: str, data_root: str | None = None, need_images: bool = True
+                 ) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """(model, data, info) of a checkpoint or run folder: the model rebuilt from its saved config
+    with the trained weights, and its data set. With ``need_images=False`` an image classifier's
+    checkpoint that records its input shape is rebuilt without loading the data set (the data
+    returned then holds no images)."""
+    file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
+    model_state, _, info = checkpoint.load(file)
+    config = from_dict(info["config"], source=str(file))
+    if not need_images and "image_shape" in info:
+        data = datasets.ImageData.empty(tuple(info["image_shape"]), info["classes"], config.dataset)
+    else:
+        data = datasets.load(config.dataset, data_root or config.data_root, image_size=config.image_size)
+    model = build_model(config, data)
+    try:
+        model.load_state_dict(model_state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[-1].strip().rstrip(".")
+        raise ValueError(f"{file}: the weights do not fit the model its config builds ({first}); the file was "
+                         "edited, or the data set found is not the one it was trained on (check --data-root)") from None
+    return model, data, {**info, "checkpoint": str(file), "config": config}

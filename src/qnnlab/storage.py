@@ -1,0 +1,45 @@
+"""Files that are whole or absent: atomic writes, and safetensors files checked for format and version."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_safetensors(path: Path, fmt: str, version: int, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a qnnlab safetensors file of format ``fmt``; a missing, unreadable,
+    foreign or newer file raises ValueError saying which."""
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{what} {path} is not a readable safetensors file ({exc}); truncated or corrupt?") from None
+    if metadata.get("format") != fmt:
+        raise ValueError(f"{path} is not a {fmt} file (format {metadata.get('format')!r})")
+    if int(metadata.get("version", "0")) > version:
+        raise ValueError(f"{path} has {fmt} format version {metadata['version']}; this qnnlab reads up to "
+                         f"{version}: upgrade qnnlab")
+    return tensors, metadata
