@@ -34,3 +34,28 @@ def test_recipes_and_models_listings(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "vgg-cifar" in out and "fashion-mnist-mini" in out and "imagefolder" in out
+
+
+QUICK_RUN = ["--model", "mlp-small", "--dataset", "fashion-mnist-mini", "--set", "limit_steps=3", "--quiet"]
+
+
+def test_resume_with_another_epoch_count_is_refused_not_ignored(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--recipe", "bnn", "--epochs", "1", "--out", out, *QUICK_RUN]) == 0
+    assert main(["train", "--out", out, "--resume", "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with epochs=1 (asked 3)" in err and "another --out" in err
+    assert main(["train", "--out", out, "--resume", "--threads", "1", "--quiet"]) == 0  # where it runs may change
+
+
+def test_analyze_reads_a_run_folder_and_takes_data_root(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--recipe", "bnn", "--epochs", "1", "--out", out, *QUICK_RUN]) == 0
+    capsys.readouterr()
+    assert main(["analyze", "--checkpoint", out, "--batch", "2"]) == 0
+    assert "bnn mlp-small, batch 2, inference" in capsys.readouterr().out
+    assert main(["analyze", "--recipe", "bnn", "--dataset", "fashion-mnist-mini", "--data-root", str(tmp_path)]) == 0
+    assert main(["analyze", "--checkpoint", out, "--recipe", "float"]) == 2
+    assert "drop --recipe" in capsys.readouterr().err
+    assert main(["analyze", "--checkpoint", str(tmp_path / "nothing")]) == 2
+    assert main(["analyze", "--batch", "0"]) == 2

@@ -37,3 +37,13 @@ def test_bad_sizes_are_named():
         paired_ms(lambda: None, lambda: None, repeats=0)
     with pytest.raises(ValueError, match="--batch 0"):
         next(train_step.run_layout(["bnn"], batch=0, repeats=1))
+
+
+def test_the_timed_step_is_the_trainers_step(monkeypatch):
+    from qnnlab import data, quant
+
+    calls = []
+    original = quant.score_function_loss
+    monkeypatch.setattr(quant, "score_function_loss", lambda *a: calls.append(a) or original(*a))
+    train_step.TrainStep("bnn", "mlp-small", 8, data.load("fashion-mnist-mini"))()
+    assert len(calls) == 1  # the REINFORCE term of stochastic quantizers is part of the step

@@ -78,14 +78,22 @@ class Estimator(Configurable):
     """
 
     def forward(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor:
-        return _SurrogateGradient.apply(x, quantizer.hard, lambda g, t: self.backward(g, t, quantizer))
+        return _SurrogateGradient.apply(x, quantizer.hard, lambda: self.forward_state(quantizer),
+                                        lambda g, t, state: self.backward(g, t, quantizer, state))
+
+    def forward_state(self, quantizer: "Quantizer") -> Any:
+        """What backward needs from the quantizer as this forward call left it (a quantizer called
+        again before backward, such as an RNN's state quantizer, may have changed since)."""
+        return None
 
     def derivative(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor | None:
         """dq/dx as a tensor, a bool mask, or None for the identity."""
         raise NotImplementedError
 
-    def backward(self, grad: torch.Tensor, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor:
-        """dL/dx = dL/dq * dq/dx; an estimator overrides it where a fused form is faster."""
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, quantizer: "Quantizer", state: Any = None
+                 ) -> torch.Tensor:
+        """dL/dx = dL/dq * dq/dx; an estimator overrides it where a fused form is faster. ``state``
+        is what ``forward_state`` returned when x went forward."""
         derivative = self.derivative(x, quantizer)
         if derivative is None:  # identity: the gradient passes unchanged
             return grad
@@ -98,18 +106,21 @@ class Estimator(Configurable):
 
 
 class _SurrogateGradient(torch.autograd.Function):
-    """y = core(x) in the forward pass; dL/dx = backward(dL/dy, x) in the backward pass."""
+    """y = core(x) in the forward pass; dL/dx = backward(dL/dy, x, state) in the backward pass, with
+    ``state = capture()`` taken right after the core ran."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, core: Any, backward: Any) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, core: Any, capture: Any, backward: Any) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.backward = backward
-        return core(x)
+        y = core(x)
+        ctx.state = capture()
+        return y
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (x,) = ctx.saved_tensors
-        return ctx.backward(grad, x), None, None
+        return ctx.backward(grad, x, ctx.state), None, None, None
 
 
 class Quantizer(Configurable):

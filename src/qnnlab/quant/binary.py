@@ -6,7 +6,7 @@ import torch
 
 from qnnlab.quant.base import QuantMeta, Quantizer
 from qnnlab.quant.registry import register_quantizer
-from qnnlab.quant.rounding import sign_pm1
+from qnnlab.quant.rounding import keep_nan, sign_pm1
 from qnnlab.quant.spec import Param
 
 SIGN_ESTIMATORS = ("clipped", "ste", "hardsigmoid", "approxsign", "swishsign")
@@ -61,8 +61,8 @@ class StochasticSign(Quantizer):
         if self.law == "hard":  # P(x > 2u - 1) = clip((x + 1) / 2, 0, 1) for u ~ U[0, 1)
             # +1 where x - (2u - 1) > 0: sign(sign(d) - 1/2) maps {-1, 0, 1} to {-1, -1, 1} in float
             # passes, several times faster on CPU than a compare into a bool tensor
-            return torch.rand_like(x).mul_(2).sub_(1).neg_().add_(x).sign_().sub_(0.5).sign_()
-        return torch.bernoulli(self.prob(x)) * 2 - 1
+            return keep_nan(x, torch.rand_like(x).mul_(2).sub_(1).neg_().add_(x).sign_().sub_(0.5).sign_())
+        return keep_nan(x, torch.bernoulli(self.prob(x).nan_to_num(0.5)) * 2 - 1)
 
     def deterministic(self) -> Quantizer:
         """sign(x): the most probable value of the sample."""

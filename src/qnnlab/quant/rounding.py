@@ -14,8 +14,14 @@ def round_to_int(v: torch.Tensor, stochastic: bool) -> torch.Tensor:
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
     """sign with sign(+-0) = +1, in x's floating dtype: sign(sign(x) + 1/2) maps {-1, 0, 1} to
-    {-1, 1, 1}. Three float passes, several times faster on CPU than a compare and a select."""
-    return torch.sign(x).add_(0.5).sign_()
+    {-1, 1, 1}. Float passes, several times faster on CPU than a compare and a select. NaN stays
+    NaN (torch.sign(NaN) is 0, which would binarize a diverged value to +1 unnoticed)."""
+    return keep_nan(x, torch.sign(x).add_(0.5).sign_())
+
+
+def keep_nan(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``q`` with NaN wherever ``x`` is NaN, so a quantizer never turns a divergence into a number."""
+    return torch.where(x.isnan(), x, q) if x.is_floating_point() else q
 
 
 SQRT2_MANTISSA = 0x3504F4  # smallest 23-bit fraction of a float32 above sqrt(2), the log-domain midpoint
