@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from qnnlab.analysis.energy import EnergyTable
-from qnnlab.analysis.rules import (BWD_IN, FWD, PHASES, UPDATE, Call, LayerCost, find_rule,
+from qnnlab.analysis.rules import (BWD_IN, FWD, PHASES, UPDATE, Call, LayerCost, find_rule, layer_quantizers,
                                    optimizer_rule)
 from qnnlab.optim.rules import binary_weights
 from qnnlab.quant import Estimator, Quantizer
@@ -140,7 +140,7 @@ class Profile:
             call = self.calls.get(layer.name)
             if call is None or not isinstance(call.module, nn.Conv2d):
                 continue
-            wq = getattr(call.module, "weight_quantizer", None)
+            wq = layer_quantizers(call.module)[0]
             if wq is None or wq.meta.kind != "binary" or call.module.groups != 1:
                 continue
             with torch.no_grad():

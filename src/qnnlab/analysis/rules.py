@@ -19,7 +19,8 @@ from torch import nn
 from qnnlab.analysis.kinds import gradient_kind, mac_kind, operand_kind
 from qnnlab.models.vision import BasicBlock
 from qnnlab.nn import DropConnectLinear, ShiftBatchNorm1d, ShiftBatchNorm2d
-from qnnlab.nn.rnn import QuantLSTM, _QuantRNNBase
+from qnnlab.nn.quantized import QuantizedModule
+from qnnlab.nn.rnn import QuantLSTM, QuantRNNBase
 from qnnlab.quant import Quantizer
 
 FWD, BWD_IN, BWD_W, UPDATE = "forward", "backward_input", "backward_weight", "update"
@@ -133,6 +134,14 @@ def grad_quantizer_ops(cost: LayerCost, q: Quantizer | None, n: int) -> None:
         cost.add(BWD_IN, "rng", "int32", n)
 
 
+def layer_quantizers(m: nn.Module) -> tuple[Quantizer | None, Quantizer | None, Quantizer | None]:
+    """(weight, input, output-gradient) quantizers of a Linear or Conv layer; None where it is float."""
+    if not isinstance(m, QuantizedModule):
+        return None, None, None
+    acts = m.activation_quantizers()
+    return m.weight_quantizers_by_name().get("weight"), acts.get("input"), acts.get("grad")
+
+
 def _weight_bits(q: Quantizer) -> int:
     return 32 if q.meta.kind == "float" else q.meta.bits
 
@@ -142,7 +151,7 @@ def matmul_rule(call: Call, cost: LayerCost) -> None:
     """y = x W^T (+ b): MACs = outputs x fan-in. Backward: the same count for dL/dx (skipped for a
     layer whose input needs no gradient, i.e. the first layer) and for dL/dW."""
     m = call.module
-    wq, iq, gq = (getattr(m, a, None) for a in ("weight_quantizer", "input_quantizer", "grad_quantizer"))
+    wq, iq, gq = layer_quantizers(m)
     w_kind = operand_kind(wq.meta) if wq else "fp32"
     i_kind = operand_kind(iq.meta) if iq else "fp32"
     g_kind = gradient_kind(gq.meta) if gq else "fp32"
@@ -295,7 +304,7 @@ def embedding_rule(call: Call, cost: LayerCost) -> None:
         cost.add(BWD_W, "add", "fp32", call.in_numel * dim)
 
 
-@rule(_QuantRNNBase)
+@rule(QuantRNNBase)
 def rnn_rule(call: Call, cost: LayerCost) -> None:
     """Per time step and layer: gates x W_ih^T and h W_hh^T (MACs), then per hidden unit the gate
     nonlinearities (a sigmoid or tanh as an exponential, an add and a division) and the state

@@ -5,8 +5,8 @@ from qnnlab.nn.conv import QuantConv2d
 from qnnlab.nn.convert import quantize_model
 from qnnlab.nn.linear import DropConnectLinear, QuantLinear
 from qnnlab.nn.loss import SquaredHingeLoss
-from qnnlab.nn.quantized import QuantizedLayer
-from qnnlab.nn.rnn import QuantGRU, QuantLSTM
+from qnnlab.nn.quantized import QuantizedLayer, QuantizedModule
+from qnnlab.nn.rnn import QuantGRU, QuantLSTM, QuantRNNBase
 
 __all__ = [
     "DropConnectLinear",
@@ -14,7 +14,9 @@ __all__ = [
     "QuantGRU",
     "QuantLSTM",
     "QuantLinear",
+    "QuantRNNBase",
     "QuantizedLayer",
+    "QuantizedModule",
     "ShiftBatchNorm1d",
     "ShiftBatchNorm2d",
     "SquaredHingeLoss",

@@ -1,4 +1,9 @@
-"""What every quantized layer shares: its quantizers and the quantized view of its weights."""
+"""What every quantized layer shares: the ``QuantizedModule`` protocol (its quantized parameters and
+activations with their quantizers) and, for Linear and Conv, the quantized forward pass.
+
+Optimizers, evaluation modes, cost rules and export read the protocol and each quantizer's
+``QuantMeta``; none of them asks which class a layer is.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,27 @@ from qnnlab.quant import Quantizer
 QuantSpec = "str | Quantizer | None"
 
 
-class QuantizedLayer:
+class QuantizedModule:
+    """The protocol of every quantized layer (Linear, Conv, DropConnect, LSTM, GRU)."""
+
+    def weight_quantizers_by_name(self) -> dict[str, Quantizer]:
+        """Each latent parameter a quantizer reads, by parameter name, with that quantizer."""
+        raise NotImplementedError
+
+    def activation_quantizers(self) -> dict[str, Quantizer]:
+        """Quantizers of what flows through the layer: its input, hidden state or output gradient."""
+        raise NotImplementedError
+
+    def set_weight_quantizer(self, name: str, quantizer: Quantizer) -> None:
+        """Replace the quantizer of parameter ``name`` (evaluation modes swap them for a while)."""
+        raise NotImplementedError
+
+    def quantized_weights(self) -> dict[str, torch.Tensor]:
+        """Every quantized parameter by name, as the forward pass uses it."""
+        return {name: q(getattr(self, name)) for name, q in self.weight_quantizers_by_name().items()}
+
+
+class QuantizedLayer(QuantizedModule):
     """Mixin: weight, input and gradient quantizers, set from spec strings or objects.
 
     ``weight_quantizer`` maps latent float weights to the weights used in the forward pass;
@@ -50,9 +75,16 @@ class QuantizedLayer:
                 y = y + bias_view(bias)
         return self.grad_quantizer(y)
 
-    def quantized_weights(self) -> dict[str, torch.Tensor]:
-        """Every quantized parameter by name, as the forward pass uses it."""
-        return {"weight": self.quantized_weight()}
+    def weight_quantizers_by_name(self) -> dict[str, Quantizer]:
+        return {"weight": self.weight_quantizer}
+
+    def activation_quantizers(self) -> dict[str, Quantizer]:
+        return {"input": self.input_quantizer, "grad": self.grad_quantizer}
+
+    def set_weight_quantizer(self, name: str, quantizer: Quantizer) -> None:
+        if name != "weight":
+            raise KeyError(f"{type(self).__name__} quantizes only its weight, not {name!r}")
+        self.weight_quantizer = quantizer
 
     def quant_repr(self) -> str:
         return f"weight={self.weight_quantizer}, input={self.input_quantizer}, grad={self.grad_quantizer}"

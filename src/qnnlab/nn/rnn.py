@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qnnlab.nn.quantized import QuantSpec, make_quantizer
+from qnnlab.nn.quantized import QuantizedModule, QuantSpec, make_quantizer
+from qnnlab.quant import Quantizer
 
 
-class _QuantRNNBase(nn.Module):
+class QuantRNNBase(nn.Module, QuantizedModule):
     gates: int
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -57,8 +58,17 @@ class _QuantRNNBase(nn.Module):
         """The quantizer of the first weight matrix (all share one spec)."""
         return next(iter(self.weight_quantizers.values()))
 
-    def quantized_weights(self) -> dict[str, torch.Tensor]:
-        return {name: q(getattr(self, name)) for name, q in self.weight_quantizers.items()}
+    def weight_quantizers_by_name(self) -> dict[str, Quantizer]:
+        return dict(self.weight_quantizers.items())
+
+    def activation_quantizers(self) -> dict[str, Quantizer]:
+        return {**{f"input_l{i}": q for i, q in enumerate(self.input_quantizers)},
+                **{f"state_l{i}": q for i, q in enumerate(self.state_quantizers)}}
+
+    def set_weight_quantizer(self, name: str, quantizer: Quantizer) -> None:
+        if name not in self.weight_quantizers:
+            raise KeyError(f"{type(self).__name__} has no quantized parameter {name!r}")
+        self.weight_quantizers[name] = quantizer
 
     def forward(self, x: torch.Tensor, hx=None):  # type: ignore[no-untyped-def]
         if x.dim() != 3 or x.shape[-1] != self.input_size:
@@ -102,7 +112,7 @@ class _QuantRNNBase(nn.Module):
                 f"weight={self.weight_quantizer}, input={self.input_quantizers[0]}, state={self.state_quantizers[0]}")
 
 
-class QuantLSTM(_QuantRNNBase):
+class QuantLSTM(QuantRNNBase):
     """LSTM (gate order i, f, g, o as nn.LSTM) with quantized W, input and hidden state h_t.
 
     c_t = s(f) c_{t-1} + s(i) tanh(g), h_t = Q_h(s(o) tanh(c_t)).
@@ -127,7 +137,7 @@ class QuantLSTM(_QuantRNNBase):
         return h, c
 
 
-class QuantGRU(_QuantRNNBase):
+class QuantGRU(QuantRNNBase):
     """GRU (gate order r, z, n as nn.GRU) with quantized W, input and hidden state h_t.
 
     n = tanh(x_n + r * (W_hn h + b_hn)), h_t = Q_h((1 - z) n + z h_{t-1}).

@@ -32,12 +32,12 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.
     binary = binary_weights(model)
     special = {id(p) for p in binary} if name == "bop" else set()
     if lr_scale == "glorot":
-        special |= {id(p) for _, _, p in quantized_weights(model)}
+        special |= {id(p) for _, _, p, _ in quantized_weights(model)}
     groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) not in special]}]
     if name == "bop":
         groups.append({"params": binary, "binary": True})
     elif lr_scale == "glorot":
-        groups += [{"params": [p], "lr": lr * glorot_scale(p)} for _, _, p in quantized_weights(model)]
+        groups += [{"params": [p], "lr": lr * glorot_scale(p)} for _, _, p, _ in quantized_weights(model)]
     groups = [g for g in groups if g["params"]]
     if name == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum,

@@ -8,31 +8,24 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from qnnlab.nn import QuantizedLayer
-from qnnlab.nn.rnn import _QuantRNNBase
+from qnnlab.nn import QuantizedModule
+from qnnlab.quant import Quantizer
 
 CLIPPED_KINDS = ("binary", "ternary")
 
 
-def quantized_weights(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Parameter]]:
-    """(layer, name, latent parameter) for every weight a quantizer other than ``float`` reads."""
+def quantized_weights(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Parameter, Quantizer]]:
+    """(layer, name, latent parameter, quantizer) for every weight a quantizer other than ``float`` reads."""
     for module in model.modules():
-        if isinstance(module, QuantizedLayer) and module.weight_quantizer.meta.kind != "float":
-            yield module, "weight", module.weight
-        elif isinstance(module, _QuantRNNBase):
-            for name, q in module.weight_quantizers.items():
+        if isinstance(module, QuantizedModule):
+            for name, q in module.weight_quantizers_by_name().items():
                 if q.meta.kind != "float":
-                    yield module, name, getattr(module, name)
+                    yield module, name, getattr(module, name), q
 
 
 def binary_weights(model: nn.Module) -> list[nn.Parameter]:
     """Latent weights behind binary or ternary quantizers: the ones clipping and Bop act on."""
-    found = []
-    for module, name, p in quantized_weights(model):
-        q = module.weight_quantizer if name == "weight" else module.weight_quantizers[name]  # type: ignore[union-attr,index]
-        if q.meta.kind in CLIPPED_KINDS:
-            found.append(p)
-    return found
+    return [p for _, _, p, q in quantized_weights(model) if q.meta.kind in CLIPPED_KINDS]
 
 
 def add_latent_clipping(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], bound: float) -> None:

@@ -22,8 +22,7 @@ from torch import nn
 
 from qnnlab import quant
 from qnnlab.data import ImageData, TextData
-from qnnlab.nn import QuantizedLayer
-from qnnlab.nn.rnn import _QuantRNNBase
+from qnnlab.nn import QuantizedModule
 from qnnlab.data.batches import eval_batches, lm_batches, to_unit_range
 from qnnlab.models.ebp import EBPNetwork
 from qnnlab.run.model import load_trained
@@ -50,34 +49,23 @@ def weight_mode(model: nn.Module, mode: str) -> Iterator[bool]:
         finally:
             model.mode = previous
         return
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    swapped: list[tuple[QuantizedModule, str, nn.Module]] = []
     for module in model.modules():
-        slots = []
-        if isinstance(module, QuantizedLayer):
-            slots = [(module, "weight_quantizer")]
-        elif isinstance(module, _QuantRNNBase):
-            slots = [(module.weight_quantizers, key) for key in module.weight_quantizers]
-        for owner, attr in slots:
-            original = getattr(owner, attr) if not isinstance(owner, nn.ModuleDict) else owner[attr]
+        if not isinstance(module, QuantizedModule):
+            continue
+        for param, original in module.weight_quantizers_by_name().items():
             if original.meta.kind == "float":
                 continue  # already the latent weights in every mode
             replacement = {"latent": quant.get("float"), "binary": original.deterministic(),
                            "ensemble": original}[name]
             if replacement is not original:
-                _set(owner, attr, replacement)
-                swapped.append((owner, attr, original))
+                module.set_weight_quantizer(param, replacement)
+                swapped.append((module, param, original))
     try:
         yield bool(swapped)
     finally:
-        for owner, attr, original in swapped:
-            _set(owner, attr, original)
-
-
-def _set(owner: nn.Module, attr: str, value: nn.Module) -> None:
-    if isinstance(owner, nn.ModuleDict):
-        owner[attr] = value
-    else:
-        setattr(owner, attr, value)
+        for module, param, original in swapped:
+            module.set_weight_quantizer(param, original)
 
 
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)

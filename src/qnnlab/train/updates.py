@@ -31,7 +31,7 @@ def build_training_optimizer(model: nn.Module, config: TrainConfig) -> torch.opt
                                 tuple(config.betas), config.lr_scale, config.clip_latent, config.bop_gamma,
                                 config.bop_threshold)
     if config.latent_quantizer:
-        add_latent_rounding(optimizer, [p for _, _, p in quantized_weights(model)], config.latent_quantizer)
+        add_latent_rounding(optimizer, [p for _, _, p, _ in quantized_weights(model)], config.latent_quantizer)
     return optimizer
 
 
