@@ -11,8 +11,11 @@ DEVICE=${3:-cpu}
 HIDDEN=${HIDDEN:-512}
 EPOCHS=${EPOCHS:-20}
 QNNLAB=${QNNLAB:-qnnlab}
+SHARED="$(dirname "$0")/../../shared/data/tinyshakespeare"  # the corpus beside a developer's checkout
+DATA_ROOT=${DATA_ROOT:-$( [ -f "$SHARED/input.txt" ] && echo "$SHARED")}
 run() {  # name rules
   "$QNNLAB" train --recipe qnn-lstm --threads "$THREADS" --device "$DEVICE" --epochs "$EPOCHS" \
+    ${DATA_ROOT:+--data-root "$DATA_ROOT"} \
     --set "model_options={embed: 128, hidden: $HIDDEN, layers: 2, dropout: 0.2}" \
     --out "$RUNS/$1-h$HIDDEN-e$EPOCHS" --resume --quiet --set "rules=$2" || echo "run $1 failed (exit $?)" >&2
 }

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_shakespeare
+from conftest import needs_shakespeare, shakespeare_root
 from qnnlab import data
 from qnnlab.data import DatasetError
 from qnnlab.data.idx import parse_idx, write_idx
@@ -124,7 +124,7 @@ def test_svhn_mat_format(tmp_path):
 
 @needs_shakespeare
 def test_tiny_shakespeare_characters():
-    d = data.load("tinyshakespeare")
+    d = data.load("tinyshakespeare", root=shakespeare_root())
     assert d.vocab_size == 65 and d.unit == "char"
     assert len(d.train) + len(d.valid) == 1115394
     assert "".join(d.vocab[i] for i in d.train[:9].tolist()) == "First Cit"

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from conftest import needs_shakespeare
+from conftest import needs_shakespeare, shakespeare_root
 from qnnlab.cli import main
 from qnnlab.train import RunExists, Trainer, TrainingDiverged, resolve
 from qnnlab.run import checkpoint
@@ -126,7 +126,8 @@ def test_cli_train_and_eval(tmp_path, capsys):
 
 @needs_shakespeare
 def test_language_model_reports_bits_per_character(tmp_path):
-    _, metrics = train(tmp_path, "float", model="lstm-lm", dataset="tinyshakespeare", batch_size=16, seq_len=20,
+    _, metrics = train(tmp_path, "float", model="lstm-lm", dataset="tinyshakespeare", data_root=shakespeare_root(),
+                       batch_size=16, seq_len=20,
                        limit_steps=15, epochs=1, model_options={"hidden": 32, "embed": 16, "layers": 1},
                        rules=[{"match": "LSTM", "weight": "int:bits=4", "state": "int:bits=4"}])
     assert {"val_bpc", "train_bpc"} <= set(metrics[0]) and 2.0 < metrics[0]["val_bpc"] < 7.0

@@ -17,8 +17,7 @@ from typing import Callable
 from torch import nn
 
 from qnnlab.analysis.kinds import gradient_kind, mac_kind, operand_kind
-from qnnlab.models.vision import BasicBlock
-from qnnlab.nn import DropConnectLinear, ShiftBatchNorm1d, ShiftBatchNorm2d
+from qnnlab.nn import DropConnectLinear, ResidualSum, ShiftBatchNorm1d, ShiftBatchNorm2d
 from qnnlab.nn.quantized import QuantizedModule
 from qnnlab.nn.rnn import QuantLSTM, QuantRNNBase
 from qnnlab.quant import Quantizer
@@ -288,7 +287,7 @@ def free_rule(call: Call, cost: LayerCost) -> None:
     """Reshapes and containers cost nothing themselves."""
 
 
-@rule(BasicBlock)
+@rule(ResidualSum)
 def residual_rule(call: Call, cost: LayerCost) -> None:
     """The residual sum of a ResNet block (its layers are counted on their own)."""
     cost.add(FWD, "add", "fp32", call.out_numel)

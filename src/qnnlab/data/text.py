@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import torch
 
@@ -31,12 +30,11 @@ SHAKESPEARE_FILES = [RemoteFile(
     "input.txt", "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
     "sha256:86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
     "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")]
-SHAKESPEARE_SHARED = str(Path(__file__).resolve().parents[4] / "shared" / "data" / "tinyshakespeare")
 
 
 def tinyshakespeare(root: str | None = None, download: bool = True, valid_fraction: float = 0.1) -> TextData:
     """Karpathy's char-rnn corpus; the usual split: first 90% train, last 10% validation (also the test set)."""
-    path = locate("tinyshakespeare", SHAKESPEARE_FILES, root, [SHAKESPEARE_SHARED], download)["input.txt"]
+    path = locate("tinyshakespeare", SHAKESPEARE_FILES, root, (), download)["input.txt"]
     payload = path.read_bytes()
     check_payload(SHAKESPEARE_FILES[0], path, payload)
     return char_corpus("tinyshakespeare", payload.decode("utf-8"), valid_fraction)

@@ -13,7 +13,7 @@ from typing import Sequence
 from torch import nn
 
 from qnnlab.models.blocks import activation, norm
-from qnnlab.nn import DropConnectLinear
+from qnnlab.nn import DropConnectLinear, ResidualSum
 
 
 def mlp(shape: Sequence[int], classes: int, widths: Sequence[int] = (2048, 2048, 2048), norm_kind: str = "bn",
@@ -128,10 +128,11 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(norm_kind, cout, 2))
+        self.sum = ResidualSum()
 
     def forward(self, x):  # type: ignore[no-untyped-def]
         y = self.act1(self.bn1(self.conv1(x)))
-        return self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
+        return self.act2(self.sum(self.bn2(self.conv2(y)), self.shortcut(x)))
 
 
 def resnet18(shape: Sequence[int], classes: int, norm_kind: str = "bn", act: str = "relu",

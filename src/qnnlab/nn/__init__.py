@@ -6,6 +6,7 @@ from qnnlab.nn.convert import quantize_model
 from qnnlab.nn.linear import DropConnectLinear, QuantLinear
 from qnnlab.nn.loss import SquaredHingeLoss
 from qnnlab.nn.quantized import QuantizedLayer, QuantizedModule
+from qnnlab.nn.residual import ResidualSum
 from qnnlab.nn.rnn import QuantGRU, QuantLSTM, QuantRNNBase
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "QuantRNNBase",
     "QuantizedLayer",
     "QuantizedModule",
+    "ResidualSum",
     "ShiftBatchNorm1d",
     "ShiftBatchNorm2d",
     "SquaredHingeLoss",

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from qnnlab.quant.spec import Param, bind, format_piece, Piece
+from qnnlab.quant.registry import make_estimator
+from qnnlab.quant.spec import Param, Piece, bind, format_piece
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +137,6 @@ class Quantizer(Configurable):
 
     def __init__(self, estimator: "Estimator | str | None" = None, **values: Any) -> None:
         super().__init__(**values)
-        from qnnlab.quant.registry import make_estimator
-
         self.estimator = make_estimator(estimator or self.estimators[0])
         if self.estimator.name not in self.estimators:
             raise ValueError(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, TypeVar
+
+from torch import nn
 
 from qnnlab.quant.spec import bind, parse_piece, split_spec
 
-if TYPE_CHECKING:
-    from qnnlab.quant.base import Estimator, Quantizer
-
-QUANTIZERS: dict[str, type["Quantizer"]] = {}
-ESTIMATORS: dict[str, type["Estimator"]] = {}
+# name -> Quantizer / Estimator subclass (qnnlab.quant.base), filled by the register decorators
+QUANTIZERS: dict[str, type] = {}
+ESTIMATORS: dict[str, type] = {}
 # alias -> (quantizer name, estimator name): short names used in the papers and other libraries.
 ALIASES: dict[str, tuple[str, str]] = {
     "ste_sign": ("sign", "clipped"),
@@ -48,17 +48,17 @@ def available_estimators() -> list[str]:
     return sorted(ESTIMATORS)
 
 
-def get(spec: "str | Quantizer | None") -> "Quantizer":
+def get(spec: Any) -> Any:
     """Build a quantizer from a spec string (``"sign@approxsign"``, ``"dorefa:2"``).
 
     ``None`` gives the no-op ``float`` quantizer; a quantizer instance is returned as it is.
     """
-    from qnnlab.quant.base import Quantizer
-
     if spec is None:
         spec = "float"
-    if isinstance(spec, Quantizer):
-        return spec
+    if not isinstance(spec, str):
+        if isinstance(spec, nn.Module) and hasattr(spec, "meta"):
+            return spec
+        raise ValueError(f"a quantizer is a spec string like 'sign' or 'dorefa:bits=2', got {spec!r}")
     piece, estimator_piece = split_spec(spec)
     name, estimator_name = piece.name, None
     if name in ALIASES:
@@ -67,16 +67,15 @@ def get(spec: "str | Quantizer | None") -> "Quantizer":
         raise ValueError(f"unknown quantizer {piece.name!r} in spec {spec!r}; known: {', '.join(available())}")
     cls = QUANTIZERS[name]
     values = bind(name, cls.params, piece)
-    estimator: "Estimator | str | None" = estimator_name
+    estimator: Any = estimator_name
     if estimator_piece is not None:
         estimator = _build_estimator(estimator_piece.name, estimator_piece, spec)
     return cls(estimator=estimator, **values)
 
 
-def make_estimator(spec: "str | Estimator") -> "Estimator":
-    from qnnlab.quant.base import Estimator
-
-    if isinstance(spec, Estimator):
+def make_estimator(spec: Any) -> Any:
+    """An estimator from its spec string; an estimator object is returned as it is."""
+    if isinstance(spec, nn.Module) and hasattr(spec, "derivative"):
         return spec
     if not isinstance(spec, str) or "@" in spec:
         raise ValueError(f"an estimator spec is NAME[:ARGS] like 'clipped' or 'gumbel:tau=0.5', got {spec!r}")
@@ -84,7 +83,7 @@ def make_estimator(spec: "str | Estimator") -> "Estimator":
     return _build_estimator(piece.name, piece, spec)
 
 
-def _build_estimator(name: str, piece, spec: str) -> "Estimator":
+def _build_estimator(name: str, piece: Any, spec: str) -> Any:
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r} in spec {spec!r}; known: {', '.join(available_estimators())}")
     cls = ESTIMATORS[name]
