@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test fashion-mnist clean
+.PHONY: demo test lint fashion-mnist clean
 
 $(VENV)/.core: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,7 +30,11 @@ fashion-mnist:
 demo: $(VENV)/.core
 	$(VENV)/bin/qnnlab demo
 
-test: $(VENV)/.test fashion-mnist
+lint: $(VENV)/.test
+	$(PY) -m ruff check src tests scripts
+	$(PY) -m ruff format --check src tests scripts
+
+test: $(VENV)/.test fashion-mnist lint
 	$(PY) -m pytest
 
 clean:

@@ -23,8 +23,10 @@ def main(run: str) -> None:
         sys.exit(f"ebp_posterior_drift: error: {run} is not an ebp run (its recipe trains with backprop)")
     prior = initial_model(info["config"], data)
     for layer, row in enumerate(drift_from_prior(prior, posterior)):
-        print(f"layer {layer}: prior mean |h| {row['prior_mean_abs_h']:.3f}, mean |h - h_prior| "
-              f"{row['mean_abs_shift']:.3f}, signs flipped {row['signs_flipped']:.1%}")
+        print(
+            f"layer {layer}: prior mean |h| {row['prior_mean_abs_h']:.3f}, mean |h - h_prior| "
+            f"{row['mean_abs_shift']:.3f}, signs flipped {row['signs_flipped']:.1%}"
+        )
 
 
 if __name__ == "__main__":

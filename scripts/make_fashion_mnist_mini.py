@@ -35,8 +35,10 @@ def main() -> None:
     args = parser.parse_args()
     data = fashion_mnist(args.root)
     OUT.mkdir(parents=True, exist_ok=True)
-    for split, x, y, per_class in (("train", data.train_x, data.train_y, args.train_per_class),
-                                   ("t10k", data.test_x, data.test_y, args.test_per_class)):
+    for split, x, y, per_class in (
+        ("train", data.train_x, data.train_y, args.train_per_class),
+        ("t10k", data.test_x, data.test_y, args.test_per_class),
+    ):
         keep = stratified(y, per_class, args.seed)
         write_idx(OUT / f"{split}-images-idx3-ubyte.gz", x[keep, 0].numpy())
         write_idx(OUT / f"{split}-labels-idx1-ubyte.gz", y[keep].numpy())

@@ -17,6 +17,6 @@ def shakespeare_root() -> str | None:
     return None
 
 
-needs_shakespeare = pytest.mark.skipif(shakespeare_root() is None,
-                                       reason="Tiny Shakespeare not found beside the checkout (../shared/data) "
-                                              "or in the cache")
+needs_shakespeare = pytest.mark.skipif(
+    shakespeare_root() is None, reason="Tiny Shakespeare not found beside the checkout (../shared/data) or in the cache"
+)

@@ -49,6 +49,7 @@ def test_imports_point_down_only():
             continue
         for target in imported_packages(file):
             if target != own and placed.get(target, 0) >= placed[own]:
-                upward.append(f"{file.relative_to(ROOT)} (layer {placed[own]}) imports {target} "
-                              f"(layer {placed.get(target)})")
+                upward.append(
+                    f"{file.relative_to(ROOT)} (layer {placed[own]}) imports {target} (layer {placed.get(target)})"
+                )
     assert not upward, "\n".join(upward)

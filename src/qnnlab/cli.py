@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from qnnlab import quant
 from qnnlab.data.errors import DatasetError
@@ -17,15 +17,19 @@ def _first_doc_line(cls: type) -> str:
 
 
 def _spec_with_defaults(name: str, cls: type) -> str:
-    params = ",".join(f"{p.name}={p.format(p.default)}" for p in cls.params)  # type: ignore[attr-defined]
+    params = ",".join(f"{p.name}={p.format(p.default)}" for p in cls.params)
     return name + (f":{params}" if params else "")
 
 
 def cmd_quantizers(args: argparse.Namespace) -> int:
     """List every registered quantizer, alias and estimator with its paper."""
     print("Quantizers (spec with defaults; QUANTIZER[:ARGS][@ESTIMATOR[:ARGS]]):")
-    _print_rows([(_spec_with_defaults(n, c), _first_doc_line(c) + f"  [estimators: {', '.join(c.estimators)}]",
-                  c.paper) for n, c in sorted(quant.QUANTIZERS.items())])
+    _print_rows(
+        [
+            (_spec_with_defaults(n, c), _first_doc_line(c) + f"  [estimators: {', '.join(c.estimators)}]", c.paper)
+            for n, c in sorted(quant.QUANTIZERS.items())
+        ]
+    )
     print("\nAliases:")
     _print_rows([(alias, f"= {q}@{e}", "") for alias, (q, e) in sorted(quant.ALIASES.items())])
     print("\nGradient estimators:")
@@ -76,8 +80,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = resolve(args.recipe or "float", overrides)
     out = Path(args.out or f"runs/{config.recipe}-{config.model}-{config.dataset}-seed{config.seed}")
     environment = {key: getattr(args, key) for key in RUN_ENVIRONMENT if getattr(args, key) is not None}
-    trainer = Trainer(config, out, resume=args.resume, quiet=args.quiet, environment=environment,
-                      requested={**overrides, **({"recipe": config.recipe} if args.recipe else {})})
+    trainer = Trainer(
+        config,
+        out,
+        resume=args.resume,
+        quiet=args.quiet,
+        environment=environment,
+        requested={**overrides, **({"recipe": config.recipe} if args.recipe else {})},
+    )
     metrics = trainer.run()
     if trainer.dist.is_main:
         final = metrics[-1] if metrics else {}
@@ -107,8 +117,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for recipe in ("float", "bnn"):
         config = resolve(recipe, {"model": "mlp", "dataset": "fashion-mnist-mini", "epochs": args.epochs})
         out = Path(args.out) / recipe
-        print(f"training {recipe} {config.model} on {config.dataset} for {config.epochs} epochs -> {out}",
-              file=sys.stderr)
+        print(
+            f"training {recipe} {config.model} on {config.dataset} for {config.epochs} epochs -> {out}", file=sys.stderr
+        )
         metrics = Trainer(config, out, resume=True).run()
         rows.append((recipe, metrics[-1]["test_accuracy"], sum(m["epoch_seconds"] for m in metrics), out))
     print(f"\n{'recipe':<8} {'test accuracy':>14} {'train seconds':>14}  run folder")
@@ -119,20 +130,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _train_step_line(row: dict) -> str:
     top = ", ".join(f"{k} {v:+.1f} ms" for k, v in row["extra_ms_by_category"].items() if abs(v) >= 0.05)
-    return (f"{row['name']:<34} {row['qnnlab_ms']:8.1f} ms  float {row['baseline_ms']:8.1f} ms  "
-            f"x{row['ratio_to_float']:.2f}  extra: {top}")
+    return (
+        f"{row['name']:<34} {row['qnnlab_ms']:8.1f} ms  float {row['baseline_ms']:8.1f} ms  "
+        f"x{row['ratio_to_float']:.2f}  extra: {top}"
+    )
 
 
 def _layout_line(row: dict) -> str:
-    return (f"{row['name']:<24} channels-last {row['qnnlab_ms']:8.1f} ms  NCHW {row['baseline_ms']:8.1f} ms  "
-            f"speed-up x{row['speedup']:.2f}")
+    return (
+        f"{row['name']:<24} channels-last {row['qnnlab_ms']:8.1f} ms  NCHW {row['baseline_ms']:8.1f} ms  "
+        f"speed-up x{row['speedup']:.2f}"
+    )
 
 
 def cmd_bench_steps(args: argparse.Namespace) -> int:
     from qnnlab.bench import train_step
 
     recipes = [r for r in args.recipes.split(",") if r]
-    rows, line = ((train_step.run_layout, _layout_line) if args.layout else (train_step.run, _train_step_line))
+    rows, line = (train_step.run_layout, _layout_line) if args.layout else (train_step.run, _train_step_line)
     for row in rows(recipes, args.model, args.batch, args.repeats):
         print(json.dumps(row) if args.json else line(row), flush=True)
     return 0
@@ -150,8 +165,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch {args.batch}: count at least one sample")
     if args.checkpoint:  # a trained run: its own config and weights
         if args.recipe or args.model or args.input_shape or args.dataset:
-            raise ValueError("--checkpoint analyzes the run as it was trained; drop --recipe, --model, --dataset "
-                             "and --input-shape")
+            raise ValueError(
+                "--checkpoint analyzes the run as it was trained; drop --recipe, --model, --dataset and --input-shape"
+            )
         model, data, info = load_trained(args.checkpoint, args.data_root, need_images=False)
         config = info["config"]
     else:
@@ -170,8 +186,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         example = torch.randn(args.batch, *data.shape)
     energy = EnergyTable.from_file(args.energy_table) if args.energy_table else None
-    prof = profile(model, example, train=args.train, optimizer=args.optimizer or config.optimizer,
-                   loss=config.loss, clip_latent=bool(config.clip_latent), energy=energy, memory_level=args.memory)
+    prof = profile(
+        model,
+        example,
+        train=args.train,
+        optimizer=args.optimizer or config.optimizer,
+        loss=config.loss,
+        clip_latent=bool(config.clip_latent),
+        energy=energy,
+        memory_level=args.memory,
+    )
     if args.measure:
         prof.measure_binary_convolutions()
     print(f"{config.recipe} {config.model}, batch {args.batch}, {'training step' if args.train else 'inference'}")
@@ -185,13 +209,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_bench(rows, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _print_bench(rows, as_json: bool) -> None:
     for row in rows:
         if as_json:
             print(json.dumps(row), flush=True)
         else:
-            print(f"{row['name']:<22} {row['shape']:<18} qnnlab {row['qnnlab_ms']:10.3f} ms  "
-                  f"baseline {row['baseline_ms']:10.3f} ms  speedup {row['speedup']:6.2f}x", flush=True)
+            print(
+                f"{row['name']:<22} {row['shape']:<18} qnnlab {row['qnnlab_ms']:10.3f} ms  "
+                f"baseline {row['baseline_ms']:10.3f} ms  speedup {row['speedup']:6.2f}x",
+                flush=True,
+            )
 
 
 def _int_list(text: str, flag: str, example: str) -> list[int]:
@@ -270,8 +297,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"qnnlab sweep FILE takes its output folder as --out, not as {args.folder!r}")
     if args.out is None:
         raise ValueError("qnnlab sweep FILE --out DIR: name the folder the runs go to")
-    counts = sweep.run_sweep(args.what, args.out, args.jobs, args.engine, args.retry_failed, progress=not args.quiet,
-                             address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+    counts = sweep.run_sweep(
+        args.what,
+        args.out,
+        args.jobs,
+        args.engine,
+        args.retry_failed,
+        progress=not args.quiet,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+    )
     print(json.dumps({"out": args.out, **counts}))
     return 1 if counts.get("failed") else 0
 
@@ -305,9 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (YAML value)")
     p.add_argument("--out", help="run folder (default runs/RECIPE-MODEL-DATASET-seedN)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint, with its saved config; "
-                        "--device, --threads and --data-root given now say where it continues")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its saved config; "
+        "--device, --threads and --data-root given now say where it continues",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=cmd_train)
 
@@ -323,16 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", help="sgd, adam, shift_adamax or bop (default: the recipe's)")
     p.add_argument("--memory", default="dram", choices=("dram", "sram"), help="price of memory traffic")
     p.add_argument("--energy-table", help="file of 'name pJ' lines overriding the Horowitz table")
-    p.add_argument("--checkpoint", help="a run folder or its checkpoint: analyze that trained model (its config and "
-                                        "weights; binary kernel repetition needs the weights)")
-    p.add_argument("--measure", action="store_true",
-                   help="time each binary convolution's packed kernel against float (XNOR-Net speed-up)")
+    p.add_argument(
+        "--checkpoint",
+        help="a run folder or its checkpoint: analyze that trained model (its config and "
+        "weights; binary kernel repetition needs the weights)",
+    )
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="time each binary convolution's packed kernel against float (XNOR-Net speed-up)",
+    )
     p.add_argument("--json", help="write everything to this JSON file")
     p.add_argument("--plot", help="write a stacked-bar PNG of energy per phase and kind")
     p.set_defaults(func=cmd_analyze)
 
     bench = sub.add_parser("bench", help="benchmarks measured side by side in one run").add_subparsers(
-        dest="bench", metavar="BENCHMARK", required=True)
+        dest="bench", metavar="BENCHMARK", required=True
+    )
     p = bench.add_parser("gemm", help="packed binary GEMM / GEMV / bit-serial against torch float32")
     p.add_argument("--sizes", default="256,1024,4096")
     p.add_argument("--gemv", type=int, default=16384, help="K of the batch-1 product (0: skip)")
@@ -350,10 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_bench_model)
 
-    steps = (("train-step", "time per training step of recipes against the float recipe",
-              "bnn,binaryconnect,xnor,dorefa,qnn,bnn-shift", "mlp", False),
-             ("layout", "training step with channels-last images against contiguous NCHW ones", "float,bnn", "cnn",
-              True))
+    steps = (
+        (
+            "train-step",
+            "time per training step of recipes against the float recipe",
+            "bnn,binaryconnect,xnor,dorefa,qnn,bnn-shift",
+            "mlp",
+            False,
+        ),
+        ("layout", "training step with channels-last images against contiguous NCHW ones", "float,bnn", "cnn", True),
+    )
     for name, help_text, recipes, model, layout in steps:
         p = bench.add_parser(name, help=help_text)
         p.add_argument("--recipes", default=recipes)
@@ -363,10 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="one JSON object per line")
         p.set_defaults(func=cmd_bench_steps, layout=layout)
 
-    p = sub.add_parser("sweep", help="train every run of a sweep file; status and table of a sweep folder",
-                       description="qnnlab sweep FILE --out DIR [--jobs N] [--engine local|ray|submitit] | "
-                                   "qnnlab sweep status DIR | qnnlab sweep table DIR [--csv|--markdown] | "
-                                   "qnnlab sweep list (the shipped studies)")
+    p = sub.add_parser(
+        "sweep",
+        help="train every run of a sweep file; status and table of a sweep folder",
+        description="qnnlab sweep FILE --out DIR [--jobs N] [--engine local|ray|submitit] | "
+        "qnnlab sweep status DIR | qnnlab sweep table DIR [--csv|--markdown] | "
+        "qnnlab sweep list (the shipped studies)",
+    )
     p.add_argument("what", help="a sweep file or shipped study (cpu/tricks-mlp), or status, table, list")
     p.add_argument("folder", nargs="?", help="the sweep's output folder (status, table)")
     p.add_argument("--out", help="folder of the sweep's run folders")
@@ -397,8 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     p.add_argument("checkpoint", help="a run folder or its checkpoint.safetensors")
     p.add_argument("--mode", default="binary", help="binary, latent or ensemble:N")
-    p.add_argument("--packed", metavar="FILE", help="also run this packed export of the checkpoint (qnnlab export) "
-                   "and count the test images on which both predict the same")
+    p.add_argument(
+        "--packed",
+        metavar="FILE",
+        help="also run this packed export of the checkpoint (qnnlab export) "
+        "and count the test images on which both predict the same",
+    )
     p.add_argument("--split", default="test", help="test (images) or valid/test (text)")
     p.add_argument("--data-root", help="folder holding the data set's files")
     p.add_argument("--seed", type=int, default=0, help="seeds the networks that ensemble:N samples")

@@ -40,6 +40,7 @@ def read_safetensors(path: Path, fmt: str, version: int, what: str) -> tuple[dic
     if metadata.get("format") != fmt:
         raise ValueError(f"{path} is not a {fmt} file (format {metadata.get('format')!r})")
     if int(metadata.get("version", "0")) > version:
-        raise ValueError(f"{path} has {fmt} format version {metadata['version']}; this qnnlab reads up to "
-                         f"{version}: upgrade qnnlab")
+        raise ValueError(
+            f"{path} has {fmt} format version {metadata['version']}; this qnnlab reads up to {version}: upgrade qnnlab"
+        )
     return tensors, metadata

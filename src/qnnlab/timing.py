@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def _check_repeats(repeats: int) -> None:
@@ -25,8 +25,9 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def paired_ms(candidate: Callable[[], object], baseline: Callable[[], object], repeats: int,
-              warmup: int = 2) -> tuple[float, float, float]:
+def paired_ms(
+    candidate: Callable[[], object], baseline: Callable[[], object], repeats: int, warmup: int = 2
+) -> tuple[float, float, float]:
     """(candidate median ms, baseline median ms, median of per-repeat ratios baseline/candidate)."""
     _check_repeats(repeats)
     for _ in range(warmup):

@@ -22,8 +22,16 @@ def hand_table():
 
 def test_bnn_mlp_counts_match_the_documented_derivation():
     config = resolve("bnn")
-    model = models.build("mlp", shape=(1, 28, 28), classes=10, norm=config.norm, activation=config.activation,
-                         output_norm=config.output_norm, rules=config.rules, widths=[16, 8])
+    model = models.build(
+        "mlp",
+        shape=(1, 28, 28),
+        classes=10,
+        norm=config.norm,
+        activation=config.activation,
+        output_norm=config.output_norm,
+        rules=config.rules,
+        widths=[16, 8],
+    )
     prof = profile(model, torch.randn(10, 1, 28, 28), optimizer="adam", clip_latent=True)
     table = hand_table()
     assert len(table) > 60

@@ -81,8 +81,11 @@ def test_energy_table_file(tmp_path):
     assert table.mac("fp32") == 1.5 and table.values["int_add_8"] == 0.03
     with pytest.raises(ValueError, match="does not exist"):
         EnergyTable.from_file(tmp_path / "missing.txt")
-    for text, words in (("fp32_mult one\n", "line 1"), ("fp32_mult 1\nbogus 2\n", "line 2: unknown entry"),
-                        ("fp32_add -1\n", "must be >= 0")):
+    for text, words in (
+        ("fp32_mult one\n", "line 1"),
+        ("fp32_mult 1\nbogus 2\n", "line 2: unknown entry"),
+        ("fp32_add -1\n", "must be >= 0"),
+    ):
         bad = tmp_path / "bad.txt"
         bad.write_text(text)
         with pytest.raises(ValueError, match=words):
@@ -133,8 +136,9 @@ def test_hidden_costs_name_what_removes_them():
 
 def test_shift_variants_remove_divisions_and_roots():
     def hidden(norm, optimizer):
-        model = models.build("mlp", shape=(1, 28, 28), classes=10, widths=[32], norm=norm,
-                             rules=[{"weight": "sign", "input": "sign"}])
+        model = models.build(
+            "mlp", shape=(1, 28, 28), classes=10, widths=[32], norm=norm, rules=[{"weight": "sign", "input": "sign"}]
+        )
         return profile(model, torch.randn(8, 1, 28, 28), optimizer=optimizer)
 
     plain, shifted = hidden("bn", "adam"), hidden("shift", "shift_adamax")
@@ -143,8 +147,14 @@ def test_shift_variants_remove_divisions_and_roots():
 
 
 def test_language_model_profile():
-    model = models.build("lstm-lm", vocab=30, hidden=16, embed=8, layers=2,
-                         rules=[{"match": "LSTM", "weight": "int:bits=4", "state": "int:bits=4"}])
+    model = models.build(
+        "lstm-lm",
+        vocab=30,
+        hidden=16,
+        embed=8,
+        layers=2,
+        rules=[{"match": "LSTM", "weight": "int:bits=4", "state": "int:bits=4"}],
+    )
     prof = profile(model, torch.randint(0, 30, (2, 5)))
     # layer 1: 8 float embedding inputs (fp32 x int4 weights) and 16 int4 states; layer 2: int4 both
     assert prof.macs("forward", "int4") == 2 * 5 * 4 * 16 * (16 + 16 + 16)
@@ -154,8 +164,25 @@ def test_language_model_profile():
 
 def test_cli_analyze(tmp_path, capsys):
     out = tmp_path / "p.json"
-    assert main(["analyze", "--recipe", "xnor", "--model", "cnn", "--train", "--batch", "4", "--json", str(out),
-                 "--plot", str(tmp_path / "p.png")]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--recipe",
+                "xnor",
+                "--model",
+                "cnn",
+                "--train",
+                "--batch",
+                "4",
+                "--json",
+                str(out),
+                "--plot",
+                str(tmp_path / "p.png"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "hidden cost" in text and "XNOR-Net speed-up model" in text
     data = json.loads(out.read_text())

@@ -6,11 +6,18 @@ from qnnlab.cli import main
 
 
 def test_bench_gemm_json(capsys):
-    assert main(["bench", "gemm", "--sizes", "64,130", "--gemv", "256", "--bitserial", "64", "--repeats", "2",
-                 "--json"]) == 0
+    assert (
+        main(["bench", "gemm", "--sizes", "64,130", "--gemv", "256", "--bitserial", "64", "--repeats", "2", "--json"])
+        == 0
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["name"] for r in rows] == ["binary_gemm", "binary_gemm", "binary_gemv", "weight_only_gemv",
-                                         "bitserial_2x2_gemm"]
+    assert [r["name"] for r in rows] == [
+        "binary_gemm",
+        "binary_gemm",
+        "binary_gemv",
+        "weight_only_gemv",
+        "bitserial_2x2_gemm",
+    ]
     for row in rows:
         assert {"name", "shape", "qnnlab_ms", "baseline_ms", "speedup"} <= set(row) and row["qnnlab_ms"] > 0
     assert main(["bench", "gemm", "--sizes", "a,b"]) == 2

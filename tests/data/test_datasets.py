@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_shakespeare, shakespeare_root
 from qnnlab import data
 from qnnlab.data import DatasetError
 from qnnlab.data.idx import parse_idx, write_idx
 from qnnlab.data.vision import FASHION_SYSTEM_DIR, IDX_NAMES
+
+from conftest import needs_shakespeare, shakespeare_root
 
 HAVE_FASHION = Path(FASHION_SYSTEM_DIR, IDX_NAMES[0]).is_file()
 

@@ -18,7 +18,9 @@ def make_folder(root, per_class=6, classes=("cat", "dog"), splits=("train", "val
             folder.mkdir(parents=True)
             for i in range(per_class if split == "train" else 2):
                 size = (20 + 3 * i, 14 + 2 * i)
-                pixels = np.full((size[1], size[0], 3), 200 * label, dtype=np.uint8) + rng.integers(0, 40, (size[1], size[0], 3), dtype=np.uint8)
+                pixels = np.full((size[1], size[0], 3), 200 * label, dtype=np.uint8) + rng.integers(
+                    0, 40, (size[1], size[0], 3), dtype=np.uint8
+                )
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     (root / "train" / "cat" / "notes.txt").write_text("not an image, skipped by extension")
     return root
@@ -35,8 +37,18 @@ def test_images_are_decoded_resized_and_cropped(tmp_path):
 
 def test_training_on_a_folder(tmp_path):
     root = make_folder(tmp_path / "imgs")
-    config = resolve("bnn", {"model": "mlp-small", "dataset": "imagefolder", "data_root": str(root),
-                             "image_size": 12, "epochs": 2, "batch_size": 4, "threads": 1})
+    config = resolve(
+        "bnn",
+        {
+            "model": "mlp-small",
+            "dataset": "imagefolder",
+            "data_root": str(root),
+            "image_size": 12,
+            "epochs": 2,
+            "batch_size": 4,
+            "threads": 1,
+        },
+    )
     metrics = Trainer(config, tmp_path / "run", quiet=True).run()
     assert len(metrics) == 2 and 0.0 <= metrics[-1]["test_accuracy"] <= 1.0
 

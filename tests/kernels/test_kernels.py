@@ -90,9 +90,17 @@ def test_bad_input_is_rejected_clearly():
     assert kernels.words(65) == 2
 
 
-@pytest.mark.parametrize("channels, size, kernel, stride, padding", [
-    (1, 5, 3, 1, 0), (3, 7, 3, 1, 1), (64, 6, 3, 1, 1), (65, 5, 3, 2, 1), (130, 4, 1, 1, 0), (17, 9, 5, 2, 2),
-])
+@pytest.mark.parametrize(
+    "channels, size, kernel, stride, padding",
+    [
+        (1, 5, 3, 1, 0),
+        (3, 7, 3, 1, 1),
+        (64, 6, 3, 1, 1),
+        (65, 5, 3, 2, 1),
+        (130, 4, 1, 1, 0),
+        (17, 9, 5, 2, 2),
+    ],
+)
 def test_binary_conv2d_matches_zero_padded_conv(channels, size, kernel, stride, padding):
     from qnnlab.kernels import binary_conv2d, pack_filters, pack_nhwc, padding_correction
 

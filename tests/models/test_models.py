@@ -6,15 +6,26 @@ import torch
 from qnnlab import models
 from qnnlab.nn import DropConnectLinear, QuantConv2d, QuantLinear, ShiftBatchNorm2d
 
-CASES = [("mlp-small", (1, 28, 28)), ("mlp-bc", (1, 28, 28)), ("cnn", (1, 28, 28)), ("vgg-cifar", (3, 32, 32)),
-         ("alexnet", (3, 224, 224)), ("resnet18", (3, 64, 64))]
+CASES = [
+    ("mlp-small", (1, 28, 28)),
+    ("mlp-bc", (1, 28, 28)),
+    ("cnn", (1, 28, 28)),
+    ("vgg-cifar", (3, 32, 32)),
+    ("alexnet", (3, 224, 224)),
+    ("resnet18", (3, 64, 64)),
+]
 
 
 @pytest.mark.parametrize("name, shape", CASES)
 def test_vision_models_forward_backward_quantized(name, shape):
     torch.manual_seed(0)
-    model = models.build(name, shape=shape, classes=10, activation="identity",
-                         rules=[{"weight": "sign", "input": "sign"}, {"match": "first", "input": "float"}])
+    model = models.build(
+        name,
+        shape=shape,
+        classes=10,
+        activation="identity",
+        rules=[{"weight": "sign", "input": "sign"}, {"match": "first", "input": "float"}],
+    )
     x = torch.randn(2, *shape)
     y = model(x)
     assert y.shape == (2, 10)
@@ -33,19 +44,28 @@ def test_presets_and_options():
 
 
 def test_language_model():
-    lm = models.build("gru-lm", vocab=50, rules=[{"match": "GRU", "weight": "int:bits=4", "state": "int:bits=4"}],
-                      hidden=32, embed=8, layers=2)
+    lm = models.build(
+        "gru-lm",
+        vocab=50,
+        rules=[{"match": "GRU", "weight": "int:bits=4", "state": "int:bits=4"}],
+        hidden=32,
+        embed=8,
+        layers=2,
+    )
     logits, state = lm(torch.randint(0, 50, (3, 7)))
     assert logits.shape == (3, 7, 50) and state.shape == (2, 3, 32)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"name": "nosuch", "shape": (1, 28, 28), "classes": 10}, "unknown model"),
-    ({"name": "mlp", "vocab": 10}, "needs an image data set"),
-    ({"name": "lstm-lm", "shape": (1, 28, 28), "classes": 10}, "needs a text data set"),
-    ({"name": "mlp", "shape": (1, 28, 28), "classes": 10, "depth": 3}, "bad option"),
-    ({"name": "mlp", "shape": (1, 28, 28), "classes": 10, "norm": "layer"}, "norm="),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"name": "nosuch", "shape": (1, 28, 28), "classes": 10}, "unknown model"),
+        ({"name": "mlp", "vocab": 10}, "needs an image data set"),
+        ({"name": "lstm-lm", "shape": (1, 28, 28), "classes": 10}, "needs a text data set"),
+        ({"name": "mlp", "shape": (1, 28, 28), "classes": 10, "depth": 3}, "bad option"),
+        ({"name": "mlp", "shape": (1, 28, 28), "classes": 10, "norm": "layer"}, "norm="),
+    ],
+)
 def test_bad_model_requests(kwargs, words):
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=words):

@@ -5,8 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qnnlab.nn import QuantConv2d, QuantLinear, QuantLSTM, ShiftBatchNorm1d, ShiftBatchNorm2d, SquaredHingeLoss
-from qnnlab.nn import quantize_model
+from qnnlab.nn import (
+    QuantConv2d,
+    QuantLinear,
+    QuantLSTM,
+    ShiftBatchNorm1d,
+    ShiftBatchNorm2d,
+    SquaredHingeLoss,
+    quantize_model,
+)
 from qnnlab.quant import ap2
 
 BOUND = 2.0**1.25  # documented elementwise bound of shift BN against exact BN
@@ -19,11 +26,14 @@ def test_ap2_definition():
     assert (ratio >= 2**-0.5 - 1e-6).all() and (ratio <= 2**0.5 + 1e-6).all()
 
 
-@pytest.mark.parametrize("cls, ref_cls, shape", [
-    (ShiftBatchNorm1d, nn.BatchNorm1d, (64, 5)),
-    (ShiftBatchNorm1d, nn.BatchNorm1d, (16, 5, 7)),
-    (ShiftBatchNorm2d, nn.BatchNorm2d, (8, 5, 6, 6)),
-])
+@pytest.mark.parametrize(
+    "cls, ref_cls, shape",
+    [
+        (ShiftBatchNorm1d, nn.BatchNorm1d, (64, 5)),
+        (ShiftBatchNorm1d, nn.BatchNorm1d, (16, 5, 7)),
+        (ShiftBatchNorm2d, nn.BatchNorm2d, (8, 5, 6, 6)),
+    ],
+)
 def test_shift_batchnorm_within_documented_ap2_bound(cls, ref_cls, shape):
     torch.manual_seed(0)
     shift, ref = cls(5), ref_cls(5)
@@ -121,12 +131,15 @@ def test_quantize_model_by_type_and_name_and_rnn():
     assert str(again.rnn.weight_quantizer) == "sign"
 
 
-@pytest.mark.parametrize("rules, words", [
-    ({"match": "fc9", "weight": "sign"}, "matches no layer"),
-    ({"wieght": "sign"}, "unknown rule key"),
-    ({"weight": "nosuch"}, "unknown quantizer"),
-    ({"state": "sign"}, "LSTM and GRU layers only"),
-])
+@pytest.mark.parametrize(
+    "rules, words",
+    [
+        ({"match": "fc9", "weight": "sign"}, "matches no layer"),
+        ({"wieght": "sign"}, "unknown rule key"),
+        ({"weight": "nosuch"}, "unknown quantizer"),
+        ({"state": "sign"}, "LSTM and GRU layers only"),
+    ],
+)
 def test_quantize_model_rejects_bad_rules(rules, words):
     with pytest.raises(ValueError, match=words):
         quantize_model(mlp(), rules)

@@ -29,11 +29,16 @@ def test_float_quant_linear_equals_nn_linear_exactly(shape, bias):
     assert torch.equal(x.grad, x2.grad) and torch.equal(layer.weight.grad, ref.weight.grad)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(kernel_size=3, padding=1), dict(kernel_size=(3, 2), stride=2, padding=(1, 0), bias=False),
-    dict(kernel_size=3, dilation=2, groups=2), dict(kernel_size=3, padding="same"),
-    dict(kernel_size=3, padding=1, padding_mode="reflect"),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=(3, 2), stride=2, padding=(1, 0), bias=False),
+        dict(kernel_size=3, dilation=2, groups=2),
+        dict(kernel_size=3, padding="same"),
+        dict(kernel_size=3, padding=1, padding_mode="reflect"),
+    ],
+)
 def test_float_quant_conv_equals_nn_conv_exactly(kwargs):
     torch.manual_seed(0)
     ref = nn.Conv2d(4, 6, **kwargs)
@@ -142,8 +147,9 @@ def test_float_quant_rnn_matches_torch(cls, ref_cls, batch_first):
     out, state = layer(x)
     out_ref, state_ref = ref(x)
     assert torch.allclose(out, out_ref, atol=1e-6)
-    for a, b in zip(state if isinstance(state, tuple) else (state,),
-                    state_ref if isinstance(state_ref, tuple) else (state_ref,)):
+    for a, b in zip(
+        state if isinstance(state, tuple) else (state,), state_ref if isinstance(state_ref, tuple) else (state_ref,)
+    ):
         assert torch.allclose(a, b, atol=1e-6)
     out.sum().backward()
     out_ref.sum().backward()

@@ -19,7 +19,9 @@ def test_shift_adamax_step_matches_its_formula():
     opt.step()
     m = 0.1 * g
     v = g.abs()
-    expected = torch.tensor([0.5, -0.2, 0.0]) - float(ap2(torch.tensor(0.003 / 0.1))) * m * ap2(1 / v).nan_to_num(posinf=0.0)
+    expected = torch.tensor([0.5, -0.2, 0.0]) - float(ap2(torch.tensor(0.003 / 0.1))) * m * ap2(1 / v).nan_to_num(
+        posinf=0.0
+    )
     assert torch.allclose(p.detach(), expected)
     # the step-size factor and 1/v are powers of two: each product is a shift
     assert float(ap2(torch.tensor(0.03))) == 2.0**-5
@@ -71,11 +73,15 @@ def test_bop_needs_binary_weights_and_rejects_bad_names():
 
 def test_schedules():
     p = nn.Parameter(torch.zeros(1))
-    for kind, expected in (("cosine", [1.0, 0.5, 0.0]), ("constant", [1.0, 1.0, 1.0]),
-                           ("exponential", [1.0, 0.1, 0.01])):
+    for kind, expected in (
+        ("cosine", [1.0, 0.5, 0.0]),
+        ("constant", [1.0, 1.0, 1.0]),
+        ("exponential", [1.0, 0.1, 0.01]),
+    ):
         opt = torch.optim.SGD([p], lr=1.0)
-        sched = build_schedule(opt, kind, total_steps=20, steps_per_epoch=10,
-                               final_fraction=0.0 if kind == "cosine" else 0.01)
+        sched = build_schedule(
+            opt, kind, total_steps=20, steps_per_epoch=10, final_fraction=0.0 if kind == "cosine" else 0.01
+        )
         seen = []
         for step in range(21):
             if step % 10 == 0:

@@ -21,19 +21,23 @@ def run(spec, values=X, weights=None):
 
 
 def close(a, b, tol=1e-6):
-    return torch.allclose(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32),
-                          atol=tol, rtol=0)
+    return torch.allclose(
+        torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol, rtol=0
+    )
 
 
 SIGN = [-1, -1, -1, -1, 1, 1, 1, 1, 1]
 
 
-@pytest.mark.parametrize("estimator, grad", [
-    ("ste", [1] * 9),
-    ("clipped", INSIDE),
-    ("hardsigmoid", INSIDE),  # slope 1
-    ("approxsign", [0, 0, 0.8, 1.5, 2, 1.4, 0.5, 0, 0]),
-])
+@pytest.mark.parametrize(
+    "estimator, grad",
+    [
+        ("ste", [1] * 9),
+        ("clipped", INSIDE),
+        ("hardsigmoid", INSIDE),  # slope 1
+        ("approxsign", [0, 0, 0.8, 1.5, 2, 1.4, 0.5, 0, 0]),
+    ],
+)
 def test_sign_with_each_estimator(estimator, grad):
     y, g = run(f"sign@{estimator}")
     assert close(y, SIGN)  # sign(0) = +1

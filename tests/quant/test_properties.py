@@ -58,8 +58,7 @@ def test_dorefa_gradient_quantization_is_unbiased(g, bits):
 
 
 @settings(max_examples=50, deadline=None)
-@given(data=st.lists(st.floats(-100, 100, allow_nan=False, width=32), min_size=1, max_size=64),
-       bits=st.integers(1, 8))
+@given(data=st.lists(st.floats(-100, 100, allow_nan=False, width=32), min_size=1, max_size=64), bits=st.integers(1, 8))
 def test_k_bit_outputs_lie_on_their_grid(data, bits):
     x = torch.tensor(data)
     n = 2**bits - 1
@@ -79,8 +78,12 @@ def test_k_bit_outputs_lie_on_their_grid(data, bits):
 
 
 @settings(max_examples=40, deadline=None)
-@given(scale=st.floats(1e-6, 1e6), rate=st.sampled_from([0.0, 1e-3, 1e-2, 0.05]),
-       bits=st.integers(2, 16), seed=st.integers(0, 2**16))
+@given(
+    scale=st.floats(1e-6, 1e6),
+    rate=st.sampled_from([0.0, 1e-3, 1e-2, 0.05]),
+    bits=st.integers(2, 16),
+    seed=st.integers(0, 2**16),
+)
 def test_dynamic_fixed_point_never_overflows_more_than_its_rate(scale, rate, bits, seed):
     torch.manual_seed(seed)
     q = quant.get(f"dfxp:bits={bits},rate={rate}")
@@ -121,8 +124,13 @@ def test_no_nan_or_inf_for_finite_input(spec):
 
 
 @settings(max_examples=60, deadline=None)
-@given(scale=st.floats(1e-20, 1e20), rate=st.sampled_from([0.0, 1e-3, 0.02, 0.3]), bits=st.integers(2, 16),
-       n=st.integers(1, 300), seed=st.integers(0, 2**16))
+@given(
+    scale=st.floats(1e-20, 1e20),
+    rate=st.sampled_from([0.0, 1e-3, 0.02, 0.3]),
+    bits=st.integers(2, 16),
+    n=st.integers(1, 300),
+    seed=st.integers(0, 2**16),
+)
 def test_needed_exponent_is_the_smallest_that_keeps_the_rate(scale, rate, bits, n, seed):
     torch.manual_seed(seed)
     x = torch.randn(n) * scale
@@ -143,7 +151,7 @@ def test_needed_exponent_histogram_fallback_agrees():
     q = quant.get("dfxp:bits=8,rate=0.01")
     e = int(q.needed_exponent(x))  # needs more steps down than STEPS_DOWN: the histogram decides
     usable = 1 - 2.0**-7
-    assert int(((x.abs() > 2.0**e * usable)).sum()) <= 50 < int(((x.abs() > 2.0 ** (e - 1) * usable)).sum())
+    assert int((x.abs() > 2.0**e * usable).sum()) <= 50 < int((x.abs() > 2.0 ** (e - 1) * usable).sum())
 
 
 def _near(value: float, dtype: torch.dtype) -> list[float]:

@@ -4,8 +4,21 @@ import pytest
 
 from qnnlab.run.config import FIELDS, TrainConfig, parse_overrides, recipe_names, resolve
 
-PAPER_RECIPES = {"lowprec2014", "binaryconnect", "binaryconnect-stochastic", "fewmult", "fewmult-ternary", "bnn",
-                 "bnn-shift", "qnn", "xnor", "bwn", "dorefa", "dropconnect", "float"}
+PAPER_RECIPES = {
+    "lowprec2014",
+    "binaryconnect",
+    "binaryconnect-stochastic",
+    "fewmult",
+    "fewmult-ternary",
+    "bnn",
+    "bnn-shift",
+    "qnn",
+    "xnor",
+    "bwn",
+    "dorefa",
+    "dropconnect",
+    "float",
+}
 
 
 def test_every_field_is_documented_with_a_unit():
@@ -34,14 +47,17 @@ def test_recipe_file(tmp_path):
     assert config.recipe == "mine" and config.lr == 0.005 and config.rules == resolve("bnn").rules
 
 
-@pytest.mark.parametrize("recipe, overrides, words", [
-    ("bnn", {"lrate": 0.1}, "unknown field"),
-    ("bnn", {"epochs": "many"}, "should be a int"),
-    ("nosuch", {}, "unknown recipe"),
-    ("bnn", {"epochs": -1}, "epochs=-1 must be > 0"),
-    ("bnn", {"lr": 0}, "must be > 0"),
-    ("bnn", {"grad_clip": -1.0}, "must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "recipe, overrides, words",
+    [
+        ("bnn", {"lrate": 0.1}, "unknown field"),
+        ("bnn", {"epochs": "many"}, "should be a int"),
+        ("nosuch", {}, "unknown recipe"),
+        ("bnn", {"epochs": -1}, "epochs=-1 must be > 0"),
+        ("bnn", {"lr": 0}, "must be > 0"),
+        ("bnn", {"grad_clip": -1.0}, "must be >= 0"),
+    ],
+)
 def test_bad_configs(recipe, overrides, words):
     with pytest.raises(ValueError, match=words):
         resolve(recipe, overrides)
@@ -59,6 +75,9 @@ def test_broken_recipe_files(tmp_path):
 
 def test_parse_overrides():
     assert parse_overrides(["lr=0.1", "rules=[{weight: sign}]", "clip_latent=null"]) == {
-        "lr": 0.1, "rules": [{"weight": "sign"}], "clip_latent": None}
+        "lr": 0.1,
+        "rules": [{"weight": "sign"}],
+        "clip_latent": None,
+    }
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["lr"])

@@ -7,15 +7,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from qnnlab import data, kernels, runtime
 import qnnlab.runtime.ops  # noqa: F401
+from qnnlab import data, kernels, runtime
 from qnnlab.cli import main
-from qnnlab.runtime import ExportError
-from qnnlab.train import Trainer, resolve
 from qnnlab.data.batches import to_unit_range
+from qnnlab.data.vision import FASHION_SYSTEM_DIR, IDX_NAMES
 from qnnlab.run import deploy
 from qnnlab.run.model import CHECKPOINT, build_model
-from qnnlab.data.vision import FASHION_SYSTEM_DIR, IDX_NAMES
+from qnnlab.runtime import ExportError
+from qnnlab.train import Trainer, resolve
 
 HAVE_FASHION = Path(FASHION_SYSTEM_DIR, IDX_NAMES[0]).is_file()
 
@@ -25,8 +25,11 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     runs = {}
     for recipe in ("bnn", "bnn-shift"):
-        trainer = Trainer(resolve(recipe, {"model": "mlp-small", "epochs": 1, "limit_steps": 60, "threads": 1}),
-                          out / recipe, quiet=True)
+        trainer = Trainer(
+            resolve(recipe, {"model": "mlp-small", "epochs": 1, "limit_steps": 60, "threads": 1}),
+            out / recipe,
+            quiet=True,
+        )
         trainer.run()
         runs[recipe] = (trainer.model.eval(), out / recipe)
     return runs
@@ -147,14 +150,20 @@ def test_bad_files_are_refused(trained, tmp_path):
         runtime.load(path)(torch.zeros(2, 100))
 
 
-@pytest.mark.parametrize("recipe, model, words", [("bwn", "mlp-small", "is not supported"),
-                                                  ("float", "mlp-small", "is not supported"),
-                                                  ("xnor", "cnn", "Conv2d.*is not supported")])
+@pytest.mark.parametrize(
+    "recipe, model, words",
+    [
+        ("bwn", "mlp-small", "is not supported"),
+        ("float", "mlp-small", "is not supported"),
+        ("xnor", "cnn", "Conv2d.*is not supported"),
+    ],
+)
 def test_unsupported_models_are_named(tmp_path, recipe, model, words):
     shape_only = data.ImageData.empty((1, 28, 28), 10)
     with pytest.raises(ExportError, match=words):
-        runtime.export(build_model(resolve(recipe, {"model": model}), shape_only), tmp_path / "x.qnn", None,
-                       (1, 28, 28))
+        runtime.export(
+            build_model(resolve(recipe, {"model": model}), shape_only), tmp_path / "x.qnn", None, (1, 28, 28)
+        )
 
 
 def test_scaled_binary_weights_are_refused(tmp_path):
@@ -210,5 +219,14 @@ def _write_version_1(packed, path):
             op["correction"] = f"{op['layer']}.correction"
             tensors[op["correction"]] = torch.full((op["out_channels"], 1, 1), 10**6, dtype=torch.int32)
     ops_json = json.dumps(ops)
-    save_file(tensors, str(path), metadata={"format": runtime.FORMAT, "version": "1", "ops": ops_json,
-                                            "sha256": runtime._digest(ops_json, tensors), "source": "{}"})
+    save_file(
+        tensors,
+        str(path),
+        metadata={
+            "format": runtime.FORMAT,
+            "version": "1",
+            "ops": ops_json,
+            "sha256": runtime._digest(ops_json, tensors),
+            "source": "{}",
+        },
+    )

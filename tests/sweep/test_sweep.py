@@ -6,7 +6,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -42,8 +41,13 @@ def records(out: Path) -> dict[str, tuple]:
 
 
 def cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "qnnlab.cli", "sweep", *args], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qnnlab.cli", "sweep", *args],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +95,16 @@ def test_a_sweep_killed_at_random_points_ends_with_the_records_of_an_uninterrupt
 
 
 def test_a_failing_run_is_recorded_with_its_error_and_the_others_finish(tmp_path, capsys):
-    file = sweep_file(tmp_path, TINY.replace("no-bn: {norm: none}", "diverges: {recipe: float, norm: none, optimizer: sgd, lr: 1.0e+30}"))
+    file = sweep_file(
+        tmp_path,
+        TINY.replace("no-bn: {norm: none}", "diverges: {recipe: float, norm: none, optimizer: sgd, lr: 1.0e+30}"),
+    )
     assert main(["sweep", str(file), "--out", str(tmp_path / "out"), "--quiet"]) == 1
-    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"out": str(tmp_path / "out"), "done": 2,
-                                                                   "failed": 2}
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {
+        "out": str(tmp_path / "out"),
+        "done": 2,
+        "failed": 2,
+    }
     failed = result(tmp_path / "out" / "diverges" / "seed0")
     assert failed["status"] == "failed" and "TrainingDiverged" in failed["error"] and "Traceback" in failed["traceback"]
     assert main(["sweep", "status", str(tmp_path / "out")]) == 0
@@ -120,11 +130,13 @@ def test_a_changed_config_under_an_existing_run_name_is_refused(finished, tmp_pa
 def test_the_table_pairs_seeds_against_the_reference(finished, capsys):
     out = finished[1]
     table = {row["configuration"]: row for row in rows(out, reference="full")}
-    acc = {(c, s): 100 * result(out / c / f"seed{s}")["final"]["test_accuracy"] for c in ("full", "no-bn") for s in (0, 1)}
+    acc = {
+        (c, s): 100 * result(out / c / f"seed{s}")["final"]["test_accuracy"] for c in ("full", "no-bn") for s in (0, 1)
+    }
     diffs = [acc["no-bn", s] - acc["full", s] for s in (0, 1)]
     assert table["no-bn"]["n"] == 2 and table["no-bn"]["mean"] == pytest.approx((acc["no-bn", 0] + acc["no-bn", 1]) / 2)
     assert table["no-bn"]["diff"] == pytest.approx(sum(diffs) / 2)
-    assert table["no-bn"]["diff_spread"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2 ** 0.5)
+    assert table["no-bn"]["diff_spread"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2**0.5)
     assert main(["sweep", "table", str(out), "--reference", "full", "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "configuration,case,n,mean,std,diff,diff_spread"
     with pytest.raises(ValueError, match="reference 'nope' has no finished run; configurations: full, no-bn"):

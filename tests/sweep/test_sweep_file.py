@@ -9,12 +9,15 @@ BASE = "base: {recipe: bnn, model: mlp-small, dataset: fashion-mnist-mini, epoch
 
 
 def test_cases_zip_grid_and_seeds_expand_to_their_product():
-    runs, _ = parse(BASE + """
+    runs, _ = parse(
+        BASE
+        + """
 cases: {full: {}, no-bn: {norm: none}}
 zip: {lr: [0.1, 0.01], momentum: [0.9, 0.5]}
 grid: {batch_size: [50, 100]}
 seeds: [0, 3]
-""")
+"""
+    )
     assert len(runs) == 2 * 2 * 2 * 2
     run = next(r for r in runs if r.name == "no-bn__lr=0.01,momentum=0.5__batch_size=100/seed3")
     assert run.config["norm"] == "none" and run.config["lr"] == 0.01 and run.config["momentum"] == 0.5
@@ -23,11 +26,14 @@ seeds: [0, 3]
 
 
 def test_rule_paths_set_an_existing_rule_or_append_one():
-    runs, _ = parse(BASE + """
+    runs, _ = parse(
+        BASE
+        + """
 grid:
   "rules[*].input": {ste: "sign@ste"}
   "rules[last].keep": [true]
-""")
+"""
+    )
     rules = runs[0].config["rules"]
     assert rules[0] == {"match": "*", "weight": "sign", "input": "sign@ste"}  # the recipe's rule, edited
     assert rules[1] == {"match": "first", "input": "float"}  # untouched
@@ -52,17 +58,20 @@ def test_floats_are_read_as_users_write_them():
     assert [r.config["lr"] for r in runs] == [0.001, 0.0002]
 
 
-@pytest.mark.parametrize("text, line, words", [
-    (BASE + "grid:\n  optimiser: [sgd]\n", 3, "unknown field 'optimiser'"),
-    (BASE + "grid:\n  lr: []\n", 3, "axis is empty"),
-    (BASE + "cases:\n  a: {}\n  b:\n    epochs: ten\n", 5, "epochs='ten' should be a int"),
-    (BASE + "grids: {lr: [0.1]}\n", 2, "unknown top-level key"),
-    (BASE + "grid:\n  'rules[*].wieght': [sign]\n", 3, "rule key 'wieght' is unknown"),
-    (BASE + "seeds: -1\n", 2, "give a count"),
-    (BASE + "zip: {lr: [0.1, 0.2], momentum: [0.9]}\n", 2, "equal lengths"),
-    (BASE + "grid: {seed: [1, 2]}\n", 2, "top-level 'seeds'"),
-    ("base: {recipe: nope}\n", 1, "unknown recipe 'nope'"),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        (BASE + "grid:\n  optimiser: [sgd]\n", 3, "unknown field 'optimiser'"),
+        (BASE + "grid:\n  lr: []\n", 3, "axis is empty"),
+        (BASE + "cases:\n  a: {}\n  b:\n    epochs: ten\n", 5, "epochs='ten' should be a int"),
+        (BASE + "grids: {lr: [0.1]}\n", 2, "unknown top-level key"),
+        (BASE + "grid:\n  'rules[*].wieght': [sign]\n", 3, "rule key 'wieght' is unknown"),
+        (BASE + "seeds: -1\n", 2, "give a count"),
+        (BASE + "zip: {lr: [0.1, 0.2], momentum: [0.9]}\n", 2, "equal lengths"),
+        (BASE + "grid: {seed: [1, 2]}\n", 2, "top-level 'seeds'"),
+        ("base: {recipe: nope}\n", 1, "unknown recipe 'nope'"),
+    ],
+)
 def test_a_malformed_sweep_file_names_the_file_the_line_and_the_problem(text, line, words):
     with pytest.raises(SweepError) as error:
         parse(text, "study.yaml")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shakespeare_root
-
 from qnnlab.train import Trainer, recipe_names, resolve
+
+from conftest import shakespeare_root
 
 SCRIPTS = Path(__file__).parents[2] / "scripts"
 
@@ -18,9 +18,18 @@ def test_recipe_learns(tmp_path, recipe):
     if resolve(recipe).model.endswith("-lm"):  # language models: bits per character, 6.0 for uniform guessing
         if shakespeare_root() is None:
             pytest.skip("Tiny Shakespeare not found beside the checkout or in the cache")
-        config = resolve(recipe, {"model_options": {"embed": 16, "hidden": 64, "layers": 1}, "epochs": 1,
-                                  "data_root": shakespeare_root(),
-                                  "limit_steps": 80, "batch_size": 16, "seq_len": 50, "threads": 1})
+        config = resolve(
+            recipe,
+            {
+                "model_options": {"embed": 16, "hidden": 64, "layers": 1},
+                "epochs": 1,
+                "data_root": shakespeare_root(),
+                "limit_steps": 80,
+                "batch_size": 16,
+                "seq_len": 50,
+                "threads": 1,
+            },
+        )
         metrics = Trainer(config, tmp_path / recipe, quiet=True).run()
         assert metrics[-1]["val_bpc"] < 5.0, metrics[-1]  # a dead net stays near 6; 80 steps reach ~4.5
         return

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from conftest import needs_shakespeare, shakespeare_root
 from qnnlab.cli import main
-from qnnlab.train import RunExists, Trainer, TrainingDiverged, resolve
 from qnnlab.run import checkpoint
 from qnnlab.run.evaluate import evaluate_checkpoint
+from qnnlab.train import RunExists, Trainer, TrainingDiverged, resolve
+
+from conftest import needs_shakespeare, shakespeare_root
 
 QUICK = {"model": "mlp-small", "dataset": "fashion-mnist-mini", "epochs": 2, "limit_steps": 20, "threads": 1}
 
@@ -68,8 +69,10 @@ def test_divergence_names_the_step_and_cause(tmp_path):
         train(tmp_path, "float", lr=1e12, optimizer="sgd", norm="none")
 
 
-@pytest.mark.parametrize("recipe, mode", [("binaryconnect", "binary"), ("binaryconnect-stochastic", "latent"),
-                                          ("binaryconnect-stochastic", "ensemble:3")])
+@pytest.mark.parametrize(
+    "recipe, mode",
+    [("binaryconnect", "binary"), ("binaryconnect-stochastic", "latent"), ("binaryconnect-stochastic", "ensemble:3")],
+)
 def test_evaluation_modes(tmp_path, recipe, mode):
     train(tmp_path, recipe, limit_steps=50)
     result = evaluate_checkpoint(str(tmp_path / "run"), mode)
@@ -113,8 +116,25 @@ def test_broken_checkpoints_are_rejected_clearly(tmp_path):
 
 def test_cli_train_and_eval(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["train", "--recipe", "bnn", "--model", "mlp-small", "--epochs", "1", "--set", "limit_steps=10",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "bnn",
+                "--model",
+                "mlp-small",
+                "--epochs",
+                "1",
+                "--set",
+                "limit_steps=10",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"] == str(out)
     assert main(["eval", str(out), "--mode", "latent"]) == 0
     assert json.loads(capsys.readouterr().out)["mode"] == "latent"
@@ -126,10 +146,19 @@ def test_cli_train_and_eval(tmp_path, capsys):
 
 @needs_shakespeare
 def test_language_model_reports_bits_per_character(tmp_path):
-    _, metrics = train(tmp_path, "float", model="lstm-lm", dataset="tinyshakespeare", data_root=shakespeare_root(),
-                       batch_size=16, seq_len=20,
-                       limit_steps=15, epochs=1, model_options={"hidden": 32, "embed": 16, "layers": 1},
-                       rules=[{"match": "LSTM", "weight": "int:bits=4", "state": "int:bits=4"}])
+    _, metrics = train(
+        tmp_path,
+        "float",
+        model="lstm-lm",
+        dataset="tinyshakespeare",
+        data_root=shakespeare_root(),
+        batch_size=16,
+        seq_len=20,
+        limit_steps=15,
+        epochs=1,
+        model_options={"hidden": 32, "embed": 16, "layers": 1},
+        rules=[{"match": "LSTM", "weight": "int:bits=4", "state": "int:bits=4"}],
+    )
     assert {"val_bpc", "train_bpc"} <= set(metrics[0]) and 2.0 < metrics[0]["val_bpc"] < 7.0
 
 
@@ -142,10 +171,34 @@ def test_data_parallel_training_with_two_processes(tmp_path):
         port = str(probe.getsockname()[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-         "-m", "qnnlab.cli", "train", "--recipe", "bnn", "--model", "mlp-small", "--epochs", "1",
-         "--set", "limit_steps=10", "--out", str(tmp_path / "ddp"), "--quiet"],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            port,
+            "-m",
+            "qnnlab.cli",
+            "train",
+            "--recipe",
+            "bnn",
+            "--model",
+            "mlp-small",
+            "--epochs",
+            "1",
+            "--set",
+            "limit_steps=10",
+            "--out",
+            str(tmp_path / "ddp"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["test_accuracy"] > 0.3
@@ -178,7 +231,6 @@ def test_report_tables_the_runs(tmp_path, capsys):
     assert main(["report", str(tmp_path / "none")]) == 2
 
 
-
 def test_channels_last_layout_changes_rounding_only(tmp_path):
     trainer = Trainer(resolve("float", {**QUICK, "model": "cnn"}), tmp_path / "cnn", quiet=True)  # no sign to flip
     x, labels = next(trainer.task.batches(epoch=0, rank=0, world=1))  # as the trainer lays a batch out
@@ -200,3 +252,14 @@ def test_resume_takes_where_to_run_from_the_caller_and_the_rest_from_the_checkpo
     assert torch.get_num_threads() == 2
     with pytest.raises(ValueError, match="where-to-run"):
         Trainer(other, tmp_path / "run", resume=True, environment={"lr": 1.0})
+
+
+def test_a_kill_between_the_last_checkpoint_and_its_metrics_line_loses_no_line(tmp_path):
+    metrics = train(tmp_path, "bnn", epochs=2, limit_steps=3)[1]  # the trainer (and its lock) is let go
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "run" / "metrics.jsonl").write_text(lines[0] + "\n")  # as if killed before the last write
+    resumed = Trainer(
+        resolve("bnn", {**QUICK, "epochs": 2, "limit_steps": 3}), tmp_path / "run", resume=True, quiet=True
+    )
+    assert resumed.run() == metrics
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() == lines

@@ -26,9 +26,16 @@ SOURCE = "Horowitz, Computing's energy problem, ISSCC 2014 (45 nm, 0.9 V)"
 WORD_BITS = 64
 
 DEFAULTS = {
-    "int_add_8": 0.03, "int_add_32": 0.1, "int_mult_8": 0.2, "int_mult_32": 3.1,
-    "fp16_add": 0.4, "fp16_mult": 1.1, "fp32_add": 0.9, "fp32_mult": 3.7,
-    "sram_bit": 10.0 / 64, "dram_bit": 1300.0 / 64,
+    "int_add_8": 0.03,
+    "int_add_32": 0.1,
+    "int_mult_8": 0.2,
+    "int_mult_32": 3.1,
+    "fp16_add": 0.4,
+    "fp16_mult": 1.1,
+    "fp32_add": 0.9,
+    "fp32_mult": 3.7,
+    "sram_bit": 10.0 / 64,
+    "dram_bit": 1300.0 / 64,
 }
 
 
@@ -41,7 +48,7 @@ class EnergyTable:
     source: str = SOURCE
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "EnergyTable":
+    def from_file(cls, path: str | Path) -> EnergyTable:
         """Lines of ``name value`` (pJ), ``#`` comments; names as in DEFAULTS; unlisted names keep defaults."""
         values = dict(DEFAULTS)
         if not Path(path).is_file():
@@ -87,12 +94,27 @@ class EnergyTable:
         v = self.values
         if width in ("fp32", "fp16"):
             add, mult = v[f"{width}_add"], v[f"{width}_mult"]
-            return {"add": add, "cmp": add, "shift": self.int_add(8), "mul": mult, "div": 4 * mult,
-                    "sqrt": 4 * mult, "exp": 10 * mult, "rng": 3 * self.int_add(32)}[op]
+            return {
+                "add": add,
+                "cmp": add,
+                "shift": self.int_add(8),
+                "mul": mult,
+                "div": 4 * mult,
+                "sqrt": 4 * mult,
+                "exp": 10 * mult,
+                "rng": 3 * self.int_add(32),
+            }[op]
         bits = bit_width(width)
-        return {"add": self.int_add(bits), "cmp": self.int_add(bits), "shift": self.int_add(bits),
-                "mul": self.int_mult(bits), "div": 4 * self.int_mult(bits), "sqrt": 4 * self.int_mult(bits),
-                "exp": 10 * self.int_mult(bits), "rng": 3 * self.int_add(32)}[op]
+        return {
+            "add": self.int_add(bits),
+            "cmp": self.int_add(bits),
+            "shift": self.int_add(bits),
+            "mul": self.int_mult(bits),
+            "div": 4 * self.int_mult(bits),
+            "sqrt": 4 * self.int_mult(bits),
+            "exp": 10 * self.int_mult(bits),
+            "rng": 3 * self.int_add(32),
+        }[op]
 
     def mac(self, kind: str, accumulator_bits: int = 32) -> float:
         """pJ of one multiply-accumulate of ``kind`` (see ``qnnlab.analysis.kinds.mac_kind``)."""

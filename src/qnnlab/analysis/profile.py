@@ -14,8 +14,17 @@ import torch
 from torch import nn
 
 from qnnlab.analysis.energy import EnergyTable
-from qnnlab.analysis.rules import (BWD_IN, FWD, PHASES, UPDATE, Call, LayerCost, find_rule, layer_quantizers,
-                                   optimizer_rule)
+from qnnlab.analysis.rules import (
+    BWD_IN,
+    FWD,
+    PHASES,
+    UPDATE,
+    Call,
+    LayerCost,
+    find_rule,
+    layer_quantizers,
+    optimizer_rule,
+)
 from qnnlab.optim.rules import binary_weights
 from qnnlab.quant import Estimator, Quantizer
 
@@ -36,8 +45,12 @@ class Profile:
     def _count(self, phase: str | None, op: str | None, kind: str | None) -> float:
         if phase is not None and phase not in PHASES:
             raise ValueError(f"phase {phase!r}; use one of {', '.join(PHASES)}")
-        return sum(n for layer in self.layers for (p, o, k), n in layer.counts.items()
-                   if (phase is None or p == phase) and (op is None or o == op) and (kind is None or k == kind))
+        return sum(
+            n
+            for layer in self.layers
+            for (p, o, k), n in layer.counts.items()
+            if (phase is None or p == phase) and (op is None or o == op) and (kind is None or k == kind)
+        )
 
     def macs(self, phase: str | None = None, kind: str | None = None) -> int:
         """Multiply-accumulates of matrix products and convolutions (element-wise work is not a MAC)."""
@@ -47,9 +60,17 @@ class Profile:
         """Operations other than MACs (add, mul, cmp, shift, div, sqrt, exp, rng), filtered."""
         if op == "mac":
             return self.macs(phase, kind)
-        return int(sum(n for layer in self.layers for (p, o, k), n in layer.counts.items()
-                       if o != "mac" and (phase is None or p == phase) and (op is None or o == op)
-                       and (kind is None or k == kind)))
+        return int(
+            sum(
+                n
+                for layer in self.layers
+                for (p, o, k), n in layer.counts.items()
+                if o != "mac"
+                and (phase is None or p == phase)
+                and (op is None or o == op)
+                and (kind is None or k == kind)
+            )
+        )
 
     def _op_energy(self, op: str, kind: str, layer: LayerCost | None = None) -> float:
         """pJ of one op; a MAC's accumulation priced at the layer's accumulator width (32 if unknown)."""
@@ -59,8 +80,12 @@ class Profile:
 
     def compute_energy_pj(self, phase: str | None = None, layer: LayerCost | None = None) -> float:
         layers = [layer] if layer is not None else self.layers
-        return sum(n * self._op_energy(o, k, lc) for lc in layers for (p, o, k), n in lc.counts.items()
-                   if phase is None or p == phase)
+        return sum(
+            n * self._op_energy(o, k, lc)
+            for lc in layers
+            for (p, o, k), n in lc.counts.items()
+            if phase is None or p == phase
+        )
 
     def memory_energy_pj(self, phase: str | None = None) -> float:
         bits = sum(n for layer in self.layers for p, n in layer.traffic.items() if phase is None or p == phase)
@@ -99,9 +124,15 @@ class Profile:
                 continue
             m = call.module
             c, n_w = m.in_channels // m.groups, math.prod(m.kernel_size)
-            rows.append({"layer": layer.name, "channels": c, "kernel_area": n_w,
-                         "theoretical_speedup": WORD_BITS * c * n_w / (c * n_w + WORD_BITS),
-                         "measured_speedup": self.measured.get(layer.name)})
+            rows.append(
+                {
+                    "layer": layer.name,
+                    "channels": c,
+                    "kernel_area": n_w,
+                    "theoretical_speedup": WORD_BITS * c * n_w / (c * n_w + WORD_BITS),
+                    "measured_speedup": self.measured.get(layer.name),
+                }
+            )
         return rows
 
     def measure_binary_convolutions(self, repeats: int = 5) -> None:
@@ -115,8 +146,13 @@ class Profile:
         for row in self.xnor_speedups():
             call = self.calls[row["layer"]]
             m = call.module
-            if m.groups != 1 or m.dilation != (1, 1) or m.stride[0] != m.stride[1] or isinstance(m.padding, str) \
-                    or m.padding[0] != m.padding[1]:
+            if (
+                m.groups != 1
+                or m.dilation != (1, 1)
+                or m.stride[0] != m.stride[1]
+                or isinstance(m.padding, str)
+                or m.padding[0] != m.padding[1]
+            ):
                 continue
             x = torch.where(torch.rand(call.input_shapes[0]) < 0.5, -1.0, 1.0)
             w = torch.where(m.weight.detach() >= 0, 1.0, -1.0)
@@ -124,9 +160,12 @@ class Profile:
             packed_x, packed_w = kernels.pack_nhwc(x), kernels.pack_filters(w)
             correction = kernels.padding_correction(w, x.shape[2], x.shape[3], stride, padding) if padding else None
             _, _, speedup = paired_ms(
-                lambda: kernels.binary_conv2d(packed_x, packed_w, m.in_channels, m.kernel_size, stride, padding,
-                                              correction),
-                lambda: F.conv2d(x, w, stride=stride, padding=padding), repeats)
+                lambda: kernels.binary_conv2d(
+                    packed_x, packed_w, m.in_channels, m.kernel_size, stride, padding, correction
+                ),
+                lambda: F.conv2d(x, w, stride=stride, padding=padding),
+                repeats,
+            )
             self.measured[row["layer"]] = round(speedup, 2)
 
     def kernel_repetition(self) -> list[dict[str, Any]]:
@@ -155,10 +194,18 @@ class Profile:
             distinct_sign = sum(len(torch.unique(canonical[:, i])) for i in range(in_c))
             plain = out_c * in_c * positions * area
             reused = distinct * positions * area + out_c * in_c * positions
-            rows.append({"layer": layer.name, "filters": out_c * in_c, "distinct_filters": distinct,
-                         "distinct_up_to_sign": distinct_sign, "patterns_possible": 2**area,
-                         "macs_per_sample": plain, "ops_with_reuse": reused,
-                         "saved_fraction": 1 - reused / plain})
+            rows.append(
+                {
+                    "layer": layer.name,
+                    "filters": out_c * in_c,
+                    "distinct_filters": distinct,
+                    "distinct_up_to_sign": distinct_sign,
+                    "patterns_possible": 2**area,
+                    "macs_per_sample": plain,
+                    "ops_with_reuse": reused,
+                    "saved_fraction": 1 - reused / plain,
+                }
+            )
         return rows
 
     def hidden_costs(self) -> list[dict[str, Any]]:
@@ -168,49 +215,79 @@ class Profile:
 
         def item(what: str, energy: float, detail: str, removed_by: str = "") -> None:
             if energy > 0:
-                items.append({"cost": what, "energy_pj": energy, "share": energy / total if total else 0.0,
-                              "detail": detail, "removed_by": removed_by})
+                items.append(
+                    {
+                        "cost": what,
+                        "energy_pj": energy,
+                        "share": energy / total if total else 0.0,
+                        "detail": detail,
+                        "removed_by": removed_by,
+                    }
+                )
 
         matmuls = [lc for lc in self.layers if any(o == "mac" for (_, o, _) in lc.counts)]
-        for label, lc in (("first layer", matmuls[0] if matmuls else None),
-                          ("last layer", matmuls[-1] if len(matmuls) > 1 else None)):
+        for label, lc in (
+            ("first layer", matmuls[0] if matmuls else None),
+            ("last layer", matmuls[-1] if len(matmuls) > 1 else None),
+        ):
             if lc is None:
                 continue
             kinds = sorted({k for (p, o, k) in lc.counts if o == "mac" and p == FWD})
             if any(k in ("fp32", "fp16") or k.startswith("add_fp") for k in kinds):
                 mac_energy = sum(n * self._op_energy(o, k, lc) for (_, o, k), n in lc.counts.items() if o == "mac")
-                item(f"{label} ({lc.name}) in high precision", mac_energy,
-                     f"{self.macs_of(lc, FWD):,} forward MACs of kind {', '.join(kinds)}",
-                     "quantize its input (e.g. uniform:bits=8) and weights")
+                item(
+                    f"{label} ({lc.name}) in high precision",
+                    mac_energy,
+                    f"{self.macs_of(lc, FWD):,} forward MACs of kind {', '.join(kinds)}",
+                    "quantize its input (e.g. uniform:bits=8) and weights",
+                )
         bn = [lc for lc in self.layers if "variant" in lc.info]
         if bn:
             divs = sum(lc.counts[(FWD, "div", "fp32")] for lc in bn)
             roots = sum(lc.counts[(FWD, "sqrt", "fp32")] for lc in bn)
             mults = sum(n for lc in bn for (_, o, _), n in lc.counts.items() if o == "mul")
-            item("batch norm" + (" in training" if self.train else ""),
-                 sum(self.compute_energy_pj(layer=lc) for lc in bn),
-                 f"{int(divs):,} divisions and {int(roots):,} square roots per batch, {int(mults):,} multiplications",
-                 "shift-based batch norm (norm: shift) turns them into shifts" if mults else "")
+            item(
+                "batch norm" + (" in training" if self.train else ""),
+                sum(self.compute_energy_pj(layer=lc) for lc in bn),
+                f"{int(divs):,} divisions and {int(roots):,} square roots per batch, {int(mults):,} multiplications",
+                "shift-based batch norm (norm: shift) turns them into shifts" if mults else "",
+            )
         update = self.compute_energy_pj(UPDATE)
         if update:
             roots = self.ops(UPDATE, "sqrt")
             detail = f"{self.optimizer}: {self.ops(UPDATE):,} operations per step"
             if roots:
                 detail += f", of which {roots:,} square roots and {self.ops(UPDATE, 'div'):,} divisions"
-            item("optimizer update", update, detail,
-                 "shift-based AdaMax (optimizer: shift_adamax) or Bop" if roots else "")
-        rng = sum(n * self.energy.price("rng", k) for lc in self.layers for (_, o, k), n in lc.counts.items()
-                  if o == "rng")
-        item("random numbers", rng, f"{self.ops(op='rng'):,} draws per step",
-             "deterministic binarization (sign instead of stochastic_sign), no dropout")
+            item(
+                "optimizer update",
+                update,
+                detail,
+                "shift-based AdaMax (optimizer: shift_adamax) or Bop" if roots else "",
+            )
+        rng = sum(
+            n * self.energy.price("rng", k) for lc in self.layers for (_, o, k), n in lc.counts.items() if o == "rng"
+        )
+        item(
+            "random numbers",
+            rng,
+            f"{self.ops(op='rng'):,} draws per step",
+            "deterministic binarization (sign instead of stochastic_sign), no dropout",
+        )
         loss = [lc for lc in self.layers if lc.type == "loss"]
         if loss:
-            item("softmax and loss", self.compute_energy_pj(layer=loss[0]),
-                 f"{self.ops(op='exp'):,} exponentials in total", "squared hinge loss (loss: squared_hinge)")
-        item("memory traffic", self.memory_energy_pj(),
-             f"{sum(n for lc in self.layers for n in lc.traffic.values()):,} bits moved per step at "
-             f"{self.energy.memory_bit(self.memory_level):.3g} pJ/bit ({self.memory_level})",
-             "fewer bits per weight and activation; on-chip reuse")
+            item(
+                "softmax and loss",
+                self.compute_energy_pj(layer=loss[0]),
+                f"{self.ops(op='exp'):,} exponentials in total",
+                "squared hinge loss (loss: squared_hinge)",
+            )
+        item(
+            "memory traffic",
+            self.memory_energy_pj(),
+            f"{sum(n for lc in self.layers for n in lc.traffic.values()):,} bits moved per step at "
+            f"{self.energy.memory_bit(self.memory_level):.3g} pJ/bit ({self.memory_level})",
+            "fewer bits per weight and activation; on-chip reuse",
+        )
         return sorted(items, key=lambda i: -i["energy_pj"])
 
     @staticmethod
@@ -223,18 +300,32 @@ class Profile:
             "energy_source": self.energy.source,
             "train": self.train,
             "optimizer": self.optimizer,
-            "phases": {p: {"macs": {k: self.macs(p, k) for k in self.mac_kinds() if self.macs(p, k)},
-                           "ops": {f"{o}_{k}": int(n) for (o, k), n in sorted(self._ops_by(p).items())},
-                           "compute_energy_pj": self.compute_energy_pj(p),
-                           "memory_energy_pj": self.memory_energy_pj(p),
-                           "energy_pj": self.energy_pj(p)} for p in phases},
+            "phases": {
+                p: {
+                    "macs": {k: self.macs(p, k) for k in self.mac_kinds() if self.macs(p, k)},
+                    "ops": {f"{o}_{k}": int(n) for (o, k), n in sorted(self._ops_by(p).items())},
+                    "compute_energy_pj": self.compute_energy_pj(p),
+                    "memory_energy_pj": self.memory_energy_pj(p),
+                    "energy_pj": self.energy_pj(p),
+                }
+                for p in phases
+            },
             "energy_pj": self.energy_pj(),
             "memory_bits": self.memory_bits(),
-            "layers": [{"name": lc.name, "type": lc.type, "counted": lc.counted, **lc.info,
-                        "counts": [{"phase": p, "op": o, "kind": k, "count": int(n)} for (p, o, k), n in
-                                   sorted(lc.counts.items())],
-                        "memory_bits": dict(lc.memory), "energy_pj": self.compute_energy_pj(layer=lc)}
-                       for lc in self.layers],
+            "layers": [
+                {
+                    "name": lc.name,
+                    "type": lc.type,
+                    "counted": lc.counted,
+                    **lc.info,
+                    "counts": [
+                        {"phase": p, "op": o, "kind": k, "count": int(n)} for (p, o, k), n in sorted(lc.counts.items())
+                    ],
+                    "memory_bits": dict(lc.memory),
+                    "energy_pj": self.compute_energy_pj(layer=lc),
+                }
+                for lc in self.layers
+            ],
             "not_counted": self.not_counted,
             "hidden_costs": self.hidden_costs(),
             "xnor_speedup": self.xnor_speedups(),
@@ -254,9 +345,16 @@ def _inside_quantizer(name: str, quantizer_prefixes: list[str]) -> bool:
     return any(name == q or name.startswith(q + ".") for q in quantizer_prefixes)
 
 
-def profile(model: nn.Module, example_input: torch.Tensor, train: bool = True, optimizer: str | None = "adam",
-            loss: str | None = "cross_entropy", clip_latent: bool = False, energy: EnergyTable | None = None,
-            memory_level: str = "dram") -> Profile:
+def profile(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    train: bool = True,
+    optimizer: str | None = "adam",
+    loss: str | None = "cross_entropy",
+    clip_latent: bool = False,
+    energy: EnergyTable | None = None,
+    memory_level: str = "dram",
+) -> Profile:
     """Count the operations of one step of ``model`` on ``example_input`` (its first dimension is
     the batch). ``train``: forward, backward and the ``optimizer`` update (sgd, adam,
     shift_adamax, bop); else inference only. ``memory_level``: dram or sram pricing of traffic."""
@@ -271,12 +369,18 @@ def profile(model: nn.Module, example_input: torch.Tensor, train: bool = True, o
         if _inside_quantizer(name, quantizers) or not name:
             continue
 
-        def hook(mod, inputs, output, name=name):  # type: ignore[no-untyped-def]
+        def hook(mod, inputs, output, name=name):
             out = output[0] if isinstance(output, tuple) else output
             tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
             if name not in calls:
-                calls[name] = Call(name, mod, [tuple(t.shape) for t in tensors], tuple(out.shape),
-                                   bool(tensors and tensors[0].requires_grad), train)
+                calls[name] = Call(
+                    name,
+                    mod,
+                    [tuple(t.shape) for t in tensors],
+                    tuple(out.shape),
+                    bool(tensors and tensors[0].requires_grad),
+                    train,
+                )
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -291,8 +395,7 @@ def profile(model: nn.Module, example_input: torch.Tensor, train: bool = True, o
         if name not in calls:
             continue
         fn = find_rule(module)
-        children = any(True for n, _ in module.named_children()
-                       if not _inside_quantizer(f"{name}.{n}", quantizers))
+        children = any(True for n, _ in module.named_children() if not _inside_quantizer(f"{name}.{n}", quantizers))
         if fn is None and children:
             continue  # a container: its layers are counted on their own
         cost = LayerCost(name, type(module).__name__)

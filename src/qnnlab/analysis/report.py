@@ -27,9 +27,17 @@ def layer_table(prof: Profile) -> str:
             continue
         operands = f"{lc.info['input']} x {lc.info['weight']}" if "weight" in lc.info else ""
         acc = f"{lc.info['accumulator_bits']} bits" if "accumulator_bits" in lc.info else ""
-        rows.append((lc.name, lc.type, operands, ", ".join(f"{_si(n)} {k}" for k, n in macs.items()), acc,
-                     f"{_si(lc.memory['weights_deployed'])}b" if lc.memory["weights_deployed"] else "",
-                     f"{_si(prof.compute_energy_pj(layer=lc))}pJ"))
+        rows.append(
+            (
+                lc.name,
+                lc.type,
+                operands,
+                ", ".join(f"{_si(n)} {k}" for k, n in macs.items()),
+                acc,
+                f"{_si(lc.memory['weights_deployed'])}b" if lc.memory["weights_deployed"] else "",
+                f"{_si(prof.compute_energy_pj(layer=lc))}pJ",
+            )
+        )
     return _format(rows)
 
 
@@ -38,11 +46,27 @@ def phase_table(prof: Profile) -> str:
     rows = [("phase", "MACs by kind", "other operations", "compute energy", "memory energy")]
     for phase in phases:
         macs = ", ".join(f"{_si(prof.macs(phase, k))} {k}" for k in prof.mac_kinds() if prof.macs(phase, k))
-        other = ", ".join(f"{_si(n)} {o}/{k}" for (o, k), n in sorted(prof._ops_by(phase).items(), key=lambda kv: -kv[1])[:6])
-        rows.append((phase, macs or "-", other or "-", f"{_si(prof.compute_energy_pj(phase))}pJ",
-                     f"{_si(prof.memory_energy_pj(phase))}pJ"))
-    rows.append(("total", f"{_si(prof.macs())}", f"{_si(prof.ops())}", f"{_si(prof.compute_energy_pj())}pJ",
-                 f"{_si(prof.memory_energy_pj())}pJ"))
+        other = ", ".join(
+            f"{_si(n)} {o}/{k}" for (o, k), n in sorted(prof._ops_by(phase).items(), key=lambda kv: -kv[1])[:6]
+        )
+        rows.append(
+            (
+                phase,
+                macs or "-",
+                other or "-",
+                f"{_si(prof.compute_energy_pj(phase))}pJ",
+                f"{_si(prof.memory_energy_pj(phase))}pJ",
+            )
+        )
+    rows.append(
+        (
+            "total",
+            f"{_si(prof.macs())}",
+            f"{_si(prof.ops())}",
+            f"{_si(prof.compute_energy_pj())}pJ",
+            f"{_si(prof.memory_energy_pj())}pJ",
+        )
+    )
     return _format(rows)
 
 
@@ -53,19 +77,33 @@ def hidden_table(prof: Profile) -> str:
 
 
 def full_report(prof: Profile) -> str:
-    parts = [layer_table(prof), "", phase_table(prof), "",
-             "memory (bits): " + ", ".join(f"{k} {_si(v)}" for k, v in prof.memory_bits().items()), "",
-             hidden_table(prof)]
+    parts = [
+        layer_table(prof),
+        "",
+        phase_table(prof),
+        "",
+        "memory (bits): " + ", ".join(f"{k} {_si(v)}" for k, v in prof.memory_bits().items()),
+        "",
+        hidden_table(prof),
+    ]
     if prof.xnor_speedups():
         parts += ["", "XNOR-Net speed-up model (binary convolutions, 64-bit words):"]
-        parts += [f"  {r['layer']}: c={r['channels']}, N_W={r['kernel_area']}: model {r['theoretical_speedup']:.1f}x"
-                  + (f", measured {r['measured_speedup']:.1f}x (packed kernel vs float conv2d, this machine)"
-                     if r["measured_speedup"] is not None else "") for r in prof.xnor_speedups()]
+        parts += [
+            f"  {r['layer']}: c={r['channels']}, N_W={r['kernel_area']}: model {r['theoretical_speedup']:.1f}x"
+            + (
+                f", measured {r['measured_speedup']:.1f}x (packed kernel vs float conv2d, this machine)"
+                if r["measured_speedup"] is not None
+                else ""
+            )
+            for r in prof.xnor_speedups()
+        ]
     if prof.kernel_repetition():
         parts += ["", "binary kernel repetition (distinct 2-D filters per input channel):"]
-        parts += [f"  {r['layer']}: {r['distinct_filters']}/{r['filters']} distinct "
-                  f"({r['distinct_up_to_sign']} up to sign), saves {100 * r['saved_fraction']:.1f}% of MACs"
-                  for r in prof.kernel_repetition()]
+        parts += [
+            f"  {r['layer']}: {r['distinct_filters']}/{r['filters']} distinct "
+            f"({r['distinct_up_to_sign']} up to sign), saves {100 * r['saved_fraction']:.1f}% of MACs"
+            for r in prof.kernel_repetition()
+        ]
     if prof.not_counted:
         parts += ["", "NOT COUNTED (no cost rule): " + ", ".join(prof.not_counted)]
     parts += ["", f"energy: {prof.energy.source}; memory traffic priced as {prof.memory_level}"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -156,8 +156,13 @@ def matmul_rule(call: Call, cost: LayerCost) -> None:
     g_kind = gradient_kind(gq.meta) if gq else "fp32"
     fan_in = m.weight[0].numel()
     macs = call.out_numel * fan_in
-    cost.info.update(weight=w_kind, input=i_kind, grad=g_kind, fan_in=fan_in,
-                     accumulator_bits=accumulator_bits(mac_kind(i_kind, w_kind), fan_in))
+    cost.info.update(
+        weight=w_kind,
+        input=i_kind,
+        grad=g_kind,
+        fan_in=fan_in,
+        accumulator_bits=accumulator_bits(mac_kind(i_kind, w_kind), fan_in),
+    )
     cost.add(FWD, "mac", mac_kind(i_kind, w_kind), macs)
     if m.bias is not None:
         cost.add(FWD, "add", "fp32", call.out_numel)
@@ -181,7 +186,9 @@ def matmul_rule(call: Call, cost: LayerCost) -> None:
     if not call.train:
         return
     grad_quantizer_ops(cost, gq, call.out_numel)
-    cost.memory["activations"] += i_bits * call.in_numel + (1 if iq is not None and i_kind != "fp32" else 0) * call.in_numel
+    cost.memory["activations"] += (
+        i_bits * call.in_numel + (1 if iq is not None and i_kind != "fp32" else 0) * call.in_numel
+    )
     if call.input_requires_grad:
         cost.add(BWD_IN, "mac", mac_kind(g_kind, w_kind), macs)
         estimator_ops(cost, BWD_IN, iq, call.in_numel)

@@ -4,18 +4,21 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from qnnlab import runtime
-from qnnlab.timing import paired_ms
 from qnnlab.run.config import resolve
 from qnnlab.run.model import build_model
+from qnnlab.timing import paired_ms
 
 
-def run(model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...] = (1, 28, 28)) -> Iterator[dict[str, Any]]:
+def run(
+    model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...] = (1, 28, 28)
+) -> Iterator[dict[str, Any]]:
     from qnnlab.data import ImageData
 
     data = ImageData.empty(shape, 10)
@@ -32,6 +35,13 @@ def run(model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...]
         x = torch.randint(0, 256, (batch, *shape)).float() / 127.5 - 1
         with torch.no_grad():
             q_ms, f_ms, speedup = paired_ms(lambda: packed(x), lambda: float_model(x), repeats)
-        yield {"name": f"model/{model}", "shape": f"batch {batch}", "qnnlab_ms": round(q_ms, 4),
-               "baseline_ms": round(f_ms, 4), "speedup": round(speedup, 2), "threads": torch.get_num_threads(),
-               "packed_bytes": packed_bytes, "float32_bytes": float_bytes}
+        yield {
+            "name": f"model/{model}",
+            "shape": f"batch {batch}",
+            "qnnlab_ms": round(q_ms, 4),
+            "baseline_ms": round(f_ms, 4),
+            "speedup": round(speedup, 2),
+            "threads": torch.get_num_threads(),
+            "packed_bytes": packed_bytes,
+            "float32_bytes": float_bytes,
+        }

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -26,9 +27,38 @@ CATEGORIES = (
     ("matmul", ("mm", "addmm", "matmul", "linear", "convolution", "conv2d", "bmm", "_slow_conv", "mkldnn")),
     ("batchnorm", ("batch_norm", "native_batch_norm")),
     ("optimizer", ("_foreach", "adam", "addcdiv", "addcmul", "lerp", "clamp_", "sqrt", "maximum")),
-    ("quantizer", ("sign", "ge", "where", "round", "floor", "bernoulli", "rand", "clamp", "abs", "exp2", "log2",
-                   "tanh", "SurrogateGradient", "mul", "sub", "add", "div", "ones_like", "to", "copy_", "gt",
-                   "le", "bitwise", "logical", "lt", "eq", "ne")),
+    (
+        "quantizer",
+        (
+            "sign",
+            "ge",
+            "where",
+            "round",
+            "floor",
+            "bernoulli",
+            "rand",
+            "clamp",
+            "abs",
+            "exp2",
+            "log2",
+            "tanh",
+            "SurrogateGradient",
+            "mul",
+            "sub",
+            "add",
+            "div",
+            "ones_like",
+            "to",
+            "copy_",
+            "gt",
+            "le",
+            "bitwise",
+            "logical",
+            "lt",
+            "eq",
+            "ne",
+        ),
+    ),
 )
 
 
@@ -87,8 +117,9 @@ def profile_categories(step: TrainStep, steps: int = 3) -> dict[str, float]:
     return totals
 
 
-def run(recipes: list[str], model: str = "mlp", batch: int = 100, repeats: int = 10,
-        dataset: str = "fashion-mnist-mini") -> Iterator[dict[str, Any]]:
+def run(
+    recipes: list[str], model: str = "mlp", batch: int = 100, repeats: int = 10, dataset: str = "fashion-mnist-mini"
+) -> Iterator[dict[str, Any]]:
     from qnnlab import data as datasets
 
     keep_freed_memory()  # as the trainer does
@@ -100,13 +131,20 @@ def run(recipes: list[str], model: str = "mlp", batch: int = 100, repeats: int =
         base_profile = profile_categories(baseline)  # profiled next to the candidate, under the same load
         prof = profile_categories(step)
         extra = {k: round(prof.get(k, 0.0) - base_profile.get(k, 0.0), 3) for k in set(prof) | set(base_profile)}
-        yield {"name": f"train-step/{recipe}", "shape": f"{model} batch {batch}", "qnnlab_ms": round(q_ms, 3),
-               "baseline_ms": round(f_ms, 3), "speedup": round(speedup, 3), "ratio_to_float": round(1 / speedup, 3),
-               "extra_ms_by_category": dict(sorted(extra.items(), key=lambda kv: -kv[1]))}
+        yield {
+            "name": f"train-step/{recipe}",
+            "shape": f"{model} batch {batch}",
+            "qnnlab_ms": round(q_ms, 3),
+            "baseline_ms": round(f_ms, 3),
+            "speedup": round(speedup, 3),
+            "ratio_to_float": round(1 / speedup, 3),
+            "extra_ms_by_category": dict(sorted(extra.items(), key=lambda kv: -kv[1])),
+        }
 
 
-def run_layout(recipes: list[str], model: str = "cnn", batch: int = 100, repeats: int = 10,
-               dataset: str = "fashion-mnist-mini") -> Iterator[dict[str, Any]]:
+def run_layout(
+    recipes: list[str], model: str = "cnn", batch: int = 100, repeats: int = 10, dataset: str = "fashion-mnist-mini"
+) -> Iterator[dict[str, Any]]:
     """Each recipe's step with channels-last images against the same step with contiguous (NCHW) ones."""
     from qnnlab import data as datasets
 
@@ -116,5 +154,10 @@ def run_layout(recipes: list[str], model: str = "cnn", batch: int = 100, repeats
         last = TrainStep(recipe, model, batch, data, channels_last=True)
         first = TrainStep(recipe, model, batch, data, channels_last=False)
         last_ms, first_ms, speedup = paired_ms(last, first, repeats)
-        yield {"name": f"layout/{recipe}", "shape": f"{model} batch {batch}", "qnnlab_ms": round(last_ms, 3),
-               "baseline_ms": round(first_ms, 3), "speedup": round(speedup, 3)}
+        yield {
+            "name": f"layout/{recipe}",
+            "shape": f"{model} batch {batch}",
+            "qnnlab_ms": round(last_ms, 3),
+            "baseline_ms": round(first_ms, 3),
+            "speedup": round(speedup, 3),
+        }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from qnnlab.data.errors import DatasetError
 from qnnlab.data.folder import image_folder

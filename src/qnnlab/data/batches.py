@@ -3,7 +3,7 @@ sees the same batches as an uninterrupted one; with several processes each takes
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -15,8 +15,16 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + stream)
 
 
-def image_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, epoch: int,
-                  augment: str = "none", rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def image_batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    augment: str = "none",
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled batches of pixels mapped to [-1, 1]; the last partial batch is dropped in training.
 
     augment=flip mirrors each image left-right with probability 1/2.
@@ -24,7 +32,7 @@ def image_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, s
     order = torch.randperm(len(labels), generator=epoch_generator(seed, epoch))
     flips = torch.rand(len(labels), generator=epoch_generator(seed, epoch, stream=1)) < 0.5
     for start in range(0, len(order) - batch_size + 1, batch_size):
-        index = order[start:start + batch_size][rank::world]
+        index = order[start : start + batch_size][rank::world]
         x = to_unit_range(images[index])
         if augment == "flip":
             mirror = flips[index]
@@ -45,11 +53,12 @@ def model_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def eval_batches(data: ImageData, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(data.test_y), batch_size):
-        yield to_unit_range(data.test_x[start:start + batch_size]), data.test_y[start:start + batch_size]
+        yield to_unit_range(data.test_x[start : start + batch_size]), data.test_y[start : start + batch_size]
 
 
-def lm_batches(tokens: torch.Tensor, batch_size: int, seq_len: int, rank: int = 0,
-               world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def lm_batches(
+    tokens: torch.Tensor, batch_size: int, seq_len: int, rank: int = 0, world: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Truncated-BPTT windows: the stream is cut into ``batch_size`` parallel rows read left to right,
     so the hidden state carries from one window to the next. Yields (inputs, next tokens), (B, T)."""
     rows = len(tokens) // batch_size
@@ -58,4 +67,4 @@ def lm_batches(tokens: torch.Tensor, batch_size: int, seq_len: int, rank: int = 
     grid = tokens[: rows * batch_size].reshape(batch_size, rows)[rank::world]
     for start in range(0, rows - 1, seq_len):
         end = min(start + seq_len, rows - 1)
-        yield grid[:, start:end], grid[:, start + 1:end + 1]
+        yield grid[:, start:end], grid[:, start + 1 : end + 1]

@@ -38,7 +38,7 @@ class LazyImages:
     def dim(self) -> int:
         return 4
 
-    def __getitem__(self, index) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, slice):
             positions = list(range(len(self.files)))[index]
         elif isinstance(index, torch.Tensor):
@@ -96,12 +96,23 @@ def image_folder(root: str | None, size: int = 224, download: bool = False) -> F
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     extra = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name not in classes)
     if not classes or extra:
-        raise DatasetError(f"{base}: " + (f"{test_dir.name}/ has classes missing from train/: {extra[:3]}"
-                                          if extra else "train/ has no class folders"))
+        raise DatasetError(
+            f"{base}: "
+            + (
+                f"{test_dir.name}/ has classes missing from train/: {extra[:3]}"
+                if extra
+                else "train/ has no class folders"
+            )
+        )
     train_files, train_labels = _listing(train_dir, classes)
     test_files, test_labels = _listing(test_dir, classes)
     if not train_files or not test_files:
         raise DatasetError(f"{base}: no images ({', '.join(sorted(EXTENSIONS))}) under train/ or {test_dir.name}/")
-    return FolderData(f"imagefolder:{base.name}", LazyImages(train_files, size),  # type: ignore[arg-type]
-                      torch.tensor(train_labels), LazyImages(test_files, size),  # type: ignore[arg-type]
-                      torch.tensor(test_labels), len(classes))
+    return FolderData(
+        f"imagefolder:{base.name}",
+        LazyImages(train_files, size),
+        torch.tensor(train_labels),
+        LazyImages(test_files, size),
+        torch.tensor(test_labels),
+        len(classes),
+    )

@@ -14,8 +14,14 @@ import numpy as np
 
 from qnnlab.data.errors import DatasetError
 
-TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-         0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+TYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_bytes(path: Path) -> bytes:
@@ -26,8 +32,9 @@ def read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc}); the file is corrupt or truncated, "
-                           f"delete it and fetch it again") from None
+        raise DatasetError(
+            f"{path}: cannot be read ({exc}); the file is corrupt or truncated, delete it and fetch it again"
+        ) from None
 
 
 def parse_idx(data: bytes, source: str) -> np.ndarray:
@@ -41,8 +48,10 @@ def parse_idx(data: bytes, source: str) -> np.ndarray:
     dtype = np.dtype(TYPES[data[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
-        raise DatasetError(f"{source}: IDX file holds {len(data)} bytes but its header {shape} needs "
-                           f"{expected}; the file is truncated or corrupt, fetch it again")
+        raise DatasetError(
+            f"{source}: IDX file holds {len(data)} bytes but its header {shape} needs "
+            f"{expected}; the file is truncated or corrupt, fetch it again"
+        )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -52,5 +61,5 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     payload = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     payload += array.tobytes()
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as f:  # type: ignore[operator]
+    with opener(path, "wb") as f:
         f.write(payload)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from qnnlab.data.errors import DatasetError
 
@@ -34,8 +34,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("QNNLAB_DATA", Path.home() / ".cache" / "qnnlab"))
 
 
-def locate(dataset: str, files: Sequence[RemoteFile], root: str | os.PathLike | None,
-           system_dirs: Sequence[str] = (), download: bool = True, hint: str = "") -> dict[str, Path]:
+def locate(
+    dataset: str,
+    files: Sequence[RemoteFile],
+    root: str | os.PathLike | None,
+    system_dirs: Sequence[str] = (),
+    download: bool = True,
+    hint: str = "",
+) -> dict[str, Path]:
     """Find every file of ``dataset``: in ``root``, the cache, then ``system_dirs``; else download."""
     places = ([Path(root)] if root else []) + [cache_dir() / dataset] + [Path(d) for d in system_dirs]
     for place in places:
@@ -47,27 +53,40 @@ def locate(dataset: str, files: Sequence[RemoteFile], root: str | os.PathLike | 
         return {f.name: _download(dataset, f) for f in files}
     looked = "\n  ".join(str(p) for p in places)
     names = ", ".join(f.name for f in files)
-    raise DatasetError(f"{dataset}: files not found ({names}). Looked in:\n  {looked}\n"
-                       f"Put them in one of those folders or pass --data-root DIR" + (f"; {hint}" if hint else "")
-                       + ("; downloading is off (unset QNNLAB_OFFLINE to allow it)" if offline
-                          else "; this data set is not downloaded automatically" if not download else ""))
+    raise DatasetError(
+        f"{dataset}: files not found ({names}). Looked in:\n  {looked}\n"
+        f"Put them in one of those folders or pass --data-root DIR"
+        + (f"; {hint}" if hint else "")
+        + (
+            "; downloading is off (unset QNNLAB_OFFLINE to allow it)"
+            if offline
+            else "; this data set is not downloaded automatically"
+            if not download
+            else ""
+        )
+    )
 
 
 def _download(dataset: str, f: RemoteFile) -> Path:
     import pooch
 
     try:
-        path = pooch.retrieve(f.url, known_hash=f.known_hash, fname=f.name, path=cache_dir() / dataset,
-                              progressbar=False)
+        path = pooch.retrieve(
+            f.url, known_hash=f.known_hash, fname=f.name, path=cache_dir() / dataset, progressbar=False
+        )
     except ValueError as exc:  # pooch's checksum mismatch
         raise DatasetError(f"{dataset}: {f.name} downloaded from {f.url} fails its checksum ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - any network failure ends in the same advice
-        raise DatasetError(f"{dataset}: could not download {f.url} ({type(exc).__name__}: {exc}); "
-                           f"fetch it by hand into {cache_dir() / dataset}") from None
+        raise DatasetError(
+            f"{dataset}: could not download {f.url} ({type(exc).__name__}: {exc}); "
+            f"fetch it by hand into {cache_dir() / dataset}"
+        ) from None
     return Path(path)
 
 
 def check_payload(f: RemoteFile, path: Path, payload: bytes) -> None:
     if f.payload_sha256 and hashlib.sha256(payload).hexdigest() != f.payload_sha256:
-        raise DatasetError(f"{path}: contents differ from the published {f.name} (SHA-256 mismatch); "
-                           f"the file is corrupt or a different version, delete it and fetch it again")
+        raise DatasetError(
+            f"{path}: contents differ from the published {f.name} (SHA-256 mismatch); "
+            f"the file is corrupt or a different version, delete it and fetch it again"
+        )

@@ -26,10 +26,14 @@ class TextData:
         return len(self.vocab)
 
 
-SHAKESPEARE_FILES = [RemoteFile(
-    "input.txt", "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-    "sha256:86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-    "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")]
+SHAKESPEARE_FILES = [
+    RemoteFile(
+        "input.txt",
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "sha256:86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    )
+]
 
 
 def tinyshakespeare(root: str | None = None, download: bool = True, valid_fraction: float = 0.1) -> TextData:
@@ -72,8 +76,10 @@ def penn_treebank(root: str | None = None, download: bool = True) -> TextData:
     train_words = splits["ptb.train.txt"]
     vocab = sorted(set(train_words))
     if len(vocab) > PTB_VOCAB + 1:
-        raise DatasetError(f"{paths['ptb.train.txt']}: {len(vocab)} distinct words; Mikolov's PTB has at most "
-                           f"{PTB_VOCAB} plus <eos>; is it the preprocessed version?")
+        raise DatasetError(
+            f"{paths['ptb.train.txt']}: {len(vocab)} distinct words; Mikolov's PTB has at most "
+            f"{PTB_VOCAB} plus <eos>; is it the preprocessed version?"
+        )
     index = {w: i for i, w in enumerate(vocab)}
     tensors = {}
     for name, words in splits.items():

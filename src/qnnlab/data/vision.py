@@ -34,7 +34,7 @@ class ImageData:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+        return tuple(self.train_x.shape[1:])
 
     @classmethod
     def empty(cls, shape: tuple[int, ...], classes: int, name: str = "shape") -> ImageData:
@@ -45,20 +45,44 @@ class ImageData:
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-MNIST_FILES = [RemoteFile(n, MNIST_URL + n, "md5:" + h) for n, h in zip(IDX_NAMES, (
-    "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-    "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"))]
+IDX_NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+MNIST_FILES = [
+    RemoteFile(n, MNIST_URL + n, "md5:" + h)
+    for n, h in zip(
+        IDX_NAMES,
+        (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
+    )
+]
 # payload SHA-256 values computed from the decompressed files of Debian's dataset-fashion-mnist,
 # which carries the published data re-compressed; md5 values are the publisher's, of the .gz files
-FASHION_FILES = [RemoteFile(n, FASHION_URL + n, "md5:" + h, s) for n, h, s in zip(IDX_NAMES, (
-    "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-    "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"), (
-    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"))]
+FASHION_FILES = [
+    RemoteFile(n, FASHION_URL + n, "md5:" + h, s)
+    for n, h, s in zip(
+        IDX_NAMES,
+        (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
+        (
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
+    )
+]
 FASHION_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 
 
@@ -82,20 +106,33 @@ def mnist(root: str | None = None, download: bool = True) -> ImageData:
 
 
 def fashion_mnist(root: str | None = None, download: bool = True) -> ImageData:
-    paths = locate("fashion-mnist", FASHION_FILES, root, [FASHION_SYSTEM_DIR], download,
-                   hint="on Debian: apt-get install dataset-fashion-mnist")
+    paths = locate(
+        "fashion-mnist",
+        FASHION_FILES,
+        root,
+        [FASHION_SYSTEM_DIR],
+        download,
+        hint="on Debian: apt-get install dataset-fashion-mnist",
+    )
     return load_idx_set("fashion-mnist", FASHION_FILES, paths)
 
 
-CIFAR_FILES = [RemoteFile("cifar-10-binary.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-                          "md5:c32a1d4ab5d03f1284b67883e8d87530")]
+CIFAR_FILES = [
+    RemoteFile(
+        "cifar-10-binary.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        "md5:c32a1d4ab5d03f1284b67883e8d87530",
+    )
+]
 CIFAR_RECORD = 1 + 3 * 32 * 32
 
 
 def _cifar_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     if len(data) == 0 or len(data) % CIFAR_RECORD:
-        raise DatasetError(f"{source}: {len(data)} bytes is not a whole number of {CIFAR_RECORD}-byte "
-                           f"CIFAR-10 records; the file is truncated or corrupt")
+        raise DatasetError(
+            f"{source}: {len(data)} bytes is not a whole number of {CIFAR_RECORD}-byte "
+            f"CIFAR-10 records; the file is truncated or corrupt"
+        )
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
     labels = records[:, 0].astype(np.int64)
     if labels.max() > 9:
@@ -114,19 +151,27 @@ def cifar10(root: str | None = None, download: bool = True) -> ImageData:
             missing = [n for n in names if n not in members]
             if missing:
                 raise DatasetError(f"{archive}: missing {', '.join(missing)}; not the CIFAR-10 binary archive")
-            batches = [_cifar_batch(tar.extractfile(members[n]).read(), f"{archive}:{n}") for n in names]  # type: ignore[union-attr]
+            batches = [_cifar_batch(tar.extractfile(members[n]).read(), f"{archive}:{n}") for n in names]
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DatasetError(f"{archive}: cannot be read ({exc}); corrupt or truncated, fetch it again") from None
     train_x = np.concatenate([b[0] for b in batches[:5]])
     train_y = np.concatenate([b[1] for b in batches[:5]])
     test_x, test_y = batches[5]
-    return ImageData("cifar10", torch.from_numpy(train_x.copy()), torch.from_numpy(train_y),
-                     torch.from_numpy(test_x.copy()), torch.from_numpy(test_y), 10)
+    return ImageData(
+        "cifar10",
+        torch.from_numpy(train_x.copy()),
+        torch.from_numpy(train_y),
+        torch.from_numpy(test_x.copy()),
+        torch.from_numpy(test_y),
+        10,
+    )
 
 
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
-SVHN_FILES = [RemoteFile("train_32x32.mat", SVHN_URL + "train_32x32.mat", "md5:e26dedcc434d2e4c54c9b2d4a06d8373"),
-              RemoteFile("test_32x32.mat", SVHN_URL + "test_32x32.mat", "md5:eb5a983be6a315427106f1b164d9cef3")]
+SVHN_FILES = [
+    RemoteFile("train_32x32.mat", SVHN_URL + "train_32x32.mat", "md5:e26dedcc434d2e4c54c9b2d4a06d8373"),
+    RemoteFile("test_32x32.mat", SVHN_URL + "test_32x32.mat", "md5:eb5a983be6a315427106f1b164d9cef3"),
+]
 
 
 def _svhn_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +183,9 @@ def _svhn_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         mat = loadmat(path)
     except Exception as exc:  # noqa: BLE001 - scipy raises several kinds for a broken file
-        raise DatasetError(f"{path}: not a readable MATLAB file ({exc}); corrupt or truncated, fetch it again") from None
+        raise DatasetError(
+            f"{path}: not a readable MATLAB file ({exc}); corrupt or truncated, fetch it again"
+        ) from None
     if "X" not in mat or "y" not in mat or mat["X"].shape[:3] != (32, 32, 3):
         raise DatasetError(f"{path}: expected X (32, 32, 3, N) and y (N, 1), the SVHN cropped-digit format")
     x = np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1), dtype=np.uint8)

@@ -14,9 +14,23 @@ import torch
 from qnnlab.kernels.conv import binary_conv2d, binary_conv2d_nhwc, pack_filters, pack_nhwc, padding_correction
 from qnnlab.kernels.packing import WORD, check_packed, pack, unpack, words
 
-__all__ = ["WORD", "binary_conv2d", "binary_conv2d_nhwc", "binary_matmul", "bitplane_matmul", "bitserial_matmul", "pack", "pack_filters",
-           "pack_nhwc", "padding_correction", "pixel_matmul", "sign_weight_matmul", "threshold_pack", "unpack",
-           "words"]
+__all__ = [
+    "WORD",
+    "binary_conv2d",
+    "binary_conv2d_nhwc",
+    "binary_matmul",
+    "bitplane_matmul",
+    "bitserial_matmul",
+    "pack",
+    "pack_filters",
+    "pack_nhwc",
+    "padding_correction",
+    "pixel_matmul",
+    "sign_weight_matmul",
+    "threshold_pack",
+    "unpack",
+    "words",
+]
 
 
 SERIAL_BELOW = 1 << 20  # word operations under which one thread beats starting several
@@ -117,20 +131,22 @@ def pixel_matmul(codes: torch.Tensor, w_packed_t: torch.Tensor, k: int, bits: in
     codes_np, w = codes.contiguous().numpy(), _words_view(w_packed_t)
     chunk = max(1, (1 << 24) // (8 * bits * n))  # rows whose scratch fits in 16 MiB
     for start in range(0, m, chunk):
-        rows = codes_np[start:start + chunk]
+        rows = codes_np[start : start + chunk]
         planes = np.zeros((len(rows), bits, w.shape[0]), dtype=np.uint64)
         sums = np.zeros((len(rows), bits, n), dtype=np.uint64)
-        _kernels().pixel_planes_matmul(rows, w, k, bits, planes, sums, out[start:start + chunk])
+        _kernels().pixel_planes_matmul(rows, w, k, bits, planes, sums, out[start : start + chunk])
     return torch.from_numpy(out)
 
 
-def threshold_pack(y: torch.Tensor, threshold: torch.Tensor, positive: torch.Tensor,
-                   constant: torch.Tensor) -> torch.Tensor:
+def threshold_pack(
+    y: torch.Tensor, threshold: torch.Tensor, positive: torch.Tensor, constant: torch.Tensor
+) -> torch.Tensor:
     """Packed sign bits of batch norm applied to y (M, N): see ``qnnlab.runtime.ops`` (threshold)."""
     m, n = y.shape
     out = np.empty((m, words(n)), dtype=np.uint64)
-    _kernels().threshold_pack(y.contiguous().numpy(), threshold.double().numpy(), positive.numpy(),
-                              constant.double().numpy(), out)
+    _kernels().threshold_pack(
+        y.contiguous().numpy(), threshold.double().numpy(), positive.numpy(), constant.double().numpy(), out
+    )
     return torch.from_numpy(out.view(np.int64))
 
 

@@ -10,18 +10,18 @@ from numba.extending import intrinsic
 
 
 @intrinsic
-def popcount(typingctx, x):  # type: ignore[no-untyped-def]
+def popcount(typingctx, x):
     """llvm.ctpop.i64: compiles to popcnt, or vpopcntq when the loop is vectorized."""
     sig = types.uint64(types.uint64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
         return builder.call(fn, args)
 
     return sig, codegen
 
 
-def _xnor_gemm_tiled(a, b, k, out):  # type: ignore[no-untyped-def]
+def _xnor_gemm_tiled(a, b, k, out):
     """out[i, j] = k - 2 popcount(a[i] XOR b[j]) for packed rows a (M, W), b (N, W), in 4 x 4
     register tiles: each loaded word serves four products."""
     m, w = a.shape
@@ -38,18 +38,38 @@ def _xnor_gemm_tiled(a, b, k, out):  # type: ignore[no-untyped-def]
                 for t in range(w):
                     a0, a1, a2, a3 = a[i0, t], a[i0 + 1, t], a[i0 + 2, t], a[i0 + 3, t]
                     b0, b1, b2, b3 = b[j0, t], b[j0 + 1, t], b[j0 + 2, t], b[j0 + 3, t]
-                    c00 += popcount(a0 ^ b0); c01 += popcount(a0 ^ b1); c02 += popcount(a0 ^ b2); c03 += popcount(a0 ^ b3)  # noqa: E702,E501
-                    c10 += popcount(a1 ^ b0); c11 += popcount(a1 ^ b1); c12 += popcount(a1 ^ b2); c13 += popcount(a1 ^ b3)  # noqa: E702,E501
-                    c20 += popcount(a2 ^ b0); c21 += popcount(a2 ^ b1); c22 += popcount(a2 ^ b2); c23 += popcount(a2 ^ b3)  # noqa: E702,E501
-                    c30 += popcount(a3 ^ b0); c31 += popcount(a3 ^ b1); c32 += popcount(a3 ^ b2); c33 += popcount(a3 ^ b3)  # noqa: E702,E501
-                out[i0, j0] = k - 2 * np.int64(c00); out[i0, j0 + 1] = k - 2 * np.int64(c01)  # noqa: E702
-                out[i0, j0 + 2] = k - 2 * np.int64(c02); out[i0, j0 + 3] = k - 2 * np.int64(c03)  # noqa: E702
-                out[i0 + 1, j0] = k - 2 * np.int64(c10); out[i0 + 1, j0 + 1] = k - 2 * np.int64(c11)  # noqa: E702
-                out[i0 + 1, j0 + 2] = k - 2 * np.int64(c12); out[i0 + 1, j0 + 3] = k - 2 * np.int64(c13)  # noqa: E702
-                out[i0 + 2, j0] = k - 2 * np.int64(c20); out[i0 + 2, j0 + 1] = k - 2 * np.int64(c21)  # noqa: E702
-                out[i0 + 2, j0 + 2] = k - 2 * np.int64(c22); out[i0 + 2, j0 + 3] = k - 2 * np.int64(c23)  # noqa: E702
-                out[i0 + 3, j0] = k - 2 * np.int64(c30); out[i0 + 3, j0 + 1] = k - 2 * np.int64(c31)  # noqa: E702
-                out[i0 + 3, j0 + 2] = k - 2 * np.int64(c32); out[i0 + 3, j0 + 3] = k - 2 * np.int64(c33)  # noqa: E702
+                    c00 += popcount(a0 ^ b0)
+                    c01 += popcount(a0 ^ b1)
+                    c02 += popcount(a0 ^ b2)
+                    c03 += popcount(a0 ^ b3)  # noqa: E702,E501
+                    c10 += popcount(a1 ^ b0)
+                    c11 += popcount(a1 ^ b1)
+                    c12 += popcount(a1 ^ b2)
+                    c13 += popcount(a1 ^ b3)  # noqa: E702,E501
+                    c20 += popcount(a2 ^ b0)
+                    c21 += popcount(a2 ^ b1)
+                    c22 += popcount(a2 ^ b2)
+                    c23 += popcount(a2 ^ b3)  # noqa: E702,E501
+                    c30 += popcount(a3 ^ b0)
+                    c31 += popcount(a3 ^ b1)
+                    c32 += popcount(a3 ^ b2)
+                    c33 += popcount(a3 ^ b3)  # noqa: E702,E501
+                out[i0, j0] = k - 2 * np.int64(c00)
+                out[i0, j0 + 1] = k - 2 * np.int64(c01)  # noqa: E702
+                out[i0, j0 + 2] = k - 2 * np.int64(c02)
+                out[i0, j0 + 3] = k - 2 * np.int64(c03)  # noqa: E702
+                out[i0 + 1, j0] = k - 2 * np.int64(c10)
+                out[i0 + 1, j0 + 1] = k - 2 * np.int64(c11)  # noqa: E702
+                out[i0 + 1, j0 + 2] = k - 2 * np.int64(c12)
+                out[i0 + 1, j0 + 3] = k - 2 * np.int64(c13)  # noqa: E702
+                out[i0 + 2, j0] = k - 2 * np.int64(c20)
+                out[i0 + 2, j0 + 1] = k - 2 * np.int64(c21)  # noqa: E702
+                out[i0 + 2, j0 + 2] = k - 2 * np.int64(c22)
+                out[i0 + 2, j0 + 3] = k - 2 * np.int64(c23)  # noqa: E702
+                out[i0 + 3, j0] = k - 2 * np.int64(c30)
+                out[i0 + 3, j0 + 1] = k - 2 * np.int64(c31)  # noqa: E702
+                out[i0 + 3, j0 + 2] = k - 2 * np.int64(c32)
+                out[i0 + 3, j0 + 3] = k - 2 * np.int64(c33)  # noqa: E702
             else:
                 for i in range(i0, min(i0 + 4, m)):
                     for j in range(j0, min(j0 + 4, n)):
@@ -62,7 +82,7 @@ def _xnor_gemm_tiled(a, b, k, out):  # type: ignore[no-untyped-def]
 xnor_gemm_tiled = njit(parallel=True, fastmath=True, cache=True, nogil=True)(_xnor_gemm_tiled)
 
 
-def _xnor_gemm_rows(a, b_t, k, out):  # type: ignore[no-untyped-def]
+def _xnor_gemm_rows(a, b_t, k, out):
     """The product with b transposed (W, N): the inner loop runs over the N columns, so it
     vectorizes (8 words per vpopcntq) however few words a row has; for b small enough to stay in
     cache."""
@@ -85,7 +105,7 @@ xnor_gemm_rows_serial = njit(parallel=False, fastmath=True, cache=True, nogil=Tr
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def xnor_gemv(a, b, k, out):  # type: ignore[no-untyped-def]
+def xnor_gemv(a, b, k, out):
     """One packed row a (1, W) against every row of b (N, W), parallel over the rows of b."""
     w = a.shape[1]
     n = b.shape[0]
@@ -97,7 +117,7 @@ def xnor_gemv(a, b, k, out):  # type: ignore[no-untyped-def]
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def and_gemm_planes(a, b, weights, out):  # type: ignore[no-untyped-def]
+def and_gemm_planes(a, b, weights, out):
     """out[i, j] = sum over plane pairs (p, q) of weights[p, q] popcount(a[p, i] AND b[q, j]).
 
     a: (P, M, W) bit planes, b: (Q, N, W) bit planes; weights (P, Q) int64 (powers of two, signs)."""
@@ -116,7 +136,7 @@ def and_gemm_planes(a, b, weights, out):  # type: ignore[no-untyped-def]
 
 
 @njit(fastmath=True, cache=True, nogil=True)
-def byte_sums(x_row, k, table):  # type: ignore[no-untyped-def]
+def byte_sums(x_row, k, table):
     """table[g, byte] = sum of x_row[8 g + b] over the set bits b of byte: each entry is a smaller
     entry (its lowest bit cleared) plus one input, so the whole table costs one add per entry."""
     groups = table.shape[0]
@@ -132,7 +152,7 @@ def byte_sums(x_row, k, table):  # type: ignore[no-untyped-def]
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def sign_weight_rows(table, total, w_bytes, out_row):  # type: ignore[no-untyped-def]
+def sign_weight_rows(table, total, w_bytes, out_row):
     """out_row[j] = 2 sum_g table[g, w_bytes[j, g]] - total: one lookup and add per weight byte."""
     n, groups = w_bytes.shape
     for j in prange(n):
@@ -143,7 +163,7 @@ def sign_weight_rows(table, total, w_bytes, out_row):  # type: ignore[no-untyped
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def pixel_planes_matmul(codes, w_t, k, bits, planes, sums, out):  # type: ignore[no-untyped-def]
+def pixel_planes_matmul(codes, w_t, k, bits, planes, sums, out):
     """out[i, j] = sum_t codes[i, t] w[j, t] for unsigned ``bits``-bit codes and +-1 weights given
     transposed and packed (W, N). Per row the codes are split into bit planes x_p, and
     x_p . w = 2 popcount(x_p AND w+) - popcount(x_p); the inner loop runs over the N columns.
@@ -174,7 +194,7 @@ def pixel_planes_matmul(codes, w_t, k, bits, planes, sums, out):  # type: ignore
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def threshold_pack(y, threshold, positive, constant, out):  # type: ignore[no-untyped-def]
+def threshold_pack(y, threshold, positive, constant, out):
     """Batch norm + sign fused: bit j of row i is (y >= t) where the scale is positive, (y <= t)
     where negative, the constant where it is zero; written straight into packed words."""
     m, n = y.shape

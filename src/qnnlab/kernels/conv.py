@@ -41,28 +41,38 @@ def padding_correction(w: torch.Tensor, height: int, width: int, stride: int, pa
     return F.conv2d(mask, signs, stride=stride)[0].round().to(torch.int32)
 
 
-def binary_conv2d_nhwc(x_nhwc: torch.Tensor, w_packed: torch.Tensor, channels: int, kernel: tuple[int, int],
-                       stride: int = 1, padding: int = 0, correction: torch.Tensor | None = None) -> torch.Tensor:
+def binary_conv2d_nhwc(
+    x_nhwc: torch.Tensor,
+    w_packed: torch.Tensor,
+    channels: int,
+    kernel: tuple[int, int],
+    stride: int = 1,
+    padding: int = 0,
+    correction: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Channel-packed input (B, H, W, Wc) convolved with packed filters (O, kh * kw * Wc) -> int32
     (B, H', W', O), equal to conv2d of the +-1 values with zero padding. ``correction``
     (``padding_correction``) is required when padding > 0."""
     from qnnlab.kernels import ROWS_KERNEL_BYTES, _kernels, _words_view
 
     if x_nhwc.dtype != torch.int64 or x_nhwc.dim() != 4 or x_nhwc.shape[-1] != words(channels):
-        raise ValueError(f"input must be channel-packed int64 (B, H, W, {words(channels)}), got "
-                         f"{x_nhwc.dtype} {tuple(x_nhwc.shape)}")
+        raise ValueError(
+            f"input must be channel-packed int64 (B, H, W, {words(channels)}), got {x_nhwc.dtype} {tuple(x_nhwc.shape)}"
+        )
     kh, kw = kernel
     wc = x_nhwc.shape[-1]
     if w_packed.dtype != torch.int64 or w_packed.dim() != 2 or w_packed.shape[1] != kh * kw * wc:
-        raise ValueError(f"filters must be packed (O, {kh * kw * wc}) for {channels} channels and a "
-                         f"{kh}x{kw} kernel, got {tuple(w_packed.shape)}")
+        raise ValueError(
+            f"filters must be packed (O, {kh * kw * wc}) for {channels} channels and a "
+            f"{kh}x{kw} kernel, got {tuple(w_packed.shape)}"
+        )
     if padding and correction is None:
         raise ValueError("padding > 0 needs the padding correction (padding_correction)")
     batch = x_nhwc.shape[0]
     if padding:
         full = pack(torch.ones(channels))  # every channel +1, tail bits clear
         padded = full.expand(batch, x_nhwc.shape[1] + 2 * padding, x_nhwc.shape[2] + 2 * padding, wc).clone()
-        padded[:, padding:padding + x_nhwc.shape[1], padding:padding + x_nhwc.shape[2]] = x_nhwc
+        padded[:, padding : padding + x_nhwc.shape[1], padding : padding + x_nhwc.shape[2]] = x_nhwc
         x_nhwc = padded
     patches = x_nhwc.unfold(1, kh, stride).unfold(2, kw, stride)  # (B, H', W', Wc, kh, kw)
     out_h, out_w = patches.shape[1], patches.shape[2]
@@ -79,9 +89,18 @@ def binary_conv2d_nhwc(x_nhwc: torch.Tensor, w_packed: torch.Tensor, channels: i
     return out
 
 
-def binary_conv2d(x_nhwc: torch.Tensor, w_packed: torch.Tensor, channels: int, kernel: tuple[int, int],
-                  stride: int = 1, padding: int = 0, correction: torch.Tensor | None = None) -> torch.Tensor:
+def binary_conv2d(
+    x_nhwc: torch.Tensor,
+    w_packed: torch.Tensor,
+    channels: int,
+    kernel: tuple[int, int],
+    stride: int = 1,
+    padding: int = 0,
+    correction: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``binary_conv2d_nhwc`` with the output in PyTorch's (B, O, H', W') layout."""
-    return binary_conv2d_nhwc(x_nhwc, w_packed, channels, kernel, stride, padding, correction) \
-        .permute(0, 3, 1, 2).contiguous()
-
+    return (
+        binary_conv2d_nhwc(x_nhwc, w_packed, channels, kernel, stride, padding, correction)
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )

@@ -50,5 +50,7 @@ def check_packed(packed: torch.Tensor, k: int, name: str) -> None:
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if packed.dim() < 1 or packed.shape[-1] != words(k):
-        raise ValueError(f"{name} has {packed.shape[-1] if packed.dim() else 0} words per row but k={k} needs "
-                         f"{words(k)} (ceil(k / 64)); was it packed from K={k} values?")
+        raise ValueError(
+            f"{name} has {packed.shape[-1] if packed.dim() else 0} words per row but k={k} needs "
+            f"{words(k)} (ceil(k / 64)); was it packed from K={k} values?"
+        )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -33,9 +34,18 @@ def describe(name: str) -> str:
     return VISION[name][2] if name in VISION else f"{LANGUAGE[name].upper()} language model (embedding, RNN, decoder)"
 
 
-def build(name: str, *, shape: Sequence[int] | None = None, classes: int | None = None, vocab: int | None = None,
-          norm: str = "bn", activation: str = "relu", output_norm: bool = False,
-          rules: Sequence[dict[str, Any]] | None = None, **options: Any) -> nn.Module:
+def build(
+    name: str,
+    *,
+    shape: Sequence[int] | None = None,
+    classes: int | None = None,
+    vocab: int | None = None,
+    norm: str = "bn",
+    activation: str = "relu",
+    output_norm: bool = False,
+    rules: Sequence[dict[str, Any]] | None = None,
+    **options: Any,
+) -> nn.Module:
     """Build model ``name`` for the data's input ``shape`` and ``classes`` (or ``vocab`` for a language
     model), then quantize it by ``rules`` (see ``qnnlab.nn.quantize_model``)."""
     if name in VISION:
@@ -43,8 +53,9 @@ def build(name: str, *, shape: Sequence[int] | None = None, classes: int | None 
             raise ValueError(f"model {name!r} needs an image data set (input shape and classes)")
         builder, defaults, _ = VISION[name]
         try:
-            model = builder(shape, classes, norm_kind=norm, act=activation, output_norm=output_norm,
-                            **{**defaults, **options})
+            model = builder(
+                shape, classes, norm_kind=norm, act=activation, output_norm=output_norm, **{**defaults, **options}
+            )
         except TypeError as exc:
             raise ValueError(f"model {name!r}: bad option ({exc})") from None
     elif name in LANGUAGE:

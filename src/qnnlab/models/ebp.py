@@ -26,7 +26,7 @@ probabilistic forward pass, ``ensemble:N`` N networks sampled from the posterior
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ class EBPNetwork(nn.Module):
         one = m.new_ones(m.shape[0], 1)
         return torch.cat([m, one], 1), torch.cat([q, one], 1)
 
-    def moments(self, x: torch.Tensor, weights: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+    def moments(self, x: torch.Tensor, weights: list[torch.Tensor]):
         """Forward pass of means and variances; returns per layer (m_in, mu, s)."""
         m, q = x.reshape(len(x), -1), x.reshape(len(x), -1) ** 2
         trace = []
@@ -118,6 +118,11 @@ def drift_from_prior(prior: EBPNetwork, posterior: EBPNetwork) -> list[dict[str,
     the prior, the mean |h - h_prior|, and the fraction of weights whose most probable sign flipped."""
     rows = []
     for h0, h in zip(prior.log_odds, posterior.log_odds):
-        rows.append({"prior_mean_abs_h": float(h0.abs().mean()), "mean_abs_shift": float((h - h0).abs().mean()),
-                     "signs_flipped": float(((h >= 0) != (h0 >= 0)).float().mean())})
+        rows.append(
+            {
+                "prior_mean_abs_h": float(h0.abs().mean()),
+                "mean_abs_shift": float((h - h0).abs().mean()),
+                "signs_flipped": float(((h >= 0) != (h0 >= 0)).float().mean()),
+            }
+        )
     return rows

@@ -16,8 +16,9 @@ class RNNLanguageModel(nn.Module):
     ``forward(tokens (B, T), state) -> (logits (B, T, V), state)``.
     """
 
-    def __init__(self, vocab: int, cell: str = "lstm", embed: int = 128, hidden: int = 512, layers: int = 2,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, vocab: int, cell: str = "lstm", embed: int = 128, hidden: int = 512, layers: int = 2, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell={cell!r}; use lstm or gru")
@@ -27,6 +28,6 @@ class RNNLanguageModel(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden, vocab)
 
-    def forward(self, tokens: torch.Tensor, state=None):  # type: ignore[no-untyped-def]
+    def forward(self, tokens: torch.Tensor, state=None):
         out, state = self.rnn(self.embedding(tokens), state)
         return self.decoder(self.drop(out)), state

@@ -8,7 +8,7 @@ pooling before normalisation as in the BNN paper.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -16,9 +16,17 @@ from qnnlab.models.blocks import activation, norm
 from qnnlab.nn import DropConnectLinear, ResidualSum
 
 
-def mlp(shape: Sequence[int], classes: int, widths: Sequence[int] = (2048, 2048, 2048), norm_kind: str = "bn",
-        act: str = "relu", dropout: float = 0.0, input_dropout: float = 0.0, output_norm: bool = False,
-        dropconnect: float = 0.0) -> nn.Module:
+def mlp(
+    shape: Sequence[int],
+    classes: int,
+    widths: Sequence[int] = (2048, 2048, 2048),
+    norm_kind: str = "bn",
+    act: str = "relu",
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    output_norm: bool = False,
+    dropconnect: float = 0.0,
+) -> nn.Module:
     """Fully connected net: input -> widths... -> classes; optional output batch norm (BNN).
 
     dropconnect > 0 makes the classifier a DropConnectLinear with that drop rate (a mask per
@@ -29,6 +37,7 @@ def mlp(shape: Sequence[int], classes: int, widths: Sequence[int] = (2048, 2048,
     if input_dropout:
         layers.append(nn.Dropout(input_dropout))
     previous = math.prod(shape)
+
     def linear(i: int, n_in: int, n_out: int, bias: bool) -> nn.Module:
         if dropconnect and i == len(widths):
             return DropConnectLinear(n_in, n_out, bias, p=dropconnect)
@@ -45,8 +54,16 @@ def mlp(shape: Sequence[int], classes: int, widths: Sequence[int] = (2048, 2048,
     return nn.Sequential(*layers)
 
 
-def conv_net(shape: Sequence[int], classes: int, plan: Sequence[int | str], hidden: Sequence[int],
-             norm_kind: str = "bn", act: str = "relu", output_norm: bool = False, dropout: float = 0.0) -> nn.Module:
+def conv_net(
+    shape: Sequence[int],
+    classes: int,
+    plan: Sequence[int | str],
+    hidden: Sequence[int],
+    norm_kind: str = "bn",
+    act: str = "relu",
+    output_norm: bool = False,
+    dropout: float = 0.0,
+) -> nn.Module:
     """A VGG-style plan: integers are 3x3 conv widths (padding 1), "M" a 2x2 max pool after the
     previous conv; then fully connected ``hidden`` widths and the classifier."""
     channels, height, width = shape
@@ -68,8 +85,9 @@ def conv_net(shape: Sequence[int], classes: int, plan: Sequence[int | str], hidd
     return nn.Sequential(*layers)
 
 
-def classifier(previous: int, hidden: Sequence[int], classes: int, norm_kind: str, act: str, dropout: float,
-               output_norm: bool) -> list[nn.Module]:
+def classifier(
+    previous: int, hidden: Sequence[int], classes: int, norm_kind: str, act: str, dropout: float, output_norm: bool
+) -> list[nn.Module]:
     """Fully connected hidden layers (Linear -> Norm -> Activation [-> Dropout]) and the output layer."""
     layers: list[nn.Module] = []
     for units in hidden:
@@ -83,27 +101,40 @@ def classifier(previous: int, hidden: Sequence[int], classes: int, norm_kind: st
     return layers
 
 
-def small_cnn(shape: Sequence[int], classes: int, width: float = 1.0, **kw) -> nn.Module:  # type: ignore[no-untyped-def]
+def small_cnn(shape: Sequence[int], classes: int, width: float = 1.0, **kw) -> nn.Module:
     """64C3-64C3-MP2-128C3-128C3-MP2-256C3-256C3-MP2-512FC for 28x28 inputs; ``width`` multiplies
     every layer's channels and units (0.5: 32C3-...-256FC)."""
     if not width > 0:
         raise ValueError(f"cnn width={width!r} must be > 0 (a channel multiplier such as 0.5)")
-    scaled = [max(1, round(c * width)) if isinstance(c, int) else c for c in (64, 64, "M", 128, 128, "M", 256, 256, "M")]
+    scaled = [
+        max(1, round(c * width)) if isinstance(c, int) else c for c in (64, 64, "M", 128, 128, "M", 256, 256, "M")
+    ]
     return conv_net(shape, classes, scaled, [max(1, round(512 * width))], **kw)
 
 
-def vgg_cifar(shape: Sequence[int], classes: int, **kw) -> nn.Module:  # type: ignore[no-untyped-def]
+def vgg_cifar(shape: Sequence[int], classes: int, **kw) -> nn.Module:
     """BinaryConnect / BinaryNet CIFAR-10 net: 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC."""
     return conv_net(shape, classes, [128, 128, "M", 256, 256, "M", 512, 512, "M"], [1024, 1024], **kw)
 
 
-def alexnet(shape: Sequence[int], classes: int, norm_kind: str = "bn", act: str = "relu",
-            output_norm: bool = False, dropout: float = 0.5) -> nn.Module:
+def alexnet(
+    shape: Sequence[int],
+    classes: int,
+    norm_kind: str = "bn",
+    act: str = "relu",
+    output_norm: bool = False,
+    dropout: float = 0.5,
+) -> nn.Module:
     """AlexNet (Krizhevsky et al. 2012, single-tower) with batch norm, as XNOR-Net and DoReFa train it."""
     layers: list[nn.Module] = []
     channels = shape[0]
-    for out, kernel, stride, pad, pool in ((96, 11, 4, 2, True), (256, 5, 1, 2, True), (384, 3, 1, 1, False),
-                                          (384, 3, 1, 1, False), (256, 3, 1, 1, True)):
+    for out, kernel, stride, pad, pool in (
+        (96, 11, 4, 2, True),
+        (256, 5, 1, 2, True),
+        (384, 3, 1, 1, False),
+        (384, 3, 1, 1, False),
+        (256, 3, 1, 1, True),
+    ):
         layers.append(nn.Conv2d(channels, out, kernel, stride, pad, bias=norm_kind == "none"))
         if pool:
             layers.append(nn.MaxPool2d(3, 2))
@@ -130,16 +161,21 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(norm_kind, cout, 2))
         self.sum = ResidualSum()
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x):
         y = self.act1(self.bn1(self.conv1(x)))
         return self.act2(self.sum(self.bn2(self.conv2(y)), self.shortcut(x)))
 
 
-def resnet18(shape: Sequence[int], classes: int, norm_kind: str = "bn", act: str = "relu",
-             output_norm: bool = False) -> nn.Module:
+def resnet18(
+    shape: Sequence[int], classes: int, norm_kind: str = "bn", act: str = "relu", output_norm: bool = False
+) -> nn.Module:
     """ResNet-18 (He et al. 2016): 7x7/2 stem, max pool, 4 stages of 2 basic blocks, average pool."""
-    layers: list[nn.Module] = [nn.Conv2d(shape[0], 64, 7, 2, 3, bias=False), norm(norm_kind, 64, 2), nn.ReLU(),
-                               nn.MaxPool2d(3, 2, 1)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(shape[0], 64, 7, 2, 3, bias=False),
+        norm(norm_kind, 64, 2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     cin = 64
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
         layers += [BasicBlock(cin, cout, stride, norm_kind, act), BasicBlock(cout, cout, 1, norm_kind, act)]

@@ -31,7 +31,7 @@ from qnnlab.quant.rounding import ap2
 
 class _ShiftBatchNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):  # type: ignore[no-untyped-def]
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
         dims = [d for d in range(x.dim()) if d != 1]
         shape = [1, -1] + [1] * (x.dim() - 2)
         mean = x.mean(dims, keepdim=True)
@@ -46,7 +46,7 @@ class _ShiftBatchNormFunction(torch.autograd.Function):
         return xhat * g + bias.reshape(shape), mean.reshape(-1), var.reshape(-1)
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor, *_: Any):  # type: ignore[no-untyped-def]
+    def backward(ctx: Any, dy: torch.Tensor, *_: Any):
         xhat, s, g = ctx.saved_tensors
         dims = ctx.dims
         count = dy.numel() // dy.shape[1]

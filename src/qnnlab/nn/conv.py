@@ -17,12 +17,26 @@ class QuantConv2d(nn.Conv2d, QuantizedLayer):
     is exactly ``nn.Conv2d``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,  # type: ignore[no-untyped-def]
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 weight_quantizer: QuantSpec = None, input_quantizer: QuantSpec = None,
-                 grad_quantizer: QuantSpec = None, device=None, dtype=None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, device, dtype)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        weight_quantizer: QuantSpec = None,
+        input_quantizer: QuantSpec = None,
+        grad_quantizer: QuantSpec = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+        )
         self._set_quantizers(weight_quantizer, input_quantizer, grad_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -86,8 +87,16 @@ def _quantized_copy(name: str, m: nn.Module, settings: dict[str, Any]) -> nn.Mod
         if getattr(m, "bidirectional", False) or getattr(m, "proj_size", 0):
             raise ValueError(f"layer {name}: bidirectional and projected RNNs are not supported")
         cls = QuantLSTM if isinstance(m, (nn.LSTM, QuantLSTM)) else QuantGRU
-        new: nn.Module = cls(m.input_size, m.hidden_size, m.num_layers, m.bias, m.batch_first, m.dropout,
-                             state_quantizer=settings.get("state"), **q)
+        new: nn.Module = cls(
+            m.input_size,
+            m.hidden_size,
+            m.num_layers,
+            m.bias,
+            m.batch_first,
+            m.dropout,
+            state_quantizer=settings.get("state"),
+            **q,
+        )
     else:
         if "state" in settings:
             raise ValueError(f"layer {name}: 'state' quantizers apply to LSTM and GRU layers only")
@@ -96,8 +105,18 @@ def _quantized_copy(name: str, m: nn.Module, settings: dict[str, Any]) -> nn.Mod
         elif isinstance(m, nn.Linear):
             new = QuantLinear(m.in_features, m.out_features, m.bias is not None, **q)
         else:
-            new = QuantConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                              m.groups, m.bias is not None, m.padding_mode, **q)
+            new = QuantConv2d(
+                m.in_channels,
+                m.out_channels,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                m.groups,
+                m.bias is not None,
+                m.padding_mode,
+                **q,
+            )
     reference = next(m.parameters())
     new.to(device=reference.device, dtype=reference.dtype)
     for pname, p in m.named_parameters(recurse=False):

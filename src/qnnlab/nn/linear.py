@@ -17,9 +17,17 @@ class QuantLinear(nn.Linear, QuantizedLayer):
     exactly ``nn.Linear``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 weight_quantizer: QuantSpec = None, input_quantizer: QuantSpec = None,
-                 grad_quantizer: QuantSpec = None, device=None, dtype=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        weight_quantizer: QuantSpec = None,
+        input_quantizer: QuantSpec = None,
+        grad_quantizer: QuantSpec = None,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
         self._set_quantizers(weight_quantizer, input_quantizer, grad_quantizer)
 
@@ -42,8 +50,9 @@ class DropConnectLinear(QuantLinear):
 
     chunk_elements = 1 << 24  # masked weight elements materialised at once
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, p: float = 0.5,
-                 **quantizers: QuantSpec) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, p: float = 0.5, **quantizers: QuantSpec
+    ) -> None:
         if not 0.0 <= p < 1.0:
             raise ValueError(f"DropConnectLinear: p={p} must be in [0, 1)")
         super().__init__(in_features, out_features, bias, **quantizers)
@@ -59,7 +68,7 @@ class DropConnectLinear(QuantLinear):
         step = max(1, self.chunk_elements // w.numel())
         outputs = []
         for start in range(0, flat.shape[0], step):
-            rows = flat[start:start + step]
+            rows = flat[start : start + step]
             keep = torch.rand((rows.shape[0], *w.shape), device=w.device) >= self.p
             masked = w.unsqueeze(0) * keep.to(w.dtype) / (1.0 - self.p)
             outputs.append(torch.bmm(masked, rows.unsqueeze(-1)).squeeze(-1))

@@ -22,8 +22,10 @@ class SquaredHingeLoss(nn.Module):
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if output.dim() != 2 or target.shape != output.shape[:1]:
-            raise ValueError(f"expected scores (B, classes) and class indices (B,), got {tuple(output.shape)} "
-                             f"and {tuple(target.shape)}")
+            raise ValueError(
+                f"expected scores (B, classes) and class indices (B,), got {tuple(output.shape)} "
+                f"and {tuple(target.shape)}"
+            )
         signs = F.one_hot(target, output.shape[1]).to(output.dtype) * 2 - 1
         per_sample = F.relu(1 - signs * output).pow(2).sum(dim=1)
         if self.reduction == "none":

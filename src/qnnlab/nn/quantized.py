@@ -8,7 +8,7 @@ Optimizers, evaluation modes, cost rules and export read the protocol and each q
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -57,16 +57,18 @@ class QuantizedLayer(QuantizedModule):
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight as the forward pass uses it (binarized, ternarized, ...)."""
-        return self.weight_quantizer(self.weight)  # type: ignore[attr-defined]
+        return self.weight_quantizer(self.weight)
 
-    def _quantized_forward(self, x: torch.Tensor, op: Callable[..., torch.Tensor], bias_view: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _quantized_forward(
+        self, x: torch.Tensor, op: Callable[..., torch.Tensor], bias_view: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         """Q_g(op(Q_i(x), Q_w(W), b)), or Q_g(K * op(Q_i(x), Q_w(W)) + b) when Q_i gives a scale K.
 
         ``op`` is the float layer's own function, so float quantizers reproduce it bit for bit.
         """
-        scale = self.input_quantizer.output_scale(x, self)  # type: ignore[arg-type]
+        scale = self.input_quantizer.output_scale(x, self)
         xq, wq = self.input_quantizer(x), self.quantized_weight()
-        bias = self.bias  # type: ignore[attr-defined]
+        bias = self.bias
         if scale is None:
             y = op(xq, wq, bias)
         else:
@@ -104,5 +106,3 @@ def make_quantizer(spec: QuantSpec, role: str) -> Quantizer:
     elif q.meta.backward:
         raise ValueError(f"{q} quantizes gradients; pass it as grad_quantizer, not {role}_quantizer")
     return q
-
-

@@ -23,9 +23,18 @@ from qnnlab.quant import Quantizer
 class QuantRNNBase(nn.Module, QuantizedModule):
     gates: int
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, weight_quantizer: QuantSpec = None,
-                 input_quantizer: QuantSpec = None, state_quantizer: QuantSpec = None) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        weight_quantizer: QuantSpec = None,
+        input_quantizer: QuantSpec = None,
+        state_quantizer: QuantSpec = None,
+    ) -> None:
         super().__init__()
         if num_layers < 1 or input_size < 1 or hidden_size < 1:
             raise ValueError("input_size, hidden_size and num_layers must be positive")
@@ -43,7 +52,9 @@ class QuantRNNBase(nn.Module, QuantizedModule):
                 self.register_parameter(name, nn.Parameter(torch.empty(self.gates * hidden_size, cols)))
                 self.weight_quantizers[name] = make_quantizer(weight_quantizer, "weight")
                 if bias:
-                    self.register_parameter(f"bias_{kind}_l{layer}", nn.Parameter(torch.empty(self.gates * hidden_size)))
+                    self.register_parameter(
+                        f"bias_{kind}_l{layer}", nn.Parameter(torch.empty(self.gates * hidden_size))
+                    )
             self.input_quantizers.append(make_quantizer(input_quantizer, "input"))
             self.state_quantizers.append(make_quantizer(state_quantizer, "state"))
         self.reset_parameters()
@@ -54,7 +65,7 @@ class QuantRNNBase(nn.Module, QuantizedModule):
             nn.init.uniform_(p, -bound, bound)
 
     @property
-    def weight_quantizer(self):  # type: ignore[no-untyped-def]
+    def weight_quantizer(self):
         """The quantizer of the first weight matrix (all share one spec)."""
         return next(iter(self.weight_quantizers.values()))
 
@@ -62,18 +73,22 @@ class QuantRNNBase(nn.Module, QuantizedModule):
         return dict(self.weight_quantizers.items())
 
     def activation_quantizers(self) -> dict[str, Quantizer]:
-        return {**{f"input_l{i}": q for i, q in enumerate(self.input_quantizers)},
-                **{f"state_l{i}": q for i, q in enumerate(self.state_quantizers)}}
+        return {
+            **{f"input_l{i}": q for i, q in enumerate(self.input_quantizers)},
+            **{f"state_l{i}": q for i, q in enumerate(self.state_quantizers)},
+        }
 
     def set_weight_quantizer(self, name: str, quantizer: Quantizer) -> None:
         if name not in self.weight_quantizers:
             raise KeyError(f"{type(self).__name__} has no quantized parameter {name!r}")
         self.weight_quantizers[name] = quantizer
 
-    def forward(self, x: torch.Tensor, hx=None):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor, hx=None):
         if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ValueError(f"{type(self).__name__} expects input of shape (T, B, {self.input_size}) "
-                             f"(or (B, T, {self.input_size}) with batch_first), got {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (T, B, {self.input_size}) "
+                f"(or (B, T, {self.input_size}) with batch_first), got {tuple(x.shape)}"
+            )
         if self.batch_first:
             x = x.transpose(0, 1)
         state = self._initial_state(x, hx)
@@ -98,18 +113,20 @@ class QuantRNNBase(nn.Module, QuantizedModule):
         final = tuple(torch.stack(parts) for parts in zip(*finals))
         return out, self._pack_state(final)
 
-    def _initial_state(self, x: torch.Tensor, hx):  # type: ignore[no-untyped-def]
+    def _initial_state(self, x: torch.Tensor, hx):
         raise NotImplementedError
 
-    def _pack_state(self, final):  # type: ignore[no-untyped-def]
+    def _pack_state(self, final):
         raise NotImplementedError
 
-    def _step(self, gates_x, state, w_hh, bias_hh, state_quantizer):  # type: ignore[no-untyped-def]
+    def _step(self, gates_x, state, w_hh, bias_hh, state_quantizer):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"weight={self.weight_quantizer}, input={self.input_quantizers[0]}, state={self.state_quantizers[0]}")
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"weight={self.weight_quantizer}, input={self.input_quantizers[0]}, state={self.state_quantizers[0]}"
+        )
 
 
 class QuantLSTM(QuantRNNBase):
@@ -120,16 +137,16 @@ class QuantLSTM(QuantRNNBase):
 
     gates = 4
 
-    def _initial_state(self, x, hx):  # type: ignore[no-untyped-def]
+    def _initial_state(self, x, hx):
         if hx is None:
             zeros = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
             return zeros, zeros
         return hx
 
-    def _pack_state(self, final):  # type: ignore[no-untyped-def]
+    def _pack_state(self, final):
         return final[0], final[1]
 
-    def _step(self, gates_x, state, w_hh, bias_hh, state_quantizer):  # type: ignore[no-untyped-def]
+    def _step(self, gates_x, state, w_hh, bias_hh, state_quantizer):
         h, c = state
         i, f, g, o = (gates_x + F.linear(h, w_hh, bias_hh)).chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -145,15 +162,15 @@ class QuantGRU(QuantRNNBase):
 
     gates = 3
 
-    def _initial_state(self, x, hx):  # type: ignore[no-untyped-def]
+    def _initial_state(self, x, hx):
         if hx is None:
             hx = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
         return (hx,)
 
-    def _pack_state(self, final):  # type: ignore[no-untyped-def]
+    def _pack_state(self, final):
         return final[0]
 
-    def _step(self, gates_x, state, w_hh, bias_hh, state_quantizer):  # type: ignore[no-untyped-def]
+    def _step(self, gates_x, state, w_hh, bias_hh, state_quantizer):
         (h,) = state
         x_r, x_z, x_n = gates_x.chunk(3, dim=-1)
         h_r, h_z, h_n = F.linear(h, w_hh, bias_hh).chunk(3, dim=-1)

@@ -16,10 +16,18 @@ OPTIMIZERS = ("sgd", "adam", "shift_adamax", "bop")
 SCHEDULES = ("constant", "cosine", "exponential")
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                    betas: tuple[float, float] = (0.9, 0.999), lr_scale: str = "none",
-                    clip_latent: float | None = None, bop_gamma: float = 1e-4,
-                    bop_threshold: float = 1e-8) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    lr_scale: str = "none",
+    clip_latent: float | None = None,
+    bop_gamma: float = 1e-4,
+    bop_threshold: float = 1e-8,
+) -> torch.optim.Optimizer:
     """The optimizer of a recipe, with its update rules attached as hooks.
 
     lr_scale=glorot gives each quantized weight its own group with lr * glorot_scale (BinaryConnect).
@@ -40,8 +48,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.
         groups += [{"params": [p], "lr": lr * glorot_scale(p)} for _, _, p, _ in quantized_weights(model)]
     groups = [g for g in groups if g["params"]]
     if name == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum,
-                                                           weight_decay=weight_decay)
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     elif name == "adam":
         optimizer = torch.optim.Adam(groups, lr=lr, betas=betas, weight_decay=weight_decay)
     elif name == "shift_adamax":
@@ -53,8 +60,9 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float = 0.
     return optimizer
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int, steps_per_epoch: int,
-                   final_fraction: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, kind: str, total_steps: int, steps_per_epoch: int, final_fraction: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step learning-rate factor: constant; cosine from 1 to ``final_fraction``; exponential
     decay per epoch reaching ``final_fraction`` at the end (BinaryConnect's LR_start -> LR_fin)."""
     if kind not in SCHEDULES:

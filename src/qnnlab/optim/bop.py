@@ -17,8 +17,15 @@ class Bop(torch.optim.Optimizer):
     Other groups (biases, batch norm) are updated by Adam with ``lr`` and ``betas``.
     """
 
-    def __init__(self, params: Any, gamma: float = 1e-4, threshold: float = 1e-8, lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        params: Any,
+        gamma: float = 1e-4,
+        threshold: float = 1e-8,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         if not 0 < gamma <= 1 or threshold < 0:
             raise ValueError(f"Bop: gamma={gamma} must be in (0, 1] and threshold={threshold} >= 0")
         super().__init__(params, dict(gamma=gamma, threshold=threshold, lr=lr, betas=betas, eps=eps, binary=False))

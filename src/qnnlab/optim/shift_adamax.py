@@ -19,8 +19,9 @@ class ShiftAdaMax(torch.optim.Optimizer):
     (The moment updates multiply by b1, b2; with b = 1 - 2^-k those are shifts and subtractions.)
     """
 
-    def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0
+    ) -> None:
         if lr <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"ShiftAdaMax: lr={lr} must be > 0 and betas={betas} in [0, 1)")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from qnnlab.quant import binary, estimators, fixed_point, floating, gradients, levels, pow2, ternary, uniform, xnor
-from qnnlab.quant.base import Estimator, QuantMeta, Quantizer
+from qnnlab.quant.base import Estimator, Quantizer, QuantMeta
 from qnnlab.quant.registry import (
     ALIASES,
     ESTIMATORS,

@@ -78,21 +78,24 @@ class Estimator(Configurable):
     Estimators for stochastic units that change the sampling itself override ``forward``.
     """
 
-    def forward(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor:
-        return _SurrogateGradient.apply(x, quantizer.hard, lambda: self.forward_state(quantizer),
-                                        lambda g, t, state: self.backward(g, t, quantizer, state))
+    def forward(self, x: torch.Tensor, quantizer: Quantizer) -> torch.Tensor:
+        return _SurrogateGradient.apply(
+            x,
+            quantizer.hard,
+            lambda: self.forward_state(quantizer),
+            lambda g, t, state: self.backward(g, t, quantizer, state),
+        )
 
-    def forward_state(self, quantizer: "Quantizer") -> Any:
+    def forward_state(self, quantizer: Quantizer) -> Any:
         """What backward needs from the quantizer as this forward call left it (a quantizer called
         again before backward, such as an RNN's state quantizer, may have changed since)."""
         return None
 
-    def derivative(self, x: torch.Tensor, quantizer: "Quantizer") -> torch.Tensor | None:
+    def derivative(self, x: torch.Tensor, quantizer: Quantizer) -> torch.Tensor | None:
         """dq/dx as a tensor, a bool mask, or None for the identity."""
         raise NotImplementedError
 
-    def backward(self, grad: torch.Tensor, x: torch.Tensor, quantizer: "Quantizer", state: Any = None
-                 ) -> torch.Tensor:
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, quantizer: Quantizer, state: Any = None) -> torch.Tensor:
         """dL/dx = dL/dq * dq/dx; an estimator overrides it where a fused form is faster. ``state``
         is what ``forward_state`` returned when x went forward."""
         derivative = self.derivative(x, quantizer)
@@ -135,7 +138,7 @@ class Quantizer(Configurable):
 
     estimators: ClassVar[tuple[str, ...]] = ("ste",)
 
-    def __init__(self, estimator: "Estimator | str | None" = None, **values: Any) -> None:
+    def __init__(self, estimator: Estimator | str | None = None, **values: Any) -> None:
         super().__init__(**values)
         self.estimator = make_estimator(estimator or self.estimators[0])
         if self.estimator.name not in self.estimators:
@@ -154,7 +157,7 @@ class Quantizer(Configurable):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.estimator(x, self)
 
-    def deterministic(self) -> "Quantizer":
+    def deterministic(self) -> Quantizer:
         """The deterministic counterpart used by the ``binary`` inference mode: the same quantizer
         with stochastic rounding off (state kept), or ``self`` when it draws nothing."""
         if not self.config.get("stochastic"):

@@ -54,8 +54,7 @@ class ClippedStraightThrough(Estimator):
     def forward_state(self, quantizer: Quantizer) -> tuple:
         return quantizer.clip_range()  # dynamic fixed point moves its range on every call
 
-    def backward(self, grad: torch.Tensor, x: torch.Tensor, quantizer: Quantizer, state: Any = None
-                 ) -> torch.Tensor:
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, quantizer: Quantizer, state: Any = None) -> torch.Tensor:
         lo, hi = state if state is not None else quantizer.clip_range()
         if not (isinstance(lo, float) and lo == -hi and 0 < hi < math.inf and x.is_floating_point()):
             return torch.where(self._mask(x, (lo, hi)), grad, grad.new_zeros(()))
@@ -143,7 +142,8 @@ class ScoreFunction(_StochasticEstimator):
 
     b ~ Bernoulli(p(x)) in {-1, +1}; no gradient flows through the sample itself. Instead
     d E[L] / dx is estimated by (L - c) d log P(b | x) / dx, with c a running mean of L that
-    starts at 0 (c <- m c + (1 - m) mean(L) after each use). The log-probabilities of the last forward pass are kept, and
+    starts at 0 (c <- m c + (1 - m) mean(L) after each use). The log-probabilities of the last
+    forward pass are kept, and
     ``qnnlab.quant.score_function_loss(model, loss)`` returns the term to add to the loss.
     Williams 1992; Bengio et al. 2013 (arXiv 1308.3432).
     """

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from qnnlab.quant.base import QuantMeta, Quantizer
+from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.rounding import round_to_int
 from qnnlab.quant.spec import Param, in_range
@@ -70,8 +70,9 @@ class DynamicFixedPoint(Quantizer):
     params = (
         Param("bits", int, 10, "total bits including sign", in_range(2, 32)),
         Param("rate", float, 1e-4, "largest overflow rate tolerated", in_range(0.0, 0.5)),
-        Param("group", str, "tensor", "exponent shared per tensor or per channel (dim 0)",
-              choices=("tensor", "channel")),
+        Param(
+            "group", str, "tensor", "exponent shared per tensor or per channel (dim 0)", choices=("tensor", "channel")
+        ),
         STOCHASTIC,
     )
     estimators = ("ste", "clipped")
@@ -85,7 +86,7 @@ class DynamicFixedPoint(Quantizer):
     def meta(self) -> QuantMeta:
         return QuantMeta("fixed", self.bits, stochastic=self.stochastic)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         saved = state_dict.get(prefix + "exponent")
         if saved is not None:
             self.exponent = torch.zeros_like(saved)
@@ -142,8 +143,7 @@ class DynamicFixedPoint(Quantizer):
         if self.exponent.numel() != groups:
             self.exponent = needed.clone()
         else:
-            self.exponent.copy_(torch.where(needed > self.exponent, needed,
-                                            torch.maximum(needed, self.exponent - 1)))
+            self.exponent.copy_(torch.where(needed > self.exponent, needed, torch.maximum(needed, self.exponent - 1)))
         return self.exponent
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:

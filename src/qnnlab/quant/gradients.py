@@ -5,11 +5,12 @@ Used as a layer's ``grad_quantizer`` they quantize dL/dy, the error arriving at 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from qnnlab.quant.base import QuantMeta, Quantizer
+from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.pow2 import round_pow2
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.spec import Param, in_range

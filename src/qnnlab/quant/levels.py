@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from qnnlab.quant.base import QuantMeta, Quantizer
+from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.spec import Param, in_range
 
@@ -29,7 +29,7 @@ class _FittedLevels(Quantizer):
         self.register_buffer("values", torch.zeros(self.levels))
         self.register_buffer("fitted", torch.tensor(False))
 
-    def fit(self, data: torch.Tensor) -> "_FittedLevels":
+    def fit(self, data: torch.Tensor) -> _FittedLevels:
         x = data.detach().reshape(-1).to(torch.float64)
         if x.numel() > FIT_SAMPLE:
             x = x[torch.randint(x.numel(), (FIT_SAMPLE,), device=x.device)]
@@ -123,7 +123,9 @@ class ZipMLLevels(_FittedLevels):
     def hard(self, x: torch.Tensor) -> torch.Tensor:
         c, lo, hi = self._neighbours(x)
         width = hi - lo
-        p = torch.where(width > 0, (c - lo) / torch.where(width > 0, width, torch.ones_like(width)), torch.zeros_like(c))
+        p = torch.where(
+            width > 0, (c - lo) / torch.where(width > 0, width, torch.ones_like(width)), torch.zeros_like(c)
+        )
         return torch.where(torch.rand_like(c) < p, hi, lo)
 
 

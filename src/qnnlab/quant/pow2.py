@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from qnnlab.quant.base import QuantMeta, Quantizer
+from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.spec import Param, in_range
 
@@ -15,8 +15,9 @@ def round_pow2(x: torch.Tensor, min_exp: torch.Tensor | int, max_exp: torch.Tens
     """sign(x) 2^clip(round(log2|x|), min_exp, max_exp); |x| < 2^(min_exp-1) becomes 0."""
     magnitude = x.abs()
     exponent = torch.round(torch.log2(magnitude.clamp_min(torch.finfo(x.dtype).tiny)))
-    exponent = torch.minimum(torch.maximum(exponent, torch.as_tensor(min_exp, dtype=x.dtype)),
-                             torch.as_tensor(max_exp, dtype=x.dtype))
+    exponent = torch.minimum(
+        torch.maximum(exponent, torch.as_tensor(min_exp, dtype=x.dtype)), torch.as_tensor(max_exp, dtype=x.dtype)
+    )
     q = torch.sign(x) * torch.exp2(exponent)
     return torch.where(magnitude < torch.exp2(torch.as_tensor(min_exp, dtype=x.dtype) - 1), torch.zeros_like(x), q)
 

@@ -33,7 +33,7 @@ def register_estimator(cls: T) -> T:
 
 
 def _register(table: dict, cls: type) -> None:
-    name = cls.name  # type: ignore[attr-defined]
+    name = cls.name
     if name in table or name in ALIASES:
         raise ValueError(f"name {name!r} is registered twice")
     table[name] = cls

@@ -58,8 +58,9 @@ def ap2_reciprocal(v: torch.Tensor) -> torch.Tensor:
     return bits.clamp(0x800000, LARGEST_POWER).view(torch.float32)
 
 
-def abs_mean(x: torch.Tensor, dim: int | tuple[int, ...] | None = None, keepdim: bool = False,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
+def abs_mean(
+    x: torch.Tensor, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """mean |x| (over ``mask`` when given). Where the plain mean overflows float32 (inputs near its
     largest values) it is summed as sum(|x| / N), whose gradient does not overflow either."""
     a = x.abs()

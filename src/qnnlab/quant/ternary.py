@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from qnnlab.quant.base import QuantMeta, Quantizer
+from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.rounding import abs_mean
 from qnnlab.quant.spec import Param, in_range

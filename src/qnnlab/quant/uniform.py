@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from qnnlab.quant.base import QuantMeta, Quantizer
+from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.rounding import abs_mean, round_to_int, sign_pm1
 from qnnlab.quant.spec import Param, in_range
@@ -65,8 +65,9 @@ class DoReFaWeight(Quantizer):
 
     @property
     def meta(self) -> QuantMeta:
-        return QuantMeta("binary" if self.bits == 1 else "int", self.bits, stochastic=self.stochastic,
-                         scaled=self.bits == 1)
+        return QuantMeta(
+            "binary" if self.bits == 1 else "int", self.bits, stochastic=self.stochastic, scaled=self.bits == 1
+        )
 
     def clip_range(self) -> tuple[float, float]:
         return (-1.0, 1.0) if self.bits == 1 else (0.0, 1.0)
@@ -94,7 +95,7 @@ class _DoReFaWeightSTE(torch.autograd.Function):
     dL/dx = dL/dt (1 - t^2)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[no-untyped-def,override]
+    def forward(ctx, x: torch.Tensor, bits: int) -> torch.Tensor:
         t = torch.tanh(x)
         flat = t.abs().reshape(-1)
         a = int(flat.argmax())
@@ -106,7 +107,7 @@ class _DoReFaWeightSTE(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[no-untyped-def,override]
+    def backward(ctx, g: torch.Tensor):
         t, m = ctx.saved_tensors
         grad_t = g / m
         flat = grad_t.view(-1)

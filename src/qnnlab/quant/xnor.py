@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qnnlab.quant.base import QuantMeta, Quantizer
+from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.binary import SIGN_ESTIMATORS
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.rounding import abs_mean, sign_pm1
@@ -38,8 +38,9 @@ class XnorWeight(_ScaledSign):
     name = "xnor_weight"
     summary = "XNOR-Net / BWN weights: alpha sign(W), alpha = mean|W| per output channel"
     paper = "Rastegari et al. 2016, arXiv 1603.05279"
-    params = (Param("per", str, "channel", "one alpha per output channel or per tensor",
-                    choices=("channel", "tensor")),)
+    params = (
+        Param("per", str, "channel", "one alpha per output channel or per tensor", choices=("channel", "tensor")),
+    )
 
     def alpha(self, w: torch.Tensor) -> torch.Tensor:
         if self.per == "tensor" or w.dim() < 2:

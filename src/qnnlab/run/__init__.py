@@ -5,5 +5,13 @@
 from qnnlab.run.config import TrainConfig, recipe_names, resolve
 from qnnlab.run.model import CHECKPOINT, METRICS, build_model, initial_model, load_trained
 
-__all__ = ["CHECKPOINT", "METRICS", "TrainConfig", "build_model", "initial_model", "load_trained", "recipe_names",
-           "resolve"]
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "TrainConfig",
+    "build_model",
+    "initial_model",
+    "load_trained",
+    "recipe_names",
+    "resolve",
+]

@@ -26,11 +26,17 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
         tensors[prefix] = obj.detach().cpu().contiguous().clone()
         return {"__tensor__": prefix}
     if isinstance(obj, dict):
-        return {"__dict__": [[_flatten(k, f"{prefix}/k{i}", tensors), _flatten(v, f"{prefix}/{i}", tensors)]
-                             for i, (k, v) in enumerate(obj.items())]}
+        return {
+            "__dict__": [
+                [_flatten(k, f"{prefix}/k{i}", tensors), _flatten(v, f"{prefix}/{i}", tensors)]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
     if isinstance(obj, (list, tuple)):
-        return {"__list__": [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)],
-                "tuple": isinstance(obj, tuple)}
+        return {
+            "__list__": [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)],
+            "tuple": isinstance(obj, tuple),
+        }
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
@@ -50,15 +56,14 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save(path: Path, model_state: dict[str, torch.Tensor], extra: dict[str, Any], info: dict[str, Any]) -> None:
     tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
     skeleton = {name: _flatten(state, name, tensors) for name, state in extra.items()}
-    metadata = {"format": FORMAT, "version": str(VERSION), "skeleton": json.dumps(skeleton),
-                "info": json.dumps(info)}
+    metadata = {"format": FORMAT, "version": str(VERSION), "skeleton": json.dumps(skeleton), "info": json.dumps(info)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """(model state, extra states, info); a broken, foreign or newer file raises ValueError."""
     tensors, metadata = read_safetensors(Path(path), FORMAT, VERSION, "checkpoint")
-    model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     skeleton = json.loads(metadata["skeleton"])
     extra = {name: _unflatten(s, tensors) for name, s in skeleton.items()}
     return model_state, extra, json.loads(metadata["info"])

@@ -27,7 +27,8 @@ class YAMLLoader(yaml.SafeLoader):
 YAMLLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+    list("-+0123456789."),
+)
 
 
 def load_yaml(text: str) -> Any:
@@ -106,8 +107,11 @@ FIELDS: dict[str, tuple[str, str]] = {
     "output_norm": ("flag", "batch norm on the classifier output (BNN)"),
     "rules": ("list", "quantization rules (qnnlab.nn.quantize_model): match, weight, input, grad, state, keep"),
     "augment": ("name", "none or flip (random horizontal flips)"),
-    "channels_last": ("flag", "train on images in channels-last (NHWC) memory layout: the same model, "
-                              "about 1.2x faster convolution training steps on CPU (qnnlab bench layout)"),
+    "channels_last": (
+        "flag",
+        "train on images in channels-last (NHWC) memory layout: the same model, "
+        "about 1.2x faster convolution training steps on CPU (qnnlab bench layout)",
+    ),
     "eval_mode": ("name", "how test accuracy is measured: binary, latent or ensemble:N"),
     "seq_len": ("tokens", "language models: truncated back-propagation length"),
     "limit_steps": ("steps", "stop each epoch after this many steps (quick trials); 0: whole epoch"),

@@ -16,10 +16,16 @@ from qnnlab.run.model import load_trained
 def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Rebuild a run's model from its checkpoint and export it; returns sizes for the report."""
     model, data, info = load_trained(str(checkpoint_path), need_images=False)
-    runtime.export(model, out, {"config": info["config"].to_dict(), "epoch": info["epoch"] + 1}, getattr(data, "shape", None))
+    runtime.export(
+        model, out, {"config": info["config"].to_dict(), "epoch": info["epoch"] + 1}, getattr(data, "shape", None)
+    )
     float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.dtype.is_floating_point)
-    return {"out": str(out), "bytes": os.path.getsize(out), "float32_state_bytes": float_bytes,
-            "ratio": float_bytes / os.path.getsize(out)}
+    return {
+        "out": str(out),
+        "bytes": os.path.getsize(out),
+        "float32_state_bytes": float_bytes,
+        "ratio": float_bytes / os.path.getsize(out),
+    }
 
 
 def _identity(config: dict[str, Any], epoch: Any) -> dict[str, Any]:
@@ -28,8 +34,9 @@ def _identity(config: dict[str, Any], epoch: Any) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def compare_with_checkpoint(packed_path: str | os.PathLike, checkpoint_path: str | os.PathLike,
-                            data_root: str | None = None) -> dict[str, Any]:
+def compare_with_checkpoint(
+    packed_path: str | os.PathLike, checkpoint_path: str | os.PathLike, data_root: str | None = None
+) -> dict[str, Any]:
     """Run a packed file and the PyTorch model of its run on the whole test set: both accuracies
     and on how many images their predictions agree."""
     packed = runtime.load(packed_path)
@@ -39,9 +46,11 @@ def compare_with_checkpoint(packed_path: str | os.PathLike, checkpoint_path: str
     exported = _identity(packed.source.get("config", {}), packed.source.get("epoch"))
     trained = _identity(info["config"].to_dict(), info["epoch"] + 1)
     if exported != trained:
-        raise ValueError(f"{packed_path} was exported from {exported['recipe']} {exported['model']} epoch "
-                         f"{exported['epoch']}, not from this checkpoint ({trained['recipe']} {trained['model']} "
-                         f"epoch {trained['epoch']}); re-export it with qnnlab export")
+        raise ValueError(
+            f"{packed_path} was exported from {exported['recipe']} {exported['model']} epoch "
+            f"{exported['epoch']}, not from this checkpoint ({trained['recipe']} {trained['model']} "
+            f"epoch {trained['epoch']}); re-export it with qnnlab export"
+        )
     model.eval()
     agree = right_packed = right_model = 0
     with weight_mode(model, "binary"):  # the weights the export packed: stochastic ones at their sign
@@ -51,5 +60,11 @@ def compare_with_checkpoint(packed_path: str | os.PathLike, checkpoint_path: str
             right_packed += int((ours == y).sum())
             right_model += int((theirs == y).sum())
     n = len(data.test_y)
-    return {"packed": str(packed_path), "checkpoint": info["checkpoint"], "images": n,
-            "packed_accuracy": right_packed / n, "model_accuracy": right_model / n, "agreeing_predictions": agree}
+    return {
+        "packed": str(packed_path),
+        "checkpoint": info["checkpoint"],
+        "images": n,
+        "packed_accuracy": right_packed / n,
+        "model_accuracy": right_model / n,
+        "agreeing_predictions": agree,
+    }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +22,9 @@ from torch import nn
 
 from qnnlab import quant
 from qnnlab.data import ImageData, TextData
-from qnnlab.nn import QuantizedModule
 from qnnlab.data.batches import eval_batches, lm_batches, to_unit_range
 from qnnlab.models.ebp import EBPNetwork
+from qnnlab.nn import QuantizedModule
 from qnnlab.run.model import load_trained
 
 
@@ -56,8 +56,7 @@ def weight_mode(model: nn.Module, mode: str) -> Iterator[bool]:
         for param, original in module.weight_quantizers_by_name().items():
             if original.meta.kind == "float":
                 continue  # already the latent weights in every mode
-            replacement = {"latent": quant.get("float"), "binary": original.deterministic(),
-                           "ensemble": original}[name]
+            replacement = {"latent": quant.get("float"), "binary": original.deterministic(), "ensemble": original}[name]
             if replacement is not original:
                 module.set_weight_quantizer(param, replacement)
                 swapped.append((module, param, original))
@@ -89,7 +88,7 @@ def recalibrated_batchnorm(model: nn.Module, data: ImageData, device: str) -> It
     model.train()
     with torch.no_grad():
         for start in range(0, min(RECALIBRATION_SAMPLES, len(data.train_y)), 200):
-            model(to_unit_range(data.train_x[start:start + 200]).to(device))
+            model(to_unit_range(data.train_x[start : start + 200]).to(device))
     model.train(was_training)
     try:
         yield
@@ -121,8 +120,15 @@ def evaluate_images(model: nn.Module, data: ImageData, mode: str = "binary", dev
 
 
 @torch.no_grad()
-def evaluate_text(model: nn.Module, data: TextData, split: str = "valid", mode: str = "binary",
-                  device: str = "cpu", batch_size: int = 16, seq_len: int = 200) -> dict[str, float]:
+def evaluate_text(
+    model: nn.Module,
+    data: TextData,
+    split: str = "valid",
+    mode: str = "binary",
+    device: str = "cpu",
+    batch_size: int = 16,
+    seq_len: int = 200,
+) -> dict[str, float]:
     """Bits per token (per character for char corpora) and perplexity on ``split``."""
     was_training = model.training
     model.eval()
@@ -130,18 +136,22 @@ def evaluate_text(model: nn.Module, data: TextData, split: str = "valid", mode: 
     with weight_mode(model, mode):
         for x, y in lm_batches(getattr(data, split), batch_size, seq_len):
             logits, state = model(x.to(device), state)
-            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.to(device).reshape(-1),
-                                           reduction="sum"))
+            total += float(
+                F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.to(device).reshape(-1), reduction="sum")
+            )
             count += y.numel()
     model.train(was_training)
     nats = total / count
     key = "val" if split == "valid" else split
-    return {f"{key}_bpc" if data.unit == "char" else f"{key}_bits_per_word": nats / math.log(2),
-            f"{key}_ppl": math.exp(min(nats, 50.0))}
+    return {
+        f"{key}_bpc" if data.unit == "char" else f"{key}_bits_per_word": nats / math.log(2),
+        f"{key}_ppl": math.exp(min(nats, 50.0)),
+    }
 
 
-def evaluate_checkpoint(path: str, mode: str = "binary", split: str = "test",
-                        data_root: str | None = None, seed: int = 0) -> dict[str, float | str]:
+def evaluate_checkpoint(
+    path: str, mode: str = "binary", split: str = "test", data_root: str | None = None, seed: int = 0
+) -> dict[str, float | str]:
     """Rebuild the model of a checkpoint (or run folder) from its saved config and evaluate it;
     ``seed`` fixes the networks that ``ensemble:N`` samples, so its result is reproducible."""
     parse_mode(mode)

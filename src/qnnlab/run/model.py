@@ -28,8 +28,13 @@ def build_model(config: TrainConfig, data: datasets.ImageData | datasets.TextDat
         return models.build_ebp(config.model, shape=data.shape, classes=data.classes, **config.model_options)
     if config.algorithm != "backprop":
         raise ValueError(f"algorithm={config.algorithm!r}; use backprop or ebp")
-    common = dict(norm=config.norm, activation=config.activation, output_norm=config.output_norm,
-                  rules=config.rules, **config.model_options)
+    common = dict(
+        norm=config.norm,
+        activation=config.activation,
+        output_norm=config.output_norm,
+        rules=config.rules,
+        **config.model_options,
+    )
     if isinstance(data, datasets.TextData):
         return models.build(config.model, vocab=data.vocab_size, rules=config.rules, **config.model_options)
     return models.build(config.model, shape=data.shape, classes=data.classes, **common)
@@ -41,8 +46,9 @@ def initial_model(config: TrainConfig, data: datasets.ImageData | datasets.TextD
     return build_model(config, data)
 
 
-def load_trained(path: str, data_root: str | None = None, need_images: bool = True
-                 ) -> tuple[nn.Module, Any, dict[str, Any]]:
+def load_trained(
+    path: str, data_root: str | None = None, need_images: bool = True
+) -> tuple[nn.Module, Any, dict[str, Any]]:
     """(model, data, info) of a checkpoint or run folder: the model rebuilt from its saved config
     with the trained weights, and its data set. With ``need_images=False`` an image classifier's
     checkpoint that records its input shape is rebuilt without loading the data set (the data
@@ -59,6 +65,8 @@ def load_trained(path: str, data_root: str | None = None, need_images: bool = Tr
         model.load_state_dict(model_state)
     except RuntimeError as error:
         first = str(error).splitlines()[-1].strip().rstrip(".")
-        raise ValueError(f"{file}: the weights do not fit the model its config builds ({first}); the file was "
-                         "edited, or the data set found is not the one it was trained on (check --data-root)") from None
+        raise ValueError(
+            f"{file}: the weights do not fit the model its config builds ({first}); the file was "
+            "edited, or the data set found is not the one it was trained on (check --data-root)"
+        ) from None
     return model, data, {**info, "checkpoint": str(file), "config": config}

@@ -54,14 +54,23 @@ class PackedModel:
         return self(x, reference=True)
 
 
-def export(model: torch.nn.Module, path: str | os.PathLike, source: dict[str, Any] | None = None,
-           input_shape: tuple[int, ...] | None = None) -> None:
+def export(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    source: dict[str, Any] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> None:
     """Write ``model`` (eval statistics) as a packed file, atomically; convolutional models need
     ``input_shape`` (C, H, W)."""
     ops, tensors = export_model(model, input_shape)
     ops_json = json.dumps(ops)
-    metadata = {"format": FORMAT, "version": str(VERSION), "ops": ops_json, "sha256": _digest(ops_json, tensors),
-                "source": json.dumps(source or {})}
+    metadata = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "ops": ops_json,
+        "sha256": _digest(ops_json, tensors),
+        "source": json.dumps(source or {}),
+    }
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 

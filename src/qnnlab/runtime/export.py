@@ -41,8 +41,8 @@ def _input_shapes(model: nn.Module, input_shape: tuple[int, ...] | None) -> dict
         return {}
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def record(name: str):  # type: ignore[no-untyped-def]
-        def hook(module, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    def record(name: str):
+        def hook(module, inputs, output) -> None:
             shapes.setdefault(name, tuple(inputs[0].shape))
 
         return hook
@@ -57,14 +57,18 @@ def _input_shapes(model: nn.Module, input_shape: tuple[int, ...] | None) -> dict
     return shapes
 
 
-def _threshold(name: str, bn: nn.Module, layout: str, tensors: dict[str, torch.Tensor],
-               spatial: int = 1) -> dict[str, Any]:
+def _threshold(
+    name: str, bn: nn.Module, layout: str, tensors: dict[str, torch.Tensor], spatial: int = 1
+) -> dict[str, Any]:
     """Batch norm + the next layer's sign as one threshold per channel (repeated per position for
     the flat layout): sign(y s + b) = +1 <=> y >= -b/s for s > 0, y <= -b/s for s < 0."""
     scale, shift = batchnorm_affine(bn)
     safe = torch.where(scale == 0, torch.ones_like(scale), scale)
-    values = {"threshold": -shift / safe, "positive": scale > 0,
-              "constant": torch.where(scale == 0, torch.where(shift >= 0, 1.0, 0.0), -1.0).double()}
+    values = {
+        "threshold": -shift / safe,
+        "positive": scale > 0,
+        "constant": torch.where(scale == 0, torch.where(shift >= 0, 1.0, 0.0), -1.0).double(),
+    }
     op: dict[str, Any] = {"op": "threshold", "layout": layout, "layer": name}
     for key, value in values.items():
         tensors[f"{name}.{key}"] = value.repeat_interleave(spatial) if layout == "flat" else value
@@ -72,8 +76,9 @@ def _threshold(name: str, bn: nn.Module, layout: str, tensors: dict[str, torch.T
     return op
 
 
-def export_model(model: nn.Module, input_shape: tuple[int, ...] | None = None
-                 ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+def export_model(
+    model: nn.Module, input_shape: tuple[int, ...] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
     """(ops, tensors) for the runtime; raises ExportError naming what is not supported.
 
     Supported: sequential nets as the ``bnn`` / ``bnn-shift`` recipes build them: QuantLinear and
@@ -92,7 +97,7 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...] | None = None
     layers = [(name, m) for name, m in model.named_children() if not isinstance(m, (nn.Identity, nn.Dropout))]
     first = True
     for index, (name, m) in enumerate(layers):
-        following = [layer for _, layer in layers[index + 1:index + 3]]
+        following = [layer for _, layer in layers[index + 1 : index + 3]]
         if isinstance(m, nn.Flatten):
             if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
                 ops.append({"op": "flatten"})
@@ -106,8 +111,12 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...] | None = None
             if isinstance(nxt, (QuantLinear, QuantConv2d)) and _is_sign(nxt.input_quantizer):
                 layout = "nhwc" if isinstance(nxt, QuantConv2d) else "rows"
                 ops.append(_threshold(name, m, layout, tensors))
-            elif isinstance(nxt, nn.Flatten) and len(following) > 1 and isinstance(following[1], QuantLinear) \
-                    and _is_sign(following[1].input_quantizer):
+            elif (
+                isinstance(nxt, nn.Flatten)
+                and len(following) > 1
+                and isinstance(following[1], QuantLinear)
+                and _is_sign(following[1].input_quantizer)
+            ):
                 spatial = math.prod(shapes[name][2:]) if name in shapes else 1
                 ops.append(_threshold(name, m, "flat", tensors, spatial))
             elif nxt is None:
@@ -117,9 +126,11 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...] | None = None
             else:
                 raise ExportError(f"layer {name}: batch norm must feed a sign-input layer or end the model")
         else:
-            raise ExportError(f"layer {name} ({type(m).__name__}) is not supported by the packed runtime; "
-                              f"it runs binary QuantLinear / QuantConv2d, batch norm, MaxPool2d and Flatten "
-                              f"(bnn recipes)")
+            raise ExportError(
+                f"layer {name} ({type(m).__name__}) is not supported by the packed runtime; "
+                f"it runs binary QuantLinear / QuantConv2d, batch norm, MaxPool2d and Flatten "
+                f"(bnn recipes)"
+            )
     if not ops or ops[-1]["op"] not in ("affine", "binary_linear", "real_linear"):
         raise ExportError("the model must end with a linear layer or an output batch norm")
     return ops, tensors
@@ -129,10 +140,13 @@ def _matmul_op(name: str, m: nn.Module, first: bool, tensors: dict[str, torch.Te
     if not _is_sign(m.weight_quantizer):
         raise ExportError(f"layer {name}: weights {m.weight_quantizer} are not plain sign weights")
     sign_input = _is_sign(m.input_quantizer)
-    if not sign_input and not (first and (m.input_quantizer.meta.kind == "float"
-                                          or str(m.input_quantizer) == "uniform:lo=-1.0")):
-        raise ExportError(f"layer {name}: input quantizer {m.input_quantizer} is not supported"
-                          + ("" if first else " after the first layer (use sign)"))
+    if not sign_input and not (
+        first and (m.input_quantizer.meta.kind == "float" or str(m.input_quantizer) == "uniform:lo=-1.0")
+    ):
+        raise ExportError(
+            f"layer {name}: input quantizer {m.input_quantizer} is not supported"
+            + ("" if first else " after the first layer (use sign)")
+        )
     w = m.weight.detach()
     op: dict[str, Any] = {"layer": name}
     if m.bias is not None:
@@ -145,12 +159,25 @@ def _matmul_op(name: str, m: nn.Module, first: bool, tensors: dict[str, torch.Te
             tensors[f"{name}.weight_sum"] = torch.where(w >= 0, 1.0, -1.0).sum(1).double()
             op["weight_sum"] = f"{name}.weight_sum"
         return op
-    if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str) \
-            or m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1]:
-        raise ExportError(f"layer {name}: the packed convolution supports groups=1, dilation=1, zero padding "
-                          f"and square stride and padding")
-    op.update(kernel=list(m.kernel_size), stride=m.stride[0], padding=m.padding[0], channels=m.in_channels,
-              out_channels=m.out_channels)
+    if (
+        m.groups != 1
+        or m.dilation != (1, 1)
+        or m.padding_mode != "zeros"
+        or isinstance(m.padding, str)
+        or m.stride[0] != m.stride[1]
+        or m.padding[0] != m.padding[1]
+    ):
+        raise ExportError(
+            f"layer {name}: the packed convolution supports groups=1, dilation=1, zero padding "
+            f"and square stride and padding"
+        )
+    op.update(
+        kernel=list(m.kernel_size),
+        stride=m.stride[0],
+        padding=m.padding[0],
+        channels=m.in_channels,
+        out_channels=m.out_channels,
+    )
     if not sign_input:
         tensors[f"{name}.weight"] = kernels.pack(w.reshape(w.shape[0], -1))
         op.update(op="real_conv", weight=f"{name}.weight")

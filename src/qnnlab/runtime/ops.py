@@ -35,8 +35,9 @@ def _transposed(op: dict[str, Any], w: torch.Tensor) -> torch.Tensor:
     return op["_transposed"]
 
 
-def _pixel_sums(op: dict[str, Any], codes: torch.Tensor, w: torch.Tensor, k: int,
-                weight_sum: torch.Tensor) -> torch.Tensor:
+def _pixel_sums(
+    op: dict[str, Any], codes: torch.Tensor, w: torch.Tensor, k: int, weight_sum: torch.Tensor
+) -> torch.Tensor:
     """Exact sum_t c_t w_t for uint8 pixel codes and +-1 weights. An int8 GEMM does it fastest where
     the CPU has integer dot-product instructions: sum (c - 128) w + 128 sum(w), with (c - 128) and w
     in int8; where torch offers none, the bit-plane AND-popcount kernel (QNN paper) does."""
@@ -68,16 +69,16 @@ def _binary_filters(op: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tor
 CACHED_SIZES = 8
 
 
-def _padding_correction(op: dict[str, Any], tensors: dict[str, torch.Tensor], height: int, width: int
-                        ) -> torch.Tensor:
+def _padding_correction(op: dict[str, Any], tensors: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
     """The convolution's zero-padding correction for (height, width) inputs, made once per size
     (at most ``CACHED_SIZES`` sizes are kept, the oldest made dropped first)."""
     corrections = op.setdefault("_corrections", {})
     if (height, width) not in corrections:
         if len(corrections) >= CACHED_SIZES:
             del corrections[next(iter(corrections))]
-        corrections[height, width] = kernels.padding_correction(_binary_filters(op, tensors), height, width,
-                                                                op["stride"], op["padding"])
+        corrections[height, width] = kernels.padding_correction(
+            _binary_filters(op, tensors), height, width, op["stride"], op["padding"]
+        )
     return corrections[height, width]
 
 
@@ -106,7 +107,9 @@ def _threshold(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Ten
     return values.reshape(batch, height, width, channels).permute(0, 3, 1, 2) if layout == "nhwc" else values
 
 
-def run_op(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor], reference: bool = False) -> torch.Tensor:
+def run_op(
+    op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor], reference: bool = False
+) -> torch.Tensor:
     kind = op["op"]
     if kind == "flatten":
         return x.reshape(x.shape[0], -1)
@@ -122,8 +125,11 @@ def run_op(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor]
         if x.shape[1] != k:
             raise ValueError(f"input has {x.shape[1]} features, the model expects {k}")
         codes = (x.to(torch.float64) + 1) * 127.5
-        on_grid = bool(((codes - codes.round()).abs() < 1e-3).all()) and bool((codes >= -1e-3).all()) \
+        on_grid = (
+            bool(((codes - codes.round()).abs() < 1e-3).all())
+            and bool((codes >= -1e-3).all())
             and bool((codes <= 255 + 1e-3).all())
+        )
         if reference or not on_grid:
             y = x.to(torch.float32) @ kernels.unpack(w, k).T
         else:
@@ -143,8 +149,9 @@ def run_op(op: dict[str, Any], x: torch.Tensor, tensors: dict[str, torch.Tensor]
             y = F.conv2d(x, _binary_filters(op, tensors), stride=op["stride"], padding=op["padding"])
             return y + tensors[op["bias"]].reshape(-1, 1, 1) if op.get("bias") else y
         correction = _padding_correction(op, tensors, x.shape[1], x.shape[2]) if op["padding"] else None
-        y = kernels.binary_conv2d_nhwc(x, tensors[op["weight"]], op["channels"], tuple(op["kernel"]), op["stride"],
-                                       op["padding"], correction).to(torch.float32)
+        y = kernels.binary_conv2d_nhwc(
+            x, tensors[op["weight"]], op["channels"], tuple(op["kernel"]), op["stride"], op["padding"], correction
+        ).to(torch.float32)
         return y + tensors[op["bias"]] if op.get("bias") else y
     if kind == "maxpool":
         if reference:

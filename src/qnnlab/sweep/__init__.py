@@ -22,8 +22,13 @@ STUDY_DIR = "studies"
 def studies() -> list[str]:
     """Sweep files shipped with qnnlab, as ``SCALE/NAME`` (``cpu/tricks-mlp``)."""
     root = resources.files("qnnlab") / STUDY_DIR
-    return sorted(f"{scale.name}/{f.name[:-5]}" for scale in root.iterdir() if scale.is_dir()
-                  for f in scale.iterdir() if f.name.endswith(".yaml"))
+    return sorted(
+        f"{scale.name}/{f.name[:-5]}"
+        for scale in root.iterdir()
+        if scale.is_dir()
+        for f in scale.iterdir()
+        if f.name.endswith(".yaml")
+    )
 
 
 def find(name_or_path: str) -> Path:
@@ -47,14 +52,30 @@ def check_models(runs: list[PlannedRun], label: str) -> None:
     built: set[str] = set()
     for run in runs:
         config = from_dict(run.config)
-        key = repr({k: run.config[k] for k in ("model", "model_options", "rules", "norm", "activation",
-                                                 "output_norm", "algorithm", "dataset")})
+        key = repr(
+            {
+                k: run.config[k]
+                for k in (
+                    "model",
+                    "model_options",
+                    "rules",
+                    "norm",
+                    "activation",
+                    "output_norm",
+                    "algorithm",
+                    "dataset",
+                )
+            }
+        )
         if key in built:
             continue
         if config.dataset not in shapes:
             loaded = datasets.load(config.dataset, config.data_root, image_size=config.image_size)
-            shapes[config.dataset] = loaded if isinstance(loaded, datasets.TextData) else \
-                datasets.ImageData.empty(tuple(loaded.shape), loaded.classes)
+            shapes[config.dataset] = (
+                loaded
+                if isinstance(loaded, datasets.TextData)
+                else datasets.ImageData.empty(tuple(loaded.shape), loaded.classes)
+            )
         try:
             build_model(config, shapes[config.dataset])
         except (ValueError, KeyError, TypeError) as exc:
@@ -62,8 +83,15 @@ def check_models(runs: list[PlannedRun], label: str) -> None:
         built.add(key)
 
 
-def run_sweep(file: str | Path, out: str | Path, jobs: int = 1, engine: str = "local", retry_failed: bool = False,
-              progress: bool = True, **engine_options: Any) -> dict[str, int]:
+def run_sweep(
+    file: str | Path,
+    out: str | Path,
+    jobs: int = 1,
+    engine: str = "local",
+    retry_failed: bool = False,
+    progress: bool = True,
+    **engine_options: Any,
+) -> dict[str, int]:
     """Train every run of sweep ``file`` not yet finished into ``out``; returns the count per state."""
     if engine not in ENGINES:
         raise SweepError(f"--engine {engine!r}; use one of {', '.join(ENGINES)}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from qnnlab.sweep.execute import execute
 
+
 def _missing(package: str, extra: str) -> ValueError:
     return ValueError(f"--engine {extra} needs the {package} package: pip install 'qnnlab[{extra}]'")
 
@@ -32,8 +33,16 @@ def run_local(runs: list[dict[str, Any]], root: str, jobs: int, retry_failed: bo
             future.result()  # a worker that died raises here
 
 
-def run_ray(runs: list[dict[str, Any]], root: str, jobs: int, retry_failed: bool,
-            address: str | None = None, cpus_per_run: float = 0, gpus_per_run: float = 0, **_: Any) -> None:
+def run_ray(
+    runs: list[dict[str, Any]],
+    root: str,
+    jobs: int,
+    retry_failed: bool,
+    address: str | None = None,
+    cpus_per_run: float = 0,
+    gpus_per_run: float = 0,
+    **_: Any,
+) -> None:
     """Each run a Ray task with ``cpus_per_run`` / ``gpus_per_run`` as its resources; ``address``
     joins an existing cluster, else a local instance with ``jobs`` runs at a time is started."""
     try:
@@ -59,9 +68,16 @@ def run_ray(runs: list[dict[str, Any]], root: str, jobs: int, retry_failed: bool
             ray.shutdown()
 
 
-def run_submitit(runs: list[dict[str, Any]], root: str, jobs: int, retry_failed: bool,
-                 cpus_per_run: float = 0, gpus_per_run: float = 0, cluster: str | None = None,
-                 **_: Any) -> None:
+def run_submitit(
+    runs: list[dict[str, Any]],
+    root: str,
+    jobs: int,
+    retry_failed: bool,
+    cpus_per_run: float = 0,
+    gpus_per_run: float = 0,
+    cluster: str | None = None,
+    **_: Any,
+) -> None:
     """Each run a SLURM job (submitit), ``jobs`` at a time; without SLURM, submitit's local executor."""
     try:
         import submitit
@@ -81,5 +97,6 @@ def run_submitit(runs: list[dict[str, Any]], root: str, jobs: int, retry_failed:
             continue
         running.remove(finished)
         finished.result()
+
 
 ENGINES = {"local": run_local, "ray": run_ray, "submitit": run_submitit}

@@ -9,12 +9,13 @@ from typing import Any
 
 import torch
 
-from qnnlab.sweep.records import RESULT, claim, result, what_is_trained, write_json
 from qnnlab.run.config import from_dict
+from qnnlab.sweep.records import RESULT, claim, result, what_is_trained, write_json
 
 
-def execute(run: dict[str, Any], root: str, threads: int = 0, device: str | None = None,
-            retry_failed: bool = False) -> dict[str, Any]:
+def execute(
+    run: dict[str, Any], root: str, threads: int = 0, device: str | None = None, retry_failed: bool = False
+) -> dict[str, Any]:
     """Train ``run`` (a ``PlannedRun.to_dict()``) in ``root/run["name"]`` unless it is finished or
     another process holds it, resuming from its checkpoint; returns ``{"name", "status"}``.
 
@@ -30,9 +31,15 @@ def execute(run: dict[str, Any], root: str, threads: int = 0, device: str | None
         try:
             record = _train(run, folder, threads, device)
         except Exception as exc:  # noqa: BLE001 - any error of one run is that run's record
-            record = {"status": "failed", "name": run["name"], "labels": run["labels"], "seed": run["seed"],
-                      "config": run["config"], "error": f"{type(exc).__name__}: {exc}",
-                      "traceback": traceback.format_exc()}
+            record = {
+                "status": "failed",
+                "name": run["name"],
+                "labels": run["labels"],
+                "seed": run["seed"],
+                "config": run["config"],
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
         record["wall_seconds"] = round(time.perf_counter() - started, 3)
         write_json(folder / RESULT, record)
         return {"name": run["name"], "status": record["status"]}
@@ -53,10 +60,18 @@ def _train(run: dict[str, Any], folder: Path, threads: int, device: str | None) 
         environment["device"] = device
     trainer = Trainer(config, folder, resume=True, quiet=True, environment=environment)
     metrics = trainer.run()
-    return {"status": "done", "name": run["name"], "labels": run["labels"], "seed": run["seed"],
-            "config": run["config"], "epochs": len(metrics), "final": metrics[-1], "best": _best(metrics),
-            "train_seconds": round(sum(m.get("epoch_seconds", 0.0) for m in metrics), 3),
-            "costs": costs(trainer.model, trainer.data, trainer.config)}
+    return {
+        "status": "done",
+        "name": run["name"],
+        "labels": run["labels"],
+        "seed": run["seed"],
+        "config": run["config"],
+        "epochs": len(metrics),
+        "final": metrics[-1],
+        "best": _best(metrics),
+        "train_seconds": round(sum(m.get("epoch_seconds", 0.0) for m in metrics), 3),
+        "costs": costs(trainer.model, trainer.data, trainer.config),
+    }
 
 
 def _best(metrics: list[dict[str, Any]]) -> dict[str, Any]:
@@ -81,13 +96,21 @@ def costs(model: torch.nn.Module, data: Any, config: Any) -> dict[str, Any]:
         example = torch.randn(config.batch_size, *data.shape)
         per_sample = config.batch_size
     try:
-        train = profile(model, example, train=True, optimizer=config.optimizer, loss=config.loss,
-                        clip_latent=bool(config.clip_latent))
+        train = profile(
+            model,
+            example,
+            train=True,
+            optimizer=config.optimizer,
+            loss=config.loss,
+            clip_latent=bool(config.clip_latent),
+        )
         infer = profile(model, example[:1], train=False, optimizer=None)
     except (ValueError, TypeError, NotImplementedError, RuntimeError) as exc:
         return {"error": f"not counted: {exc}"}
-    return {"train_step_pj_per_sample": train.energy_pj() / per_sample,
-            "inference_pj": infer.energy_pj(),
-            "deployed_weight_bits": infer.memory_bits("weights_deployed"),
-            "latent_weight_bits": train.memory_bits("weights_latent"),
-            "not_counted": sorted(set(train.not_counted))}
+    return {
+        "train_step_pj_per_sample": train.energy_pj() / per_sample,
+        "inference_pj": infer.energy_pj(),
+        "deployed_weight_bits": infer.memory_bits("weights_deployed"),
+        "latent_weight_bits": train.memory_bits("weights_latent"),
+        "not_counted": sorted(set(train.not_counted)),
+    }

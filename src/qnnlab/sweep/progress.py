@@ -34,7 +34,9 @@ def snapshot(root: Path, plan: list[dict[str, Any]], parallel: int = 1) -> dict[
     eta = None
     if measured:  # each configuration's median epoch time where measured, else that of all
         overall = statistics.median(measured)
-        eta = sum(n * (statistics.median(seconds[c]) if seconds.get(c) else overall) for c, n in left) / max(1, parallel)
+        eta = sum(n * (statistics.median(seconds[c]) if seconds.get(c) else overall) for c, n in left) / max(
+            1, parallel
+        )
     return {"counts": counts, "total": len(plan), "running": running, "eta_seconds": eta}
 
 
@@ -42,9 +44,11 @@ def describe(snap: dict[str, Any]) -> list[str]:
     c = snap["counts"]
     left = c["pending"] + c["interrupted"]
     eta = snap["eta_seconds"]
-    line = (f"runs {c['done']}/{snap['total']} done, {c['running']} running, {c['failed']} failed, {left} left"
-            + (f" ({c['interrupted']} interrupted, will resume)" if c["interrupted"] else "")
-            + (f"; ETA {_duration(eta)}" if eta is not None and (left or c["running"]) else ""))
+    line = (
+        f"runs {c['done']}/{snap['total']} done, {c['running']} running, {c['failed']} failed, {left} left"
+        + (f" ({c['interrupted']} interrupted, will resume)" if c["interrupted"] else "")
+        + (f"; ETA {_duration(eta)}" if eta is not None and (left or c["running"]) else "")
+    )
     return [line] + [f"  {r}" for r in snap["running"]]
 
 
@@ -56,8 +60,15 @@ def _duration(seconds: float) -> str:
 class Display:
     """Redraws the snapshot every ``interval`` seconds on a terminal, else prints it when it changes."""
 
-    def __init__(self, root: Path, plan: list[dict[str, Any]], parallel: int, stream: TextIO = sys.stderr,
-                 interval: float = 2.0, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        plan: list[dict[str, Any]],
+        parallel: int,
+        stream: TextIO = sys.stderr,
+        interval: float = 2.0,
+        enabled: bool = True,
+    ) -> None:
         self.enabled = enabled
         self.root, self.plan, self.parallel, self.stream, self.interval = root, plan, parallel, stream, interval
         self.tty = stream.isatty()

@@ -14,11 +14,12 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from qnnlab.sweep.spec import PlannedRun, SweepError
 from qnnlab.storage import atomic_write
+from qnnlab.sweep.spec import PlannedRun, SweepError
 
 PLAN = "sweep.json"
 RESULT = "result.json"
@@ -51,8 +52,10 @@ def write_plan(out: Path, runs: list[PlannedRun], source: str) -> None:
             new = planned.get(old["name"])
             if new is not None and what_is_trained(new["config"]) != what_is_trained(old["config"]):
                 changed = sorted(k for k, v in what_is_trained(new["config"]).items() if old["config"].get(k) != v)
-                raise SweepError(f"{out} already holds run {old['name']} with another config (fields {changed}); "
-                                 f"use another --out, or give the changed configuration a new label")
+                raise SweepError(
+                    f"{out} already holds run {old['name']} with another config (fields {changed}); "
+                    f"use another --out, or give the changed configuration a new label"
+                )
             if new is None:
                 planned[old["name"]] = old
     write_json(out / PLAN, {"source": source, "runs": list(planned.values())})
@@ -78,6 +81,8 @@ def claim(folder: Path) -> Iterator[bool]:
         except OSError:
             yield False
             return
+        for stale in folder.glob(".*.tmp"):  # half-written files of a killed holder; we hold the folder now
+            stale.unlink(missing_ok=True)
         write_json(folder / CLAIM, {"pid": os.getpid(), "host": socket.gethostname()})
         try:
             yield True
@@ -90,6 +95,8 @@ def state(folder: Path) -> str:
     """done, failed, running, interrupted (started, nobody holds it) or pending."""
     record = result(folder)
     if record is not None:
+        if (folder / CLAIM).is_file() and not _claim_alive(folder):
+            (folder / CLAIM).unlink(missing_ok=True)  # its holder was killed after writing the record
         return record["status"]
     if (folder / CLAIM).is_file() and _claim_alive(folder):
         return "running"

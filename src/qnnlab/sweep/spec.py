@@ -55,7 +55,7 @@ class PlannedRun:
 @dataclasses.dataclass
 class Axis:
     key: str  # "case" for cases, "zip" for a zip group
-    options: list[tuple[str, dict[str, Any], int]]  # label, overrides, line
+    options: list[tuple[str, dict[str, Any]]]  # label, overrides
 
 
 def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
@@ -87,9 +87,6 @@ class _Reader:
         line = self.lines.get(path) or next((self.lines[p] for p in _prefixes(path) if p in self.lines), None)
         where = f"{self.label}, line {line}" if line else self.label
         return SweepError(f"{where}: {'.'.join(str(p) for p in path if p != '<value>')}: {message}")
-
-    def line(self, path: tuple) -> int:
-        return self.lines.get(path, 0)
 
 
 def _prefixes(path: tuple) -> list[tuple]:
@@ -142,8 +139,11 @@ def _check_key(reader: _Reader, path: tuple, key: Any) -> str:
         return key
     field, dot, _ = key.partition(".")
     if field not in FIELDS:
-        raise reader.fail(path, f"unknown field {field!r}; fields: {', '.join(FIELDS)}, model_options.NAME or "
-                                f"rules[MATCH].{{{','.join(RULE_SETTINGS)}}}")
+        raise reader.fail(
+            path,
+            f"unknown field {field!r}; fields: {', '.join(FIELDS)}, model_options.NAME or "
+            f"rules[MATCH].{{{','.join(RULE_SETTINGS)}}}",
+        )
     if dot and field not in MAPPING_FIELDS:
         raise reader.fail(path, f"{field} is not a mapping; only {', '.join(MAPPING_FIELDS)} takes .NAME")
     if field == "seed":
@@ -159,16 +159,16 @@ def _overrides(reader: _Reader, path: tuple, mapping: Any) -> dict[str, Any]:
     return {_check_key(reader, path + (k,), k): v for k, v in mapping.items()}
 
 
-def _axis_values(reader: _Reader, path: tuple, values: Any) -> list[tuple[str, Any, int]]:
+def _axis_values(reader: _Reader, path: tuple, values: Any) -> list[tuple[str, Any]]:
     if isinstance(values, dict):
-        items = [(str(label), value, reader.line(path + (label,))) for label, value in values.items()]
+        items = [(str(label), value) for label, value in values.items()]
     elif isinstance(values, list):
-        items = [(_label(value), value, reader.line(path + (i,))) for i, value in enumerate(values)]
+        items = [(_label(value), value) for value in values]
     else:
         raise reader.fail(path, "an axis is a list of values or a mapping label: value")
     if not items:
         raise reader.fail(path, "the axis is empty; give at least one value")
-    labels = [label for label, _, _ in items]
+    labels = [label for label, _ in items]
     if len(set(labels)) != len(labels):
         raise reader.fail(path, f"two values share a label ({', '.join(labels)}); give the axis as label: value")
     return items
@@ -180,8 +180,10 @@ def _axes(reader: _Reader, data: dict[str, Any]) -> list[Axis]:
         cases = data["cases"]
         if not isinstance(cases, dict) or not cases:
             raise reader.fail(("cases",), "must be a non-empty mapping label: {field: value, ...}")
-        axes.append(Axis("case", [(_label(label), _overrides(reader, ("cases", label), overrides),
-                                   reader.line(("cases", label))) for label, overrides in cases.items()]))
+        options = [
+            (_label(label), _overrides(reader, ("cases", label), overrides)) for label, overrides in cases.items()
+        ]
+        axes.append(Axis("case", options))
     groups = data.get("zip")
     groups = [] if groups is None else groups if isinstance(groups, list) else [groups]
     for g, group in enumerate(groups):
@@ -196,7 +198,7 @@ def _axes(reader: _Reader, data: dict[str, Any]) -> list[Axis]:
         options = []
         for row in zip(*columns.values()):  # columns that share their labels share them with the run too
             label = row[0][0] if named else ",".join(f"{_short(k)}={cell[0]}" for k, cell in zip(columns, row))
-            options.append((label, {k: cell[1] for k, cell in zip(columns, row)}, row[0][2]))
+            options.append((label, {k: cell[1] for k, cell in zip(columns, row)}))
         axes.append(Axis("zip", options))
     grid = data.get("grid") or {}
     if not isinstance(grid, dict):
@@ -204,8 +206,10 @@ def _axes(reader: _Reader, data: dict[str, Any]) -> list[Axis]:
     for key, values in grid.items():
         key = _check_key(reader, ("grid", key), key)
         named = isinstance(values, dict)
-        options = [(label if named else f"{_short(key)}={label}", {key: value}, line)
-                   for label, value, line in _axis_values(reader, ("grid", key), values)]
+        options = [
+            (label if named else f"{_short(key)}={label}", {key: value})
+            for label, value in _axis_values(reader, ("grid", key), values)
+        ]
         axes.append(Axis(key, options))
     return axes
 
@@ -217,16 +221,20 @@ def _seeds(reader: _Reader, seeds: Any) -> list[int]:
         if seeds < 1:
             raise reader.fail(("seeds",), f"{seeds} seeds: give a count >= 1 or a list of seeds")
         return list(range(seeds))
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
         raise reader.fail(("seeds",), "give a count (3) or a non-empty list of non-negative integers ([0, 1, 2])")
     if len(set(seeds)) != len(seeds):
         raise reader.fail(("seeds",), "a seed is listed twice")
     return list(seeds)
 
 
-def _resolve(reader: _Reader, base: dict[str, Any], chosen: list[tuple[tuple, dict[str, Any]]],
-             seed: int = 0) -> dict[str, Any]:
+def _resolve(
+    reader: _Reader, base: dict[str, Any], chosen: list[tuple[tuple, dict[str, Any]]], seed: int = 0
+) -> dict[str, Any]:
     """The config of ``base`` (its recipe and fields) with the chosen axis values applied in order;
     an axis that sets ``recipe`` starts the run from that recipe instead, the base fields still applied."""
     recipe = next((o["recipe"] for _, o in reversed(chosen) if "recipe" in o), base["recipe"])
@@ -273,7 +281,7 @@ def parse(text: str, label: str = "sweep") -> tuple[list[PlannedRun], dict[str, 
     axes = _axes(reader, data)
     seeds = _seeds(reader, data.get("seeds"))
     for axis in axes:  # each value alone first, so an error points at the value's own line
-        for label, overrides, line in axis.options:
+        for label, overrides in axis.options:
             _resolve(reader, base, [(_value_path(axis, label), overrides)])
     runs = []
     for combination in itertools.product(*(axis.options for axis in axes)):

@@ -39,8 +39,9 @@ def _metric(recs: list[dict[str, Any]], metric: str | None) -> str:
     return next((m for m in METRICS if recs and m in recs[0]["final"]), "test_accuracy")
 
 
-def rows(out: str | Path, reference: str | None = None, metric: str | None = None,
-         which: str = "final") -> list[dict[str, Any]]:
+def rows(
+    out: str | Path, reference: str | None = None, metric: str | None = None, which: str = "final"
+) -> list[dict[str, Any]]:
     """Summary rows in the plan's order; ``which``: the ``final`` epoch's or the ``best`` epoch's metric."""
     if which not in ("final", "best"):
         raise SweepError(f"which={which!r}; use final or best")
@@ -58,8 +59,13 @@ def rows(out: str | Path, reference: str | None = None, metric: str | None = Non
         raise SweepError(f"reference {reference!r} has no finished run; configurations: {', '.join(by_config)}")
     table = []
     for name, values in by_config.items():
-        row = {"configuration": name, **labels[name], "n": len(values), "mean": statistics.fmean(values.values()),
-               "std": statistics.stdev(values.values()) if len(values) > 1 else math.nan}
+        row = {
+            "configuration": name,
+            **labels[name],
+            "n": len(values),
+            "mean": statistics.fmean(values.values()),
+            "std": statistics.stdev(values.values()) if len(values) > 1 else math.nan,
+        }
         if reference is not None:
             row["diff"], row["diff_spread"] = _difference(values, by_config[reference])
         table.append(row)

@@ -20,7 +20,7 @@ class Distributed:
     world: int = 1
 
     @classmethod
-    def from_environment(cls, device: str) -> "Distributed":
+    def from_environment(cls, device: str) -> Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()

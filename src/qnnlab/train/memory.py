@@ -34,4 +34,5 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, LARGEST_MMAP_THRESHOLD)) and bool(
-        mallopt(M_TRIM_THRESHOLD, LARGEST_TRIM_THRESHOLD))
+        mallopt(M_TRIM_THRESHOLD, LARGEST_TRIM_THRESHOLD)
+    )

@@ -22,13 +22,19 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
         if not metrics:
             continue
         last = metrics[-1]
-        row = {"run": str(folder.relative_to(root)) if folder != Path(root) else folder.name,
-               "recipe": config.get("recipe", "?"), "model": config.get("model", "?"),
-               "dataset": config.get("dataset", "?"), "epochs": f"{last['epoch']}/{config.get('epochs', '?')}",
-               "minutes": round(sum(m.get("epoch_seconds", 0.0) for m in metrics) / 60, 1)}
+        row = {
+            "run": str(folder.relative_to(root)) if folder != Path(root) else folder.name,
+            "recipe": config.get("recipe", "?"),
+            "model": config.get("model", "?"),
+            "dataset": config.get("dataset", "?"),
+            "epochs": f"{last['epoch']}/{config.get('epochs', '?')}",
+            "minutes": round(sum(m.get("epoch_seconds", 0.0) for m in metrics) / 60, 1),
+        }
         if "test_accuracy" in last:
-            row.update(final=f"{100 * last['test_accuracy']:.2f}%",
-                       best=f"{100 * max(m['test_accuracy'] for m in metrics):.2f}%")
+            row.update(
+                final=f"{100 * last['test_accuracy']:.2f}%",
+                best=f"{100 * max(m['test_accuracy'] for m in metrics):.2f}%",
+            )
         elif "val_bpc" in last:
             row.update(final=f"{last['val_bpc']:.3f} bpc", best=f"{min(m['val_bpc'] for m in metrics):.3f} bpc")
         rows.append(row)

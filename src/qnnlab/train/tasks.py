@@ -6,7 +6,8 @@ neither images nor text.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,9 @@ class ImageClassification:
 
     def batches(self, epoch: int, rank: int, world: int) -> Iterator[Batch]:
         c = self.config
-        for x, y in image_batches(self.data.train_x, self.data.train_y, c.batch_size, c.seed, epoch, c.augment,
-                                  rank, world):
+        for x, y in image_batches(
+            self.data.train_x, self.data.train_y, c.batch_size, c.seed, epoch, c.augment, rank, world
+        ):
             yield model_layout(x.to(c.device), c.channels_last), y.to(c.device)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -43,8 +45,7 @@ class ImageClassification:
             return self.criterion(output, target)
         return F.cross_entropy(output, target, reduction="none")
 
-    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: Any
-                ) -> tuple[torch.Tensor, int, Any]:
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: Any) -> tuple[torch.Tensor, int, Any]:
         """(per-sample loss, correct predictions, state carried to the next batch)."""
         logits = model(x)
         return self.loss(logits, y), int((logits.argmax(1) == y).sum()), None
@@ -82,8 +83,7 @@ class LanguageModelling:
         for x, y in lm_batches(self.data.train, c.batch_size, c.seq_len, rank, world):
             yield x.to(c.device), y.to(c.device)
 
-    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: Any
-                ) -> tuple[torch.Tensor, int, Any]:
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: Any) -> tuple[torch.Tensor, int, Any]:
         logits, state = model(x, _detached(state))
         per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
         return per_token, 0, state

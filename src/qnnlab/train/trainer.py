@@ -46,7 +46,7 @@ class RunExists(ValueError):
     """The output folder already holds a run that --resume was not asked to continue."""
 
 
-def _lock_run_folder(out: Path):  # type: ignore[no-untyped-def]
+def _lock_run_folder(out: Path):
     """Hold an exclusive lock on ``out/.lock`` while training, so two processes never write one run."""
     import fcntl
 
@@ -77,22 +77,32 @@ def _check(config: TrainConfig) -> None:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, out: str | os.PathLike, resume: bool = False, quiet: bool = False,
-                 environment: dict[str, Any] | None = None, requested: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: str | os.PathLike,
+        resume: bool = False,
+        quiet: bool = False,
+        environment: dict[str, Any] | None = None,
+        requested: dict[str, Any] | None = None,
+    ) -> None:
         """A resumed run trains what its checkpoint's config says; ``environment`` (some of
         ``RUN_ENVIRONMENT``: device, threads, data_root) says where it runs now, e.g. a CPU run
         continued on a GPU machine. ``requested``: the fields the user set explicitly; resuming a
         run whose saved config differs in one of them is refused (the run would silently ignore it)."""
         environment = dict(environment or {})
         if set(environment) - set(RUN_ENVIRONMENT):
-            raise ValueError(f"environment keys {sorted(set(environment) - set(RUN_ENVIRONMENT))} are not "
-                             f"where-to-run settings; use {', '.join(RUN_ENVIRONMENT)}")
+            raise ValueError(
+                f"environment keys {sorted(set(environment) - set(RUN_ENVIRONMENT))} are not "
+                f"where-to-run settings; use {', '.join(RUN_ENVIRONMENT)}"
+            )
         self.out = Path(out)
         saved = None
         if (self.out / CHECKPOINT).exists():  # --resume with no checkpoint yet simply starts the run
             if not resume:
-                raise RunExists(f"{self.out} already holds a run; pass --resume to continue it, or choose "
-                                f"another --out")
+                raise RunExists(
+                    f"{self.out} already holds a run; pass --resume to continue it, or choose another --out"
+                )
             saved = checkpoint.load(self.out / CHECKPOINT)
             config = from_dict(saved[2]["config"], source=str(self.out / CHECKPOINT))
             _refuse_changes(self.out, config, requested or {})
@@ -117,8 +127,9 @@ class Trainer:
             self._restore(*saved)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.out / "config.yaml",
-                         lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+            atomic_write(
+                self.out / "config.yaml", lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            )
 
     def _steps_per_epoch(self) -> int:
         steps = self.task.steps_per_epoch()
@@ -131,11 +142,15 @@ class Trainer:
         self.update.load_state_dict(extra)
         self.start_epoch = info["epoch"] + 1
         self.metrics = info["metrics"]
+        if self.dist.is_main:  # a kill between the checkpoint and the metrics file left the file behind
+            self._write_metrics()
 
     def _save(self, epoch: int) -> None:
-        info = {"config": self.config.to_dict(), "epoch": epoch, "metrics": self.metrics,
-                **self.task.checkpoint_info()}
+        info = {"config": self.config.to_dict(), "epoch": epoch, "metrics": self.metrics, **self.task.checkpoint_info()}
         checkpoint.save(self.out / CHECKPOINT, self.model.state_dict(), self.update.state_dict(), info)
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         atomic_write(self.out / METRICS, lambda p: p.write_text(lines))
 
@@ -163,9 +178,14 @@ class Trainer:
         self.model.train()
         total_loss, correct, seen, state = 0.0, 0, 0, None
         started = time.perf_counter()
-        bar = tqdm(self.task.batches(epoch, self.dist.rank, self.dist.world), total=self.steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=self.quiet or not sys.stderr.isatty(),
-                   leave=False, unit="step")
+        bar = tqdm(
+            self.task.batches(epoch, self.dist.rank, self.dist.world),
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            disable=self.quiet or not sys.stderr.isatty(),
+            leave=False,
+            unit="step",
+        )
         for step, (x, y) in enumerate(bar):
             if step >= self.steps_per_epoch:
                 break
@@ -178,8 +198,11 @@ class Trainer:
             rate = len(y) * (step + 1) * self.dist.world / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(self.task.progress(total_loss / seen, correct / seen, rate))
         mean_loss = total_loss / max(seen, 1)
-        stats = {"train_loss": mean_loss, "lr": self.update.lr,
-                 **self.task.epoch_stats(mean_loss, correct / max(seen, 1))}
+        stats = {
+            "train_loss": mean_loss,
+            "lr": self.update.lr,
+            **self.task.epoch_stats(mean_loss, correct / max(seen, 1)),
+        }
         return self.dist.average(stats)
 
     def _divergence_message(self, epoch: int, step: int, value: float) -> str:
@@ -189,17 +212,21 @@ class Trainer:
             causes.append("latent weights are not clipped: try --set clip_latent=1.0")
         if self.config.norm == "none":
             causes.append("there is no batch norm: activations can grow without bound")
-        return (f"training diverged: loss is {value} at step {global_step} (epoch {epoch + 1}, batch {step + 1}). "
-                f"Likely cause: " + "; or ".join(causes) + f". The last good checkpoint is in {self.out}.")
+        return (
+            f"training diverged: loss is {value} at step {global_step} (epoch {epoch + 1}, batch {step + 1}). "
+            f"Likely cause: " + "; or ".join(causes) + f". The last good checkpoint is in {self.out}."
+        )
 
 
 def _refuse_changes(out: Path, saved: TrainConfig, requested: dict[str, Any]) -> None:
     changed = {k: v for k, v in requested.items() if k not in RUN_ENVIRONMENT and getattr(saved, k, v) != v}
     if changed:
         fields = ", ".join(f"{k}={getattr(saved, k)!r} (asked {v!r})" for k, v in changed.items())
-        raise ValueError(f"{out} was trained with {fields}; --resume continues a run as it was configured (its "
-                         f"learning-rate schedule spans its epochs). Train a new run with another --out to change "
-                         f"it; --device, --threads and --data-root may change on resume")
+        raise ValueError(
+            f"{out} was trained with {fields}; --resume continues a run as it was configured (its "
+            f"learning-rate schedule spans its epochs). Train a new run with another --out to change "
+            f"it; --device, --threads and --data-root may change on resume"
+        )
 
 
 def _summary(record: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ saves ``state_dict``; it knows neither.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,9 +28,18 @@ class Diverged(ArithmeticError):
 
 def build_training_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer ``config`` trains ``model`` with, latent-weight clipping and rounding included."""
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay,
-                                tuple(config.betas), config.lr_scale, config.clip_latent, config.bop_gamma,
-                                config.bop_threshold)
+    optimizer = build_optimizer(
+        model,
+        config.optimizer,
+        config.lr,
+        config.momentum,
+        config.weight_decay,
+        tuple(config.betas),
+        config.lr_scale,
+        config.clip_latent,
+        config.bop_gamma,
+        config.bop_threshold,
+    )
     if config.latent_quantizer:
         add_latent_rounding(optimizer, [p for _, _, p, _ in quantized_weights(model)], config.latent_quantizer)
     return optimizer
@@ -39,14 +49,20 @@ class Backprop:
     """Forward, the task's per-sample loss plus the score-function term of stochastic quantizers
     (REINFORCE), backward, optional gradient-norm clipping, the optimizer step and the schedule."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig, steps_per_epoch: int,
-                 wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        steps_per_epoch: int,
+        wrap: Callable[[nn.Module], nn.Module] | None = None,
+    ) -> None:
         self.model = model
         self.forward_model = wrap(model) if wrap else model  # e.g. DistributedDataParallel
         self.grad_clip = config.grad_clip
         self.optimizer = build_training_optimizer(model, config)
-        self.schedule = build_schedule(self.optimizer, config.schedule, config.epochs * steps_per_epoch,
-                                       steps_per_epoch, config.final_lr_fraction)
+        self.schedule = build_schedule(
+            self.optimizer, config.schedule, config.epochs * steps_per_epoch, steps_per_epoch, config.final_lr_fraction
+        )
 
     @property
     def lr(self) -> float:
@@ -96,8 +112,9 @@ class BayesianEBP:
         """The posterior is the model's state; nothing else to restore."""
 
 
-def update_rule_for(model: nn.Module, config: TrainConfig, steps_per_epoch: int,
-                    wrap: Callable[[nn.Module], nn.Module] | None = None) -> Backprop | BayesianEBP:
+def update_rule_for(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int, wrap: Callable[[nn.Module], nn.Module] | None = None
+) -> Backprop | BayesianEBP:
     """The rule that trains ``model``: EBP's for its network, back-propagation for every other."""
     if isinstance(model, EBPNetwork):
         return BayesianEBP(model)
