@@ -138,7 +138,7 @@ def test_the_table_pairs_seeds_against_the_reference(finished, capsys):
     assert table["no-bn"]["diff"] == pytest.approx(sum(diffs) / 2)
     assert table["no-bn"]["diff_spread"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2**0.5)
     assert main(["sweep", "table", str(out), "--reference", "full", "--csv"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "configuration,case,n,mean,std,diff,diff_spread"
+    assert capsys.readouterr().out.splitlines()[0] == "configuration,n,mean,std,diff,diff_spread"
     with pytest.raises(ValueError, match="reference 'nope' has no finished run; configurations: full, no-bn"):
         rows(out, reference="nope")
 

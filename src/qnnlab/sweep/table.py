@@ -57,11 +57,12 @@ def rows(
         labels[rec["configuration"]] = rec["labels"]
     if reference is not None and reference not in by_config:
         raise SweepError(f"reference {reference!r} has no finished run; configurations: {', '.join(by_config)}")
+    several_axes = any(len(axis_labels) > 1 for axis_labels in labels.values())
     table = []
     for name, values in by_config.items():
         row = {
             "configuration": name,
-            **labels[name],
+            **(labels[name] if several_axes else {}),  # one axis: its label is the configuration's name
             "n": len(values),
             "mean": statistics.fmean(values.values()),
             "std": statistics.stdev(values.values()) if len(values) > 1 else math.nan,
