@@ -48,7 +48,7 @@ def test_runtime_matches_pytorch_on_the_test_set(trained, tmp_path, recipe):
     assert torch.equal(got.argmax(1), expected.argmax(1))  # 100% of the test set
     # The runtime's first layer is exact integer arithmetic; PyTorch's float32 sum rounds (~1e-5).
     # Logits may differ only where a pre-activation lies within that rounding of a threshold.
-    first = runtime.ops.run_op(packed.ops[1], x.reshape(len(x), -1), packed.tensors)
+    first = packed.steps[1].packed(x.reshape(len(x), -1))
     threshold = packed.tensors[packed.ops[2]["threshold"]]
     near_tie = ((first.double() - threshold).abs() < 1e-4).any(1)
     close = torch.isclose(got, expected, atol=1e-4, rtol=1e-5).all(1)
@@ -196,13 +196,13 @@ def test_binary_cnn_runtime_matches_pytorch(tmp_path, recipe):
         expected = model(x)
     assert torch.equal(packed(x).argmax(1), expected.argmax(1))
     assert torch.allclose(packed(x), expected, atol=1e-4) and torch.allclose(packed.reference(x), expected, atol=1e-4)
-    conv = next(op for op in packed.ops if op["op"] == "binary_conv")
+    conv = next(step for step in packed.steps if step.kind == "binary_conv")
     sizes = (9, 28, 9, *range(3, 3 + runtime.ops.CACHED_SIZES), 9)
     for size in sizes:  # padding corrections are made per input size (a few kept), from the packed filters
-        signs = torch.where(torch.rand(3, conv["channels"], size, size) < 0.5, -1.0, 1.0)
-        got = runtime.ops.run_op(conv, kernels.pack_nhwc(signs), packed.tensors)
-        assert torch.equal(got.permute(0, 3, 1, 2), runtime.ops.run_op(conv, signs, packed.tensors, reference=True))
-    assert len(conv["_corrections"]) == runtime.ops.CACHED_SIZES and (9, 9) in conv["_corrections"]
+        signs = torch.where(torch.rand(3, conv.channels, size, size) < 0.5, -1.0, 1.0)
+        got = conv.packed(kernels.pack_nhwc(signs))
+        assert torch.equal(got.permute(0, 3, 1, 2), conv.reference(signs))
+    assert len(conv.corrections) == runtime.ops.CACHED_SIZES and (9, 9) in conv.corrections
     with pytest.raises(ExportError, match="input_shape"):
         runtime.export(model, tmp_path / "d.qnn")
     _write_version_1(packed, tmp_path / "v1.qnn")
@@ -212,7 +212,7 @@ def test_binary_cnn_runtime_matches_pytorch(tmp_path, recipe):
 def _write_version_1(packed, path):
     """The same model as a version-1 file, which also stored each convolution's padding correction;
     the runtime now makes its own, so these are written wrong on purpose."""
-    ops = [{k: v for k, v in op.items() if not k.startswith("_")} for op in packed.ops]
+    ops = [dict(op) for op in packed.ops]
     tensors = dict(packed.tensors)
     for op in ops:
         if op["op"] == "binary_conv" and op["padding"]:

@@ -76,10 +76,10 @@ def test_a_sweep_killed_at_random_points_ends_with_the_records_of_an_uninterrupt
     file = sweep_file(tmp_path)
     run_sweep(file, tmp_path / "whole", jobs=1, progress=False)
     rng, kills = random.Random(7), 0
-    for _ in range(30):
+    for attempt in range(7):  # six tries killed at a random moment (unless done by then), then one to the end
         process = cli(str(file), "--out", str(tmp_path / "killed"), "--jobs", "1", "--quiet")
         try:
-            process.wait(timeout=rng.uniform(1.0, 6.0))
+            process.wait(timeout=rng.uniform(1.0, 6.0) if attempt < 6 else 600)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)  # the sweep and its worker processes
             process.wait()
@@ -87,8 +87,6 @@ def test_a_sweep_killed_at_random_points_ends_with_the_records_of_an_uninterrupt
             continue
         assert process.returncode == 0, process.stderr.read()
         break
-    else:
-        pytest.fail("the sweep never finished")
     assert kills >= 2
     assert records(tmp_path / "killed") == records(tmp_path / "whole")
     assert not list((tmp_path / "killed").rglob("claimed"))

@@ -114,14 +114,8 @@ def estimator_ops(cost: LayerCost, phase: str, q: Quantizer | None, n: int) -> N
     """Backward through a quantizer: the estimator's mask or derivative, applied to n gradients."""
     if q is None or n == 0 or q.meta.kind == "float" or q.meta.backward:
         return
-    name = q.estimator.name
-    if name == "ste":
-        return
-    if name in ("clipped", "hardsigmoid"):
-        cost.add(phase, "cmp", "fp32", 2 * n)  # the two bounds of the pass-through window
-    else:  # a derivative formula evaluated per element
-        cost.add(phase, "mul", "fp32", 3 * n)
-        cost.add(phase, "add", "fp32", 2 * n)
+    for op, per_value in q.estimator.backward_ops.items():
+        cost.add(phase, op, "fp32", per_value * n)
 
 
 def grad_quantizer_ops(cost: LayerCost, q: Quantizer | None, n: int) -> None:
@@ -168,7 +162,7 @@ def matmul_rule(call: Call, cost: LayerCost) -> None:
         cost.add(FWD, "add", "fp32", call.out_numel)
     quantizer_ops(cost, FWD, wq, m.weight.numel())
     quantizer_ops(cost, FWD, iq, call.in_numel)
-    if iq is not None and type(iq).output_scale is not Quantizer.output_scale:
+    if iq is not None and iq.meta.output_scale:
         positions = call.out_numel // m.weight.shape[0]
         cost.add(FWD, "mul", "fp32", call.out_numel)  # XNOR-Net's K times each output
         cost.add(FWD, "add", "fp32", call.in_numel + positions * (fan_in // m.weight.shape[1]))  # mean|I|, box filter

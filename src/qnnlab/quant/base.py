@@ -26,6 +26,8 @@ class QuantMeta:
     point), ``pow2`` (sign and exponent), ``levels`` (a non-uniform table of values).
     bits: storage bits of one value. scaled: a real scale multiplies the integer codes (XNOR alpha).
     stochastic: the forward map draws random numbers. backward: it quantizes gradients, not values.
+    grid: (lo, hi) of a uniform grid of 2^bits levels, where the values lie on one.
+    output_scale: the layer multiplies its output by a factor computed from its input (XNOR's K).
     """
 
     kind: str
@@ -34,6 +36,8 @@ class QuantMeta:
     stochastic: bool = False
     scaled: bool = False
     backward: bool = False
+    grid: tuple[float, float] | None = None
+    output_scale: bool = False
 
 
 class Configurable(nn.Module):
@@ -76,7 +80,10 @@ class Estimator(Configurable):
     The default mechanism is a surrogate derivative: the forward value is ``quantizer.hard(x)``, the
     backward pass multiplies the incoming gradient by ``self.derivative(x, quantizer)``.
     Estimators for stochastic units that change the sampling itself override ``forward``.
+    ``backward_ops``: the element-wise work of its backward per gradient value, for the cost rules.
     """
+
+    backward_ops: ClassVar[dict[str, int]] = {"mul": 3, "add": 2}  # a derivative formula per element
 
     def forward(self, x: torch.Tensor, quantizer: Quantizer) -> torch.Tensor:
         return _SurrogateGradient.apply(

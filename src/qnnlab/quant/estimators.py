@@ -7,7 +7,7 @@ Each is named in a spec after ``@`` (``"sign@approxsign"``). Formulas are for th
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -24,6 +24,7 @@ class StraightThrough(Estimator):
     """
 
     name = "ste"
+    backward_ops: ClassVar[dict[str, int]] = {}
     summary = "identity straight-through: dq/dx = 1"
     paper = "Bengio et al. 2013, arXiv 1308.3432"
 
@@ -40,6 +41,7 @@ class ClippedStraightThrough(Estimator):
     """
 
     name = "clipped"
+    backward_ops: ClassVar[dict[str, int]] = {"cmp": 2}  # the two bounds of the pass-through window
     summary = "clipped straight-through: dq/dx = 1 inside the clip range, 0 outside"
     paper = "Hubara et al. 2016, arXiv 1609.07061"
 
@@ -75,6 +77,7 @@ class AnnealedHardSigmoid(Estimator):
     """
 
     name = "hardsigmoid"
+    backward_ops: ClassVar[dict[str, int]] = {"cmp": 2}
     summary = "slope-annealed hard sigmoid: dq/dx = a*1{|x|<=1/a}, a = min(max, slope+rate*epoch)"
     paper = "Chung et al. 2016, arXiv 1609.01704"
     params = (

@@ -35,7 +35,7 @@ class DoReFaActivation(Quantizer):
 
     @property
     def meta(self) -> QuantMeta:
-        return QuantMeta("int", self.bits, signed=False, stochastic=self.stochastic)
+        return QuantMeta("int", self.bits, signed=False, stochastic=self.stochastic, grid=(0.0, 1.0))
 
     def clip_range(self) -> tuple[float, float]:
         return (0.0, 1.0)
@@ -172,7 +172,7 @@ class UnsignedUniform(Quantizer):
 
     @property
     def meta(self) -> QuantMeta:
-        return QuantMeta("int", self.bits, signed=False, stochastic=self.stochastic)
+        return QuantMeta("int", self.bits, signed=False, stochastic=self.stochastic, grid=(self.lo, self.hi))
 
     def clip_range(self) -> tuple[float, float]:
         return (self.lo, self.hi)

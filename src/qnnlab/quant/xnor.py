@@ -64,6 +64,10 @@ class XnorActivation(_ScaledSign):
     summary = "XNOR-Net inputs: sign(I), layer output scaled by K = box-filtered mean|I|"
     paper = "Rastegari et al. 2016, arXiv 1603.05279"
 
+    @property
+    def meta(self) -> QuantMeta:
+        return QuantMeta("binary", 1, scaled=True, output_scale=True)
+
     def output_scale(self, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         if isinstance(layer, nn.Conv2d):
             a = abs_mean(x, dim=1, keepdim=True)

@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
-from qnnlab.runtime.ops import run_op
 from qnnlab.storage import atomic_write, read_safetensors
 
 FORMAT = "qnnlab-packed"
 VERSION = 2  # 2: convolutions' padding corrections are no longer stored
 
-__all__ = ["ExportError", "PackedModel", "compare_with_checkpoint", "export", "export_checkpoint", "load"]
+__all__ = ["ExportError", "PackedModel", "export", "load"]
 
 
 def _digest(ops_json: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -41,13 +41,14 @@ class PackedModel:
 
     def __init__(self, ops: list[dict[str, Any]], tensors: dict[str, torch.Tensor], source: dict[str, Any]) -> None:
         self.ops, self.tensors, self.source = ops, tensors, source
+        self.steps = [runtime_ops.build(op, tensors) for op in ops]  # built once, with what they derive
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
             raise ValueError(f"input must be a float tensor (B, ...), got {getattr(x, 'dtype', type(x).__name__)}")
-        for op in self.ops:
-            x = run_op(op, x, self.tensors, reference)
+        for step in self.steps:
+            x = step.reference(x) if reference else step.packed(x)
         return x
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:

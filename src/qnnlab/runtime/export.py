@@ -31,7 +31,14 @@ def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor,
 
 
 def _is_sign(q: Any) -> bool:
-    return q.meta.kind == "binary" and not q.meta.scaled and q.name in ("sign", "stochastic_sign")
+    """Plain +-1 values (the binary inference mode takes a stochastic sign's most probable value)."""
+    return q.meta.kind == "binary" and not q.meta.scaled
+
+
+def _is_pixel_grid(q: Any) -> bool:
+    """8-bit codes on [-1, 1], the grid the trainer's pixels lie on (QNN's 8-bit first layer)."""
+    meta = q.meta
+    return meta.kind == "int" and meta.bits == 8 and meta.grid == (-1.0, 1.0) and not meta.stochastic
 
 
 def _input_shapes(model: nn.Module, input_shape: tuple[int, ...] | None) -> dict[str, tuple[int, ...]]:
@@ -140,9 +147,7 @@ def _matmul_op(name: str, m: nn.Module, first: bool, tensors: dict[str, torch.Te
     if not _is_sign(m.weight_quantizer):
         raise ExportError(f"layer {name}: weights {m.weight_quantizer} are not plain sign weights")
     sign_input = _is_sign(m.input_quantizer)
-    if not sign_input and not (
-        first and (m.input_quantizer.meta.kind == "float" or str(m.input_quantizer) == "uniform:lo=-1.0")
-    ):
+    if not sign_input and not (first and (m.input_quantizer.meta.kind == "float" or _is_pixel_grid(m.input_quantizer))):
         raise ExportError(
             f"layer {name}: input quantizer {m.input_quantizer} is not supported"
             + ("" if first else " after the first layer (use sign)")
