@@ -162,3 +162,15 @@ def test_the_submitit_engine_runs_a_sweep_with_its_local_executor(tmp_path):
     pytest.importorskip("submitit", reason="pip install 'qnnlab[submitit]'")
     file = sweep_file(tmp_path, TINY.replace("seeds: 2", "seeds: 1"))
     assert run_sweep(file, tmp_path / "out", jobs=2, engine="submitit", progress=False, cluster="local") == {"done": 2}
+
+
+def test_a_run_may_start_from_another_run_of_the_sweep(tmp_path):
+    file = sweep_file(
+        tmp_path,
+        TINY.replace("no-bn: {norm: none}", 'from-float: {init_from: "{sweep}/float/seed{seed}"}')
+        .replace("full: {}", "float: {recipe: float}")
+        .replace("seeds: 2", "seeds: 1"),
+    )
+    assert run_sweep(file, tmp_path / "out", jobs=2, progress=False) == {"done": 2}
+    record = result(tmp_path / "out" / "from-float" / "seed0")
+    assert record["config"]["init_from"] == f"{tmp_path / 'out'}/float/seed0"

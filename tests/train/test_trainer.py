@@ -263,3 +263,26 @@ def test_a_kill_between_the_last_checkpoint_and_its_metrics_line_loses_no_line(t
     )
     assert resumed.run() == metrics
     assert (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() == lines
+
+
+def test_a_run_starts_from_a_trained_float_model(tmp_path):
+    from qnnlab import data
+    from qnnlab.run.model import initial_model
+
+    float_trainer, _ = train(tmp_path, "float", "float", epochs=1, limit_steps=5)
+    trained = {k: v.clone() for k, v in float_trainer.model.state_dict().items()}
+    del float_trainer
+    config = resolve("bnn", {**QUICK, "init_from": str(tmp_path / "float")})
+    model = initial_model(config, data.load("fashion-mnist-mini"))
+    state = model.state_dict()
+    shared = [k for k in trained if k in state]
+    assert any(k.endswith("running_mean") for k in shared)  # batch-norm statistics travel too
+    assert all(torch.equal(state[k], trained[k]) for k in shared)
+    assert any(k not in trained for k in state)  # the BNN's output batch norm keeps its initial values
+    with pytest.raises(ValueError, match="no checkpoint there"):
+        initial_model(
+            resolve("bnn", {**QUICK, "init_from": str(tmp_path / "nowhere")}), data.load("fashion-mnist-mini")
+        )
+    wide = resolve("bnn", {**QUICK, "init_from": str(tmp_path / "float"), "model_options": {"widths": [64, 64]}})
+    with pytest.raises(ValueError, match="tensors of other shapes"):
+        initial_model(wide, data.load("fashion-mnist-mini"))

@@ -64,6 +64,7 @@ class TrainConfig:
     activation: str = "relu"
     output_norm: bool = False
     rules: list = dataclasses.field(default_factory=list)
+    init_from: str | None = None
     augment: str = "none"
     channels_last: bool = True
     eval_mode: str = "binary"
@@ -106,6 +107,11 @@ FIELDS: dict[str, tuple[str, str]] = {
     "activation": ("name", "relu, hardtanh or identity (binary nets: sign is the next layer's input quantizer)"),
     "output_norm": ("flag", "batch norm on the classifier output (BNN)"),
     "rules": ("list", "quantization rules (qnnlab.nn.quantize_model): match, weight, input, grad, state, keep"),
+    "init_from": (
+        "path",
+        "a run folder or checkpoint whose weights start this run (a trained float model, say); in a sweep "
+        "file {sweep} is the sweep's folder and {seed} the run's seed",
+    ),
     "augment": ("name", "none or flip (random horizontal flips)"),
     "channels_last": (
         "flag",

@@ -41,9 +41,37 @@ def build_model(config: TrainConfig, data: datasets.ImageData | datasets.TextDat
 
 
 def initial_model(config: TrainConfig, data: datasets.ImageData | datasets.TextData) -> nn.Module:
-    """The model as training starts, drawn from ``config.seed``: a run's config redraws it."""
+    """The model as training starts, drawn from ``config.seed`` (a run's config redraws it), with
+    the weights of ``config.init_from`` where it has them."""
     torch.manual_seed(config.seed)
-    return build_model(config, data)
+    model = build_model(config, data)
+    if config.init_from:
+        start_from(model, config.init_from)
+    return model
+
+
+def start_from(model: nn.Module, path: str) -> list[str]:
+    """Copy the tensors of a trained run into ``model`` wherever their names match (a float model's
+    weights and batch-norm statistics into its quantized version: layers keep their names); returns
+    what was copied. Tensors only ``model`` has (an output batch norm, quantizer state) keep their
+    initial values; a name that matches with another shape is an error."""
+    file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise ValueError(f"init_from={path!r}: no checkpoint there; train that run first or fix the path")
+    state = checkpoint.load(file)[0]
+    own = model.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if wrong:
+        raise ValueError(f"init_from={path!r}: tensors of other shapes ({'; '.join(wrong[:3])}): another architecture")
+    copied = [k for k in state if k in own]
+    if not any(k.endswith("weight") for k in copied):
+        raise ValueError(f"init_from={path!r}: none of its weights fits this model (another architecture?)")
+    model.load_state_dict({k: state[k] for k in copied}, strict=False)
+    return copied
 
 
 def load_trained(

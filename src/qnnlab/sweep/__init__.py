@@ -105,8 +105,11 @@ def run_sweep(
     write_plan(root, runs, str(path))
     plan = [run.to_dict() for run in runs]
     todo = [run for run in plan if state(root / run["name"]) not in ("done",) + (() if retry_failed else ("failed",))]
+    starts_inside = [run for run in todo if "{sweep}" in (run["config"].get("init_from") or "")]
     with Display(root, plan, jobs, enabled=progress):
-        ENGINES[engine](todo, str(root), jobs, retry_failed, **engine_options)
+        for phase in ([run for run in todo if run not in starts_inside], starts_inside):  # sources first
+            if phase:
+                ENGINES[engine](phase, str(root), jobs, retry_failed, **engine_options)
     return counts(root)
 
 

@@ -21,6 +21,7 @@ def execute(
 
     A run that raises is recorded as failed with its traceback, so the sweep goes on."""
     folder = Path(root) / run["name"]
+    run = {**run, "config": with_places(run["config"], root, run["seed"])}
     with claim(folder) as owned:
         if not owned:
             return {"name": run["name"], "status": "elsewhere"}
@@ -43,6 +44,13 @@ def execute(
         record["wall_seconds"] = round(time.perf_counter() - started, 3)
         write_json(folder / RESULT, record)
         return {"name": run["name"], "status": record["status"]}
+
+
+def with_places(config: dict[str, Any], root: str, seed: int) -> dict[str, Any]:
+    """``init_from`` with {sweep} (the sweep's folder) and {seed} (the run's) filled in."""
+    if not config.get("init_from"):
+        return config
+    return {**config, "init_from": config["init_from"].format(sweep=root, seed=seed)}
 
 
 def _train(run: dict[str, Any], folder: Path, threads: int, device: str | None) -> dict[str, Any]:

@@ -13,7 +13,8 @@ A key is a config field (``qnnlab recipes`` lists them), a field of ``model_opti
 rule of the base whose ``match`` is MATCH gets KEY set, or a rule ``{match: MATCH, KEY: value}``
 is appended. An axis is a list of values (labelled by their text) or a mapping label -> value.
 ``zip`` may be a list of such groups. The runs are cases x zip x grid x seeds; each lives in
-``OUT/<configuration>/seed<N>``, the configuration named by its labels.
+``OUT/<configuration>/seed<N>``, the configuration named by its labels. A run may start from
+another run of the sweep, ``init_from: "{sweep}/float/seed{seed}"``: such runs train after all others.
 """
 
 from __future__ import annotations
