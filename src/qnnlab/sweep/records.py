@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from qnnlab.run.config import from_dict
 from qnnlab.storage import atomic_write
 from qnnlab.sweep.spec import PlannedRun, SweepError
 
@@ -41,7 +42,10 @@ def read_json(path: Path) -> Any:
 
 
 def what_is_trained(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ENVIRONMENT_KEYS}
+    """The config as it decides training: fields added to qnnlab since it was written take their
+    defaults (which keep the old behaviour), and where the run executes is left out."""
+    full = from_dict(config, source="recorded config").to_dict()
+    return {k: v for k, v in full.items() if k not in ENVIRONMENT_KEYS}
 
 
 def write_plan(out: Path, runs: list[PlannedRun], source: str) -> None:
@@ -51,7 +55,8 @@ def write_plan(out: Path, runs: list[PlannedRun], source: str) -> None:
         for old in read_json(out / PLAN)["runs"]:
             new = planned.get(old["name"])
             if new is not None and what_is_trained(new["config"]) != what_is_trained(old["config"]):
-                changed = sorted(k for k, v in what_is_trained(new["config"]).items() if old["config"].get(k) != v)
+                before = what_is_trained(old["config"])
+                changed = sorted(k for k, v in what_is_trained(new["config"]).items() if before.get(k) != v)
                 raise SweepError(
                     f"{out} already holds run {old['name']} with another config (fields {changed}); "
                     f"use another --out, or give the changed configuration a new label"
