@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint fashion-mnist clean
+.PHONY: demo test lint fashion-mnist browser clean
 
 $(VENV)/.core: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,13 @@ fashion-mnist:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	  else echo "note: run 'sudo apt-get install dataset-fashion-mnist' for the Fashion-MNIST tests"; fi; fi
 
+# The report's browser test drives Debian's headless Chromium (it skips where it cannot be had).
+browser:
+	@if ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: run 'sudo apt-get install chromium chromium-driver' for the report's browser test"; fi; fi
+
 demo: $(VENV)/.core
 	$(VENV)/bin/qnnlab demo
 
@@ -34,7 +41,7 @@ lint: $(VENV)/.test
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m ruff format --check src tests scripts
 
-test: $(VENV)/.test fashion-mnist lint
+test: $(VENV)/.test fashion-mnist browser lint
 	$(PY) -m pytest
 
 clean:

@@ -264,12 +264,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.out:
+        from qnnlab.report import build
+
+        print(json.dumps(build(args.folders, args.out)))
+        return 0
     from qnnlab.train.report import collect, markdown
 
-    if not Path(args.runs).is_dir():
-        raise ValueError(f"{args.runs} is not a folder of runs")
-    rows = collect(args.runs)
-    print(json.dumps(rows, indent=1) if args.json else markdown(rows))
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            raise ValueError(f"{folder} is not a folder of runs")
+        rows = collect(folder)
+        print(json.dumps(rows, indent=1) if args.json else markdown(rows))
     return 0
 
 
@@ -439,9 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="table as Markdown")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="a results table of the runs under a folder (final and best metric, time)")
-    p.add_argument("runs", help="a folder holding run folders")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("report", help="a report of study records (HTML and Markdown), or a table of run folders")
+    p.add_argument("folders", nargs="+", help="folders of records: results/, sweep folders, run folders")
+    p.add_argument("--out", help="write the report to this .html file (its .md and figures beside it)")
+    p.add_argument("--json", action="store_true", help="without --out: the run table as JSON")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write a trained binary model as a packed file for qnnlab.runtime")

@@ -81,3 +81,15 @@ def test_parse_overrides():
     }
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["lr"])
+
+
+def test_atomic_writes_make_ordinary_files(tmp_path):
+    import os
+
+    from qnnlab.storage import atomic_write
+
+    atomic_write(tmp_path / "f.txt", lambda p: p.write_text("x"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temporary file left

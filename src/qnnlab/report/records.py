@@ -1,0 +1,46 @@
+"""What a report reads: the sweeps (folders with ``sweep.json``) and the estimator measurements
+(``estimator-bias-variance.json``) found under the folders it is given."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from qnnlab.sweep.table import records, rows
+
+ESTIMATOR_FILE = "estimator-bias-variance.json"
+
+
+@dataclasses.dataclass
+class Records:
+    sweeps: dict[str, Path]  # study name (the sweep folder's name) -> folder
+    estimator_rows: list[dict[str, Any]]
+
+    @classmethod
+    def find(cls, folders: list[str | Path]) -> Records:
+        sweeps: dict[str, Path] = {}
+        estimator_rows: list[dict[str, Any]] = []
+        for folder in map(Path, folders):
+            if not folder.is_dir():
+                raise ValueError(f"{folder} is not a folder of records (sweep folders, {ESTIMATOR_FILE})")
+            for plan in sorted(
+                [*folder.glob("sweep.json"), *folder.glob("*/sweep.json"), *folder.glob("*/*/sweep.json")]
+            ):
+                sweeps.setdefault(plan.parent.name, plan.parent)
+            for file in sorted([*folder.glob(ESTIMATOR_FILE), *folder.glob(f"*/{ESTIMATOR_FILE}")]):
+                try:
+                    estimator_rows += json.loads(file.read_text())
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise ValueError(f"{file}: unreadable estimator records ({exc})") from None
+        return cls(sweeps, estimator_rows)
+
+    def table(self, study: str, reference: str | None = None) -> list[dict[str, Any]]:
+        """Seed-aggregated rows of ``study`` (empty when it has no finished run)."""
+        if study not in self.sweeps or not records(self.sweeps[study]):
+            return []
+        return rows(self.sweeps[study], reference=reference)
+
+    def results(self, study: str) -> list[dict[str, Any]]:
+        return records(self.sweeps[study]) if study in self.sweeps else []

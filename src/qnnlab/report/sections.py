@@ -1,0 +1,249 @@
+"""The report's outline, as a talk on quantized networks runs: motivation, how it works, results,
+costs and gains, findings, questions. Each item is a figure, a table or sentences, with the
+command that reproduces it; an item whose records are missing says which command makes them."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from qnnlab.report import figures
+from qnnlab.report.records import Records
+
+TRICKS = {"tricks-mlp": "MLP", "tricks-cnn": "CNN"}
+STUDIES = {
+    "dorefa-mlp": ("DoReFa's W x A x G bits", "W32__A32__G32"),
+    "sensitivity-mlp": ("per-layer sensitivity, MLP", "all-float"),
+    "sensitivity-cnn": ("per-layer sensitivity, CNN", "all-float"),
+    "width-mlp": ("width, MLP", None),
+    "width-cnn": ("width, CNN", None),
+    "precision-dfxp-mlp": ("propagation vs update bits, dynamic fixed point", None),
+    "precision-fixed-mlp": ("propagation vs update bits, fixed point", None),
+    "input-mlp": ("input discretization", "float-pixels"),
+    "estimators-mlp": ("estimators' training curves", "clipped"),
+}
+
+
+@dataclasses.dataclass
+class Item:
+    title: str
+    command: str
+    figure: Any = None
+    table: list[dict[str, Any]] | None = None
+    text: str = ""
+    missing: bool = False
+
+
+@dataclasses.dataclass
+class Section:
+    id: str
+    title: str
+    items: list[Item]
+
+
+def _missing(title: str, command: str) -> Item:
+    return Item(title, command, text=f"Left out: no records yet. `{command}` makes them.", missing=True)
+
+
+def motivation() -> Section:
+    return Section(
+        "motivation",
+        "Motivation",
+        [
+            Item(
+                "Energy per operation and per multiply-accumulate of each kind the recipes use",
+                "Horowitz's table in qnnlab/analysis/energy.py",
+                figure=figures.energy_per_operation(),
+            ),
+        ],
+    )
+
+
+def how_it_works() -> Section:
+    return Section(
+        "how-it-works",
+        "How it works",
+        [
+            Item(
+                "Forward map, the gradient each estimator passes back, and stochastic binarization",
+                "qnnlab quantizers (the curves are drawn by the quantizers themselves)",
+                figure=figures.estimator_curves(),
+            ),
+        ],
+    )
+
+
+def results(records: Records) -> Section:
+    items = []
+    for study, model in TRICKS.items():
+        command = f"qnnlab sweep table results/cpu/{study} --reference full"
+        table = records.table(study, "full")
+        if not table:
+            items.append(_missing(f"Tricks ablation, {model}", f"qnnlab sweep cpu/{study} --out DIR"))
+            continue
+        items.append(
+            Item(
+                f"Tricks ablation of the BNN recipe, {model}: one change at a time",
+                command,
+                figure=figures.difference_bars(table, "full", f"BNN {model}, one change at a time"),
+            )
+        )
+    if records.estimator_rows:
+        items.append(
+            Item(
+                "Gradient estimators: bias and variance against the exact gradient",
+                "python scripts/estimator_bias_variance.py",
+                figure=figures.estimator_bias_variance(records.estimator_rows),
+            )
+        )
+    else:
+        items.append(_missing("Gradient estimators: bias and variance", "python scripts/estimator_bias_variance.py"))
+    for study, (title, reference) in STUDIES.items():
+        table = records.table(study, reference)
+        command = f"qnnlab sweep table results/cpu/{study}" + (f" --reference {reference}" if reference else "")
+        items.append(
+            Item(title, command, table=table) if table else _missing(title, f"qnnlab sweep cpu/{study} --out DIR")
+        )
+    return Section("results", "Results", items)
+
+
+def costs(records: Records) -> Section:
+    items = [
+        Item(
+            "A training step's energy by phase and kind: float, BNN and DoReFa on one MLP",
+            "qnnlab analyze --recipe R --model mlp --set widths --train",
+            figure=figures.step_energy(),
+        )
+    ]
+    points = _configurations(records)
+    if points:
+        items.append(
+            Item(
+                "Accuracy against the energy of a training step (every configuration of every study)",
+                "qnnlab sweep table DIR (costs from each run's result.json)",
+                figure=figures.pareto(points, "train_step_pj_per_sample", "training energy (pJ per sample)"),
+            )
+        )
+        items.append(
+            Item(
+                "Accuracy against the deployed model's size",
+                "qnnlab sweep table DIR (costs from each run's result.json)",
+                figure=figures.pareto(points, "deployed_weight_bits", "deployed weights (bits)"),
+            )
+        )
+    else:
+        items.append(
+            _missing("Pareto fronts of accuracy against energy and memory", "qnnlab sweep cpu/tricks-mlp --out DIR")
+        )
+    return Section("costs", "Costs and gains", items)
+
+
+def _configurations(records: Records) -> list[dict[str, Any]]:
+    """One point per configuration: mean accuracy over seeds and its cost figures."""
+    points = []
+    for study in records.sweeps:
+        by_config: dict[str, list[dict[str, Any]]] = {}
+        for record in records.results(study):
+            if "test_accuracy" in record["final"] and "error" not in record.get("costs", {"error": 1}):
+                by_config.setdefault(record["configuration"], []).append(record)
+        for configuration, found in by_config.items():
+            points.append(
+                {
+                    "study": study,
+                    "configuration": configuration,
+                    "accuracy": 100 * sum(r["final"]["test_accuracy"] for r in found) / len(found),
+                    **{k: found[0]["costs"][k] for k in ("train_step_pj_per_sample", "deployed_weight_bits")},
+                }
+            )
+    return points
+
+
+def findings(records: Records) -> Section:
+    sentences = []
+    for study, model in TRICKS.items():
+        table = records.table(study, "full")
+        if not table:
+            continue
+        changes = [r for r in table if r["configuration"] != "full"]
+        worst = min(changes, key=lambda r: r["diff"])
+        unclear = [r["configuration"] for r in changes if abs(r["diff"]) <= 2 * (r["diff_spread"] or 0)]
+        full = next(r for r in table if r["configuration"] == "full")
+        sentences.append(
+            f"BNN {model} ({full['mean']:.2f}% in full): '{worst['configuration']}' costs most, "
+            f"{worst['diff']:+.2f} +- {worst['diff_spread']:.2f} points; within two seed spreads of the full recipe: "
+            f"{', '.join(unclear) or 'none'} (`qnnlab sweep table results/cpu/{study} --reference full`)."
+        )
+    if records.estimator_rows:
+        sentences.append(_estimator_finding(records.estimator_rows))
+    text = " ".join(sentences) if sentences else "No study records were given."
+    return Section("findings", "Findings", [Item("Generated from the records", "qnnlab report DIR...", text=text)])
+
+
+def _estimator_finding(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for law in sorted({r["law"] for r in rows}):
+        mine: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["law"] == law:
+                mine.setdefault(r["estimator"], []).append(r)
+        mean = {
+            name: {
+                k: sum(r[k] for r in found) / len(found)
+                for k in ("relative_bias", "relative_variance", "bias_standard_error")
+            }
+            for name, found in mine.items()
+        }
+        unbiased = [n for n, m in mean.items() if m["relative_bias"] <= 2 * m["bias_standard_error"]]
+        best = min(unbiased, key=lambda n: mean[n]["relative_variance"]) if unbiased else None
+        least_variance = min(mean, key=lambda n: mean[n]["relative_variance"])
+        parts.append(
+            f"with the {law} law, unbiased within two standard errors: {', '.join(unbiased) or 'none'}"
+            + (f" (lowest variance {best}, {mean[best]['relative_variance']:.2f})" if best else "")
+            + f"; the lowest variance of all is {least_variance}'s ({mean[least_variance]['relative_variance']:.3f}) "
+            f"at a bias of {mean[least_variance]['relative_bias']:.2f}"
+        )
+    return "Estimators: " + "; ".join(parts) + " (`python scripts/estimator_bias_variance.py --summary FILE`)."
+
+
+QUESTIONS = (
+    ("Which tricks are really necessary?", "tricks-mlp", "qnnlab sweep cpu/tricks-mlp --out DIR"),
+    (
+        "Are early layers more sensitive to quantization?",
+        "sensitivity-mlp",
+        "qnnlab sweep cpu/sensitivity-mlp --out DIR",
+    ),
+    (
+        "Which of weights, activations and gradients needs the most bits?",
+        "dorefa-mlp",
+        "qnnlab sweep cpu/dorefa-mlp --out DIR",
+    ),
+    ("Do wider networks close the gap between float and binary?", "width-mlp", "qnnlab sweep cpu/width-mlp --out DIR"),
+    ("How much does discretizing the input cost?", "input-mlp", "qnnlab sweep cpu/input-mlp --out DIR"),
+)
+
+
+def questions(records: Records) -> Section:
+    items = []
+    for question, study, command in QUESTIONS:
+        table = records.table(study)
+        if not table:
+            items.append(Item(question, command, text=f"Open: `{command}` records what settles it.", missing=True))
+            continue
+        best = max(table, key=lambda r: r["mean"])
+        worst = min(table, key=lambda r: r["mean"])
+        items.append(
+            Item(
+                question,
+                f"qnnlab sweep table results/cpu/{study}",
+                text=(
+                    f"Evidence ({study}, {len(table)} configurations): best '{best['configuration']}' "
+                    f"{best['mean']:.2f}%, worst '{worst['configuration']}' {worst['mean']:.2f}%; the Results "
+                    f"section shows every configuration with its spread over seeds."
+                ),
+            )
+        )
+    return Section("questions", "Questions", items)
+
+
+def outline(records: Records) -> list[Section]:
+    return [motivation(), how_it_works(), results(records), costs(records), findings(records), questions(records)]

@@ -1,0 +1,101 @@
+"""The report: every section from the records given, figures that decode, and the page as a
+browser shows it (headless Chromium through Selenium, where both are installed)."""
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qnnlab.analysis.estimators import measure
+from qnnlab.cli import main
+from qnnlab.data import load
+from qnnlab.report.records import Records
+from qnnlab.report.sections import outline
+from qnnlab.sweep import run_sweep
+
+SECTIONS = ("motivation", "how-it-works", "results", "costs", "findings", "questions")
+TRICKS = """base: {recipe: bnn, model: mlp-small, model_options: {widths: [16]}, dataset: fashion-mnist-mini,
+       epochs: 2, limit_steps: 5, threads: 1}
+cases: {full: {}, no-bn: {norm: none}, ste: {"rules[*].input": "sign@ste"}}
+seeds: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """A report of a small tricks sweep and an estimator measurement, as the real commands write them."""
+    root = tmp_path_factory.mktemp("report")
+    (root / "tricks.yaml").write_text(TRICKS)
+    run_sweep(root / "tricks.yaml", root / "results" / "tricks-mlp", jobs=2, progress=False)
+    images = load("fashion-mnist-mini")
+    rows = measure(images.test_x[:16], images.test_y[:16], ("clipped", "muprop"), samples=50, hidden=4)
+    (root / "results" / "estimator-bias-variance.json").write_text(json.dumps(rows))
+    assert main(["report", str(root / "results"), "--out", str(root / "out" / "report.html")]) == 0
+    return root / "out" / "report.html"
+
+
+def test_the_page_has_every_section_and_inline_figures_that_decode(report):
+    page = report.read_text()
+    for section in SECTIONS:
+        assert f"<section id='{section}'>" in page
+    figures = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(figures) >= 6 and all(base64.b64decode(f).startswith(b"\x89PNG") for f in figures)
+    assert "http://" not in page and "https://" not in page  # readable offline and when mailed
+    assert "BNN MLP (" in page and "costs most" in page  # a finding generated from the sweep's records
+    assert "Left out: no records yet. `qnnlab sweep cpu/dorefa-mlp --out DIR`" in page  # absent study named
+
+
+def test_the_markdown_twin_links_image_files_that_exist(report):
+    markdown = report.with_suffix(".md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert links and all((report.parent / link).is_file() for link in links)
+    assert markdown.count("\n## ") == len(SECTIONS)
+
+
+def test_findings_name_the_changes_within_the_seed_spread(report, tmp_path):
+    records = Records.find([report.parent.parent / "results"])
+    findings = next(s for s in outline(records) if s.id == "findings").items[0].text
+    assert "within two seed spreads of the full recipe" in findings and "Estimators:" in findings
+
+
+def test_report_input_errors_are_clear(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.html")]) == 2
+    assert "is not a folder of records" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.pdf")]) == 2
+    assert "name an .html file" in capsys.readouterr().err
+
+
+def _chrome():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (make test installs it)")
+    driver_path = shutil.which("chromedriver")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not (driver_path and browser):
+        pytest.skip("headless Chromium needs Debian's chromium and chromium-driver (make test installs them as root)")
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.binary_location = browser
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
+
+
+def test_the_report_in_a_real_browser(report):
+    driver = _chrome()
+    try:
+        driver.set_window_size(1280, 2000)
+        driver.get(Path(report).resolve().as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt]);"
+        )
+        assert len(images) >= 6 and all(done and width > 0 for done, width, _ in images), images
+        ids = driver.execute_script("return Array.from(document.querySelectorAll('section')).map(s => s.id);")
+        assert list(ids) == list(SECTIONS)
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert not errors, errors
+        driver.save_screenshot(str(report.with_suffix(".png")))
+    finally:
+        driver.quit()
+    assert report.with_suffix(".png").stat().st_size > 10_000
