@@ -98,6 +98,8 @@ def results(records: Records) -> Section:
         )
     else:
         items.append(_missing("Gradient estimators: bias and variance", "python scripts/estimator_bias_variance.py"))
+    for study in sorted(set(records.sweeps) - set(TRICKS) - set(STUDIES)):  # any other sweep given
+        items.append(Item(f"Sweep {study}", f"qnnlab sweep table {records.sweeps[study]}", table=records.table(study)))
     for study, (title, reference) in STUDIES.items():
         table = records.table(study, reference)
         command = f"qnnlab sweep table results/cpu/{study}" + (f" --reference {reference}" if reference else "")
