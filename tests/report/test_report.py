@@ -16,7 +16,7 @@ from qnnlab.report.records import Records
 from qnnlab.report.sections import outline
 from qnnlab.sweep import run_sweep
 
-SECTIONS = ("motivation", "how-it-works", "results", "costs", "findings", "questions")
+SECTIONS = ("motivation", "how-it-works", "results", "costs", "inside", "findings", "questions")
 TRICKS = """base: {recipe: bnn, model: mlp-small, model_options: {widths: [16]}, dataset: fashion-mnist-mini,
        epochs: 2, limit_steps: 5, threads: 1}
 cases: {full: {}, no-bn: {norm: none}, ste: {"rules[*].input": "sign@ste"}}

@@ -215,3 +215,105 @@ def pareto(points: list[dict[str, Any]], cost: str, label: str) -> Any:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def training_step(recipes: tuple[str, ...] = ("float", "bnn", "dorefa"), widths: tuple[int, ...] = (256, 256)) -> Any:
+    """One training step of each recipe's MLP, drawn from its actual config: every layer's input and
+    weight quantizer and the kind of its products (shade), batch norm and activations, the
+    estimator each quantizer is differentiated with, the loss, and the update (optimizer, latent
+    weights, clipping)."""
+    from torch import nn
+
+    from qnnlab.analysis.kinds import mac_kind, operand_kind
+    from qnnlab.data import ImageData
+    from qnnlab.nn import QuantizedModule
+    from qnnlab.run import build_model, resolve
+
+    shade = {"fp32": "white", "binary": GREYS[1]}  # k-bit and +-1 x real products: light grey
+    plt = pyplot()
+    columns = []
+    for recipe in recipes:
+        config = resolve(recipe, {"model": "mlp", "model_options": {"widths": list(widths)}})
+        model = build_model(config, ImageData.empty((1, 28, 28), 10))
+        boxes = []
+        for module in model.children():
+            if isinstance(module, QuantizedModule):
+                weight = module.weight_quantizers_by_name()["weight"]
+                acts = module.activation_quantizers()
+                kind = mac_kind(operand_kind(acts["input"].meta), operand_kind(weight.meta))
+                back = f"dL/dx: {acts['input'].estimator.name}" if acts["input"].meta.kind != "float" else ""
+                grad = "" if acts["grad"].meta.kind == "float" else f", errors {acts['grad']}"
+                boxes.append(
+                    (
+                        f"{module.in_features}->{module.out_features}: x {acts['input']} . W {weight}\n"
+                        f"products: {kind}{grad}",
+                        kind,
+                        back,
+                    )
+                )
+            elif isinstance(module, nn.Linear):
+                boxes.append((f"{module.in_features}->{module.out_features}: float . float", "fp32", ""))
+            elif "Norm" in type(module).__name__:
+                boxes.append(
+                    ("shift-based batch norm" if "Shift" in type(module).__name__ else "batch norm", "fp32", "")
+                )
+            elif not isinstance(module, (nn.Identity, nn.Flatten)):
+                boxes.append((type(module).__name__, "fp32", ""))
+        clip = f", latent weights clipped to +-{config.clip_latent:g}" if config.clip_latent else ""
+        boxes.append((f"loss: {config.loss.replace('_', ' ')}", "fp32", ""))
+        boxes.append((f"update: {config.optimizer} (lr {config.lr:g}){clip}", "fp32", ""))
+        columns.append((recipe, boxes))
+    height = max(len(b) for _, b in columns)
+    fig, ax = plt.subplots(figsize=(3.6 * len(columns), 0.55 * height + 1.2))
+    for c, (recipe, boxes) in enumerate(columns):
+        ax.text(c, height, recipe, ha="center", va="center", fontsize=11, weight="bold")
+        for r, (label, kind, back) in enumerate(boxes):
+            colour = shade.get(kind, "#d0d0d0")
+            y = height - 1 - r
+            ax.text(
+                c,
+                y,
+                label,
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="white" if colour == GREYS[1] else "black",
+                bbox={"boxstyle": "round,pad=0.35", "fc": colour, "ec": "black"},
+            )
+            if back:
+                ax.text(c + 0.47, y - 0.32, back, ha="right", va="center", fontsize=6, style="italic")
+            if r:
+                ax.annotate("", (c, y + 0.3), (c, y + 0.7), arrowprops={"arrowstyle": "->", "lw": 0.6})
+    ax.set(xlim=(-0.55, len(columns) - 0.45), ylim=(-0.8, height + 0.5))
+    ax.axis("off")
+    ax.set_title(
+        "One training step, top to bottom: forward through each layer (shade: the products' kind, dark "
+        "binary, light k-bit or +-1 x real, white float), the estimator that carries dL/dx back, loss, update",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def first_layer_weights(runs: dict[str, Any], units: int = 8) -> Any:
+    """The first layer's weights of trained MLPs as 28x28 images, one row per run (BinaryConnect's
+    figure on feature co-adaptation), and the histogram of each run's latent weights."""
+    from qnnlab.run import load_trained
+
+    plt = pyplot()
+    fig, axes = plt.subplots(len(runs), units + 1, figsize=(1.25 * (units + 2.5), 1.45 * len(runs)), squeeze=False)
+    for row, (name, folder) in enumerate(runs.items()):
+        model, _, _ = load_trained(str(folder), need_images=False)
+        weight = next(p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() == 2).detach()
+        for unit in range(units):
+            image = weight[unit].reshape(28, 28)
+            limit = float(image.abs().max()) or 1.0
+            axes[row][unit].imshow(image, cmap="gray", vmin=-limit, vmax=limit)
+            axes[row][unit].axis("off")
+        axes[row][0].set_title(name, fontsize=8, loc="left")
+        axes[row][units].hist(weight.flatten(), bins=60, color=GREYS[1])
+        axes[row][units].set_xlabel("latent weight", fontsize=7)
+        axes[row][units].tick_params(labelsize=6)
+    fig.suptitle("First-layer weights of the first 8 hidden units (grey: 0, white +, black -) and their histogram")
+    fig.tight_layout()
+    return fig

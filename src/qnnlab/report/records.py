@@ -42,5 +42,16 @@ class Records:
             return []
         return rows(self.sweeps[study], reference=reference)
 
+    def trained(self, configurations: tuple[str, ...]) -> dict[str, Path]:
+        """A run folder with a checkpoint for each of ``configurations`` found in any sweep (its
+        first seed), e.g. the demo's float, binaryconnect and bnn runs."""
+        found: dict[str, Path] = {}
+        for folder in self.sweeps.values():
+            for name in configurations:
+                checkpoints = sorted(folder.glob(f"{name}/seed*/checkpoint.safetensors"))
+                if checkpoints and name not in found:
+                    found[name] = checkpoints[0].parent
+        return found
+
     def results(self, study: str) -> list[dict[str, Any]]:
         return records(self.sweeps[study]) if study in self.sweeps else []

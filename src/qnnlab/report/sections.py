@@ -69,6 +69,11 @@ def how_it_works() -> Section:
                 "qnnlab quantizers (the curves are drawn by the quantizers themselves)",
                 figure=figures.estimator_curves(),
             ),
+            Item(
+                "One training step of float, BNN and DoReFa, drawn from the recipes' own configs",
+                "qnnlab recipes float|bnn|dorefa (the configs the diagram is drawn from)",
+                figure=figures.training_step(),
+            ),
         ],
     )
 
@@ -160,6 +165,27 @@ def _configurations(records: Records) -> list[dict[str, Any]]:
     return points
 
 
+def inside(records: Records) -> Section:
+    runs = records.trained(("float", "binaryconnect", "bnn"))
+    if not runs:
+        return Section(
+            "inside",
+            "Inside the networks",
+            [_missing("First-layer weights of float, BinaryConnect and BNN", "qnnlab demo")],
+        )
+    return Section(
+        "inside",
+        "Inside the networks",
+        [
+            Item(
+                "First-layer weights of the trained " + ", ".join(runs) + " MLPs",
+                "qnnlab demo (its run folders)",
+                figure=figures.first_layer_weights(runs),
+            )
+        ],
+    )
+
+
 def findings(records: Records) -> Section:
     sentences = []
     for study, model in TRICKS.items():
@@ -248,4 +274,12 @@ def questions(records: Records) -> Section:
 
 
 def outline(records: Records) -> list[Section]:
-    return [motivation(), how_it_works(), results(records), costs(records), findings(records), questions(records)]
+    return [
+        motivation(),
+        how_it_works(),
+        results(records),
+        costs(records),
+        inside(records),
+        findings(records),
+        questions(records),
+    ]
