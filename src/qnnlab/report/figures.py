@@ -306,12 +306,12 @@ def first_layer_weights(runs: dict[str, Any], units: int = 8) -> Any:
         model, _, _ = load_trained(str(folder), need_images=False)
         weight = next(p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() == 2).detach()
         for unit in range(units):
-            image = weight[unit].reshape(28, 28)
-            limit = float(image.abs().max()) or 1.0
+            image = weight[unit].reshape(28, 28).numpy()
+            limit = float(abs(image).max()) or 1.0
             axes[row][unit].imshow(image, cmap="gray", vmin=-limit, vmax=limit)
             axes[row][unit].axis("off")
         axes[row][0].set_title(name, fontsize=8, loc="left")
-        axes[row][units].hist(weight.flatten(), bins=60, color=GREYS[1])
+        axes[row][units].hist(weight.flatten().numpy(), bins=60, color=GREYS[1])
         axes[row][units].set_xlabel("latent weight", fontsize=7)
         axes[row][units].tick_params(labelsize=6)
     fig.suptitle("First-layer weights of the first 8 hidden units (grey: 0, white +, black -) and their histogram")
