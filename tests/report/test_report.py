@@ -99,3 +99,47 @@ def test_the_report_in_a_real_browser(report):
     finally:
         driver.quit()
     assert report.with_suffix(".png").stat().st_size > 10_000
+
+
+def _fake_sweep(folder: Path, configurations: dict[str, dict[str, str]], seeds=(0, 1)):
+    """A sweep folder in the real record format: sweep.json and one result.json per run."""
+    runs = []
+    for index, (configuration, labels) in enumerate(configurations.items()):
+        for seed in seeds:
+            name = f"{configuration}/seed{seed}"
+            runs.append({"name": name, "configuration": configuration, "labels": labels, "seed": seed, "config": {}})
+            record = {
+                "status": "done",
+                "name": name,
+                "labels": labels,
+                "seed": seed,
+                "config": {},
+                "final": {"test_accuracy": 0.5 + 0.01 * index + 0.001 * seed},
+                "best": {},
+                "costs": {"train_step_pj_per_sample": 1e6 * (index + 1), "deployed_weight_bits": 1000 * (index + 1)},
+            }
+            (folder / name).mkdir(parents=True)
+            (folder / name / "result.json").write_text(json.dumps(record))
+    (folder / "sweep.json").write_text(json.dumps({"source": "test", "runs": runs}))
+
+
+def test_each_study_gets_its_figure(tmp_path):
+    results = tmp_path / "results"
+    grid = {
+        f"{w}__{a}__{g}": {"rules[*].weight": w, "rules[*].input": a, "rules[*].grad": g}
+        for w in ("W1", "W32")
+        for a in ("A2", "A32")
+        for g in ("G8", "G32")
+    }
+    _fake_sweep(results / "dorefa-mlp", grid)
+    _fake_sweep(results / "sensitivity-mlp", {c: {"case": c} for c in ("all-float", "only-first", "all-but-first")})
+    _fake_sweep(
+        results / "width-mlp",
+        {f"{c}__{w}": {"case": c, "model_options.widths": w} for c in ("float", "bnn") for w in ("w128", "w256")},
+    )
+    _fake_sweep(results / "input-mlp", {c: {"case": c} for c in ("float-pixels", "uniform-1", "zipml-1", "uniform-2")})
+    assert main(["report", str(results), "--out", str(tmp_path / "r.html")]) == 0
+    markdown = (tmp_path / "r.md").read_text()
+    for title in ("DoReFa's W x A x G bits", "per-layer sensitivity, MLP", "width, MLP", "input discretization"):
+        assert f"![{title}]" in markdown  # the study's figure, besides its table
+    assert "Accuracy against the energy of a training step" in markdown

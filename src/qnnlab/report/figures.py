@@ -317,3 +317,68 @@ def first_layer_weights(runs: dict[str, Any], units: int = 8) -> Any:
     fig.suptitle("First-layer weights of the first 8 hidden units (grey: 0, white +, black -) and their histogram")
     fig.tight_layout()
     return fig
+
+
+def heatmap(table: list[dict[str, Any]], rows: str, columns: str, panels: str | None, title: str) -> Any:
+    """Mean accuracy (%) of each configuration on a grid of two of its labels, one panel per value
+    of a third; each cell shows the mean and the seed count."""
+    plt = pyplot()
+    panel_values = list(dict.fromkeys(r[panels] for r in table)) if panels else [None]
+    row_values = list(dict.fromkeys(r[rows] for r in table))
+    column_values = list(dict.fromkeys(r[columns] for r in table))
+    fig, axes = plt.subplots(
+        1, len(panel_values), figsize=(3.3 * len(panel_values) + 1, 0.5 * len(row_values) + 1.6), squeeze=False
+    )
+    means = [r["mean"] for r in table]
+    for ax, panel in zip(axes[0], panel_values):
+        grid = [[float("nan")] * len(column_values) for _ in row_values]
+        for r in table:
+            if panels is None or r[panels] == panel:
+                grid[row_values.index(r[rows])][column_values.index(r[columns])] = r["mean"]
+        image = ax.imshow(grid, cmap="gray", vmin=min(means), vmax=max(means))
+        for i, line in enumerate(grid):
+            for j, value in enumerate(line):
+                if value == value:
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.1f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if value > (min(means) + max(means)) / 2 else "white",
+                    )
+        ax.set_xticks(range(len(column_values)), column_values, fontsize=7, rotation=30)
+        ax.set_yticks(range(len(row_values)), row_values, fontsize=7)
+        ax.set_title(f"{panels} = {panel}" if panels else "", fontsize=8)
+        ax.set_xlabel(columns, fontsize=8)
+        ax.set_ylabel(rows, fontsize=8)
+    fig.colorbar(image, ax=axes[0].tolist(), label="test accuracy (%), mean over seeds")
+    fig.suptitle(title, y=1.0 if panels else 0.98)
+    fig.subplots_adjust(top=0.8)
+    return fig
+
+
+def curves(table: list[dict[str, Any]], x: str, series: str, title: str, xlabel: str) -> Any:
+    """Mean accuracy against one label, a line per value of another, bars: +- s.d. over seeds."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = list(dict.fromkeys(r[x] for r in table))
+    for i, name in enumerate(dict.fromkeys(r[series] for r in table)):
+        mine = {r[x]: r for r in table if r[series] == name}
+        points = [(xs.index(k), mine[k]) for k in xs if k in mine]
+        ax.errorbar(
+            [p for p, _ in points],
+            [r["mean"] for _, r in points],
+            yerr=[0 if r["std"] != r["std"] else r["std"] for _, r in points],
+            marker=MARKERS[i],
+            color=GREYS[i % 3],
+            linestyle=("-", "--", ":")[i % 3],
+            capsize=3,
+            label=str(name),
+        )
+    ax.set_xticks(range(len(xs)), xs)
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

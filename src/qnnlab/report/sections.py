@@ -5,6 +5,7 @@ command that reproduces it; an item whose records are missing says which command
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from qnnlab.report import figures
@@ -21,6 +22,35 @@ STUDIES = {
     "precision-fixed-mlp": ("propagation vs update bits, fixed point", None),
     "input-mlp": ("input discretization", "float-pixels"),
     "estimators-mlp": ("estimators' training curves", "clipped"),
+}
+
+
+def _split(table: list[dict[str, Any]], pattern: str, keys: tuple[str, str]) -> list[dict[str, Any]]:
+    """Rows whose configuration matches ``pattern`` (two groups), with the groups as ``keys``."""
+    found = []
+    for row in table:
+        match = re.fullmatch(pattern, row["configuration"])
+        if match:
+            found.append({**row, keys[0]: match.group(1), keys[1]: match.group(2)})
+    return found
+
+
+STUDY_FIGURES = {
+    "dorefa-mlp": lambda t, title: figures.heatmap(t, "rules[*].weight", "rules[*].input", "rules[*].grad", title),
+    "sensitivity-mlp": lambda t, title: figures.heatmap(
+        _split(t, r"(only|all-but)-(\w+)", ("binarized", "layer")), "binarized", "layer", None, title
+    ),
+    "sensitivity-cnn": lambda t, title: figures.heatmap(
+        _split(t, r"(only|all-but)-(\w+)", ("binarized", "layer")), "binarized", "layer", None, title
+    ),
+    "width-mlp": lambda t, title: figures.curves(t, "model_options.widths", "case", title, "hidden width"),
+    "width-cnn": lambda t, title: figures.curves(t, "model_options.width", "case", title, "channel multiplier"),
+    "precision-dfxp-mlp": lambda t, title: figures.heatmap(t, "zip", "latent_quantizer", None, title),
+    "precision-fixed-mlp": lambda t, title: figures.heatmap(t, "zip", "latent_quantizer", None, title),
+    "input-mlp": lambda t, title: figures.curves(
+        _split(t, r"(uniform|zipml|lloydmax)-(\d+)", ("levels", "bits")), "bits", "levels", title, "input bits"
+    ),
+    "estimators-mlp": lambda t, title: figures.difference_bars(t, "clipped", title),
 }
 
 
@@ -108,6 +138,8 @@ def results(records: Records) -> Section:
     for study, (title, reference) in STUDIES.items():
         table = records.table(study, reference)
         command = f"qnnlab sweep table results/cpu/{study}" + (f" --reference {reference}" if reference else "")
+        if table and study in STUDY_FIGURES:
+            items.append(Item(title, command, figure=STUDY_FIGURES[study](table, title)))
         items.append(
             Item(title, command, table=table) if table else _missing(title, f"qnnlab sweep cpu/{study} --out DIR")
         )
