@@ -8,7 +8,7 @@ runs=${1:-/root/qnnlab-runs/studies}
 jobs=${2:-2}
 qnnlab=${QNNLAB:-qnnlab}
 # The MLP studies first: their runs take minutes, the CNNs' tens of minutes.
-for study in ${STUDIES:-tricks-mlp sensitivity-mlp input-mlp estimators-mlp width-mlp precision-dfxp-mlp \
+for study in ${STUDIES:-tricks-mlp sensitivity-mlp input-mlp recipes-mlp estimators-mlp width-mlp precision-dfxp-mlp \
              precision-fixed-mlp dorefa-mlp tricks-cnn sensitivity-cnn width-cnn}; do
   echo "== $study $(date -u +%FT%TZ)"
   $qnnlab sweep "cpu/$study" --out "$runs/$study" --jobs "$jobs" --quiet

@@ -138,8 +138,11 @@ def test_each_study_gets_its_figure(tmp_path):
         {f"{c}__{w}": {"case": c, "model_options.widths": w} for c in ("float", "bnn") for w in ("w128", "w256")},
     )
     _fake_sweep(results / "input-mlp", {c: {"case": c} for c in ("float-pixels", "uniform-1", "zipml-1", "uniform-2")})
+    _fake_sweep(results / "recipes-mlp", {c: {"case": c} for c in ("float", "bnn")})
     assert main(["report", str(results), "--out", str(tmp_path / "r.html")]) == 0
     markdown = (tmp_path / "r.md").read_text()
     for title in ("DoReFa's W x A x G bits", "per-layer sensitivity, MLP", "width, MLP", "input discretization"):
         assert f"![{title}]" in markdown  # the study's figure, besides its table
     assert "Accuracy against the energy of a training step" in markdown
+    bnn_row = next(line for line in markdown.splitlines() if line.startswith("| bnn |"))
+    assert "51.05 +- 0.07 (n=2)" in bnn_row and "0.96% error" in bnn_row  # ours beside the BNN paper's figure
