@@ -77,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+    if args.allow_degenerate:
+        overrides["allow_degenerate"] = True
     config = resolve(args.recipe or "float", overrides)
     out = Path(args.out or f"runs/{config.recipe}-{config.model}-{config.dataset}-seed{config.seed}")
     environment = {key: getattr(args, key) for key in RUN_ENVIRONMENT if getattr(args, key) is not None}
@@ -346,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--device, --threads and --data-root given now say where it continues",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument(
+        "--allow-degenerate",
+        action="store_true",
+        help="train even if a quantizer is constant on the first batch or a layer gets no gradient",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("analyze", help="count operations, energy and memory of a recipe's model")

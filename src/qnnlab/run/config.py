@@ -65,6 +65,7 @@ class TrainConfig:
     output_norm: bool = False
     rules: list = dataclasses.field(default_factory=list)
     init_from: str | None = None
+    allow_degenerate: bool = False
     augment: str = "none"
     channels_last: bool = True
     eval_mode: str = "binary"
@@ -111,6 +112,10 @@ FIELDS: dict[str, tuple[str, str]] = {
         "path",
         "a run folder or checkpoint whose weights start this run (a trained float model, say); in a sweep "
         "file {sweep} is the sweep's folder and {seed} the run's seed",
+    ),
+    "allow_degenerate": (
+        "flag",
+        "train even when a quantizer's output is constant on the first batch or a layer gets no gradient",
     ),
     "augment": ("name", "none or flip (random horizontal flips)"),
     "channels_last": (

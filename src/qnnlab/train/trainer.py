@@ -30,6 +30,7 @@ from qnnlab.run.config import TrainConfig, from_dict
 from qnnlab.run.evaluate import parse_mode
 from qnnlab.run.model import CHECKPOINT, METRICS, initial_model
 from qnnlab.storage import atomic_write
+from qnnlab.train import probe
 from qnnlab.train.distributed import Distributed
 from qnnlab.train.memory import keep_freed_memory
 from qnnlab.train.tasks import task_for
@@ -125,6 +126,8 @@ class Trainer:
         self.update = update_rule_for(self.model, config, self.steps_per_epoch, self.dist.wrap)
         if saved is not None:
             self._restore(*saved)
+        elif not config.allow_degenerate:
+            probe.check(self.model, self.task, next(self.task.batches(0, self.dist.rank, self.dist.world)))
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write(
