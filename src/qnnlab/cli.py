@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -490,6 +491,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qnnlab {args.command}: interrupted; resume with --resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last net: a one-line error, the traceback only when asked for
+        if os.environ.get("QNNLAB_DEBUG"):
+            raise
+        print(
+            f"qnnlab {args.command}: error: {type(exc).__name__}: {exc} (an input qnnlab could not read, or a "
+            "bug: QNNLAB_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ def _umask() -> int:
 def read_safetensors(path: Path, fmt: str, version: int, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a qnnlab safetensors file of format ``fmt``; a missing, unreadable,
     foreign or newer file raises ValueError saying which."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; name the file itself")
     if not path.is_file():
         raise ValueError(f"{what} {path} does not exist")
     try:

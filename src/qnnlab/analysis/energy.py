@@ -54,6 +54,7 @@ class EnergyTable:
         if not Path(path).is_file():
             raise ValueError(f"energy table {path} does not exist; it is a text file of 'name pJ' lines")
         text = Path(path).read_text()
+        seen: dict[str, int] = {}
         for number, line in enumerate(text.splitlines(), 1):
             content = line.split("#", 1)[0].strip()
             if not content:
@@ -68,8 +69,11 @@ class EnergyTable:
                 value = float(text_value)
             except ValueError:
                 raise ValueError(f"{path}, line {number}: {text_value!r} is not a number") from None
-            if not value >= 0:
-                raise ValueError(f"{path}, line {number}: energy {value} must be >= 0")
+            if not 0 <= value < float("inf"):
+                raise ValueError(f"{path}, line {number}: energy {value} must be >= 0 and finite")
+            if name in seen:
+                raise ValueError(f"{path}, line {number}: {name} was already given on line {seen[name]}")
+            seen[name] = number
             values[name] = value
         return cls(values, f"{path} (defaults: {SOURCE})")
 

@@ -33,6 +33,8 @@ def mlp(
     sample). On hidden 2048 x 2048 layers per-sample masks are 420 M random entries per layer
     and step: 250x a float step on a 2-core CPU (``qnnlab bench train-step``).
     """
+    if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ValueError(f"mlp widths={list(widths)!r}: give one or more positive layer widths such as [256, 256]")
     layers: list[nn.Module] = [nn.Flatten()]
     if input_dropout:
         layers.append(nn.Dropout(input_dropout))

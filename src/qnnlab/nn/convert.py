@@ -65,6 +65,13 @@ def _check_rules(rules: list[dict[str, Any]]) -> None:
         unknown = set(rule) - RULE_KEYS
         if unknown:
             raise ValueError(f"unknown rule key(s) {sorted(unknown)}; accepted: {', '.join(sorted(RULE_KEYS))}")
+        if not isinstance(rule.get("match", "*"), str):
+            raise ValueError(f"rule {rule}: match must be text (*, first, last, a layer type or a name pattern)")
+        if not isinstance(rule.get("keep", False), bool):
+            raise ValueError(f"rule {rule}: keep must be true or false, not {rule['keep']!r}")
+        for key in ("weight", "input", "grad", "state"):
+            if rule.get(key) is not None and not isinstance(rule[key], str):
+                raise ValueError(f"rule {rule}: {key} must be a quantizer spec such as 'sign', not {rule[key]!r}")
 
 
 def _matches(pattern: str, index: int, name: str, module: nn.Module, count: int) -> bool:

@@ -158,6 +158,8 @@ def recipe_values(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, An
         raise ValueError(f"recipe {label}: must be a mapping of field: value")
     parent = values.pop("inherit", None)
     own_name = values.pop("recipe", None) or (path.stem if path.suffix else name_or_path)
+    if parent is not None and not isinstance(parent, str):
+        raise ValueError(f"recipe {label}: inherit: {parent!r} must be one recipe name or .yaml file")
     if parent:
         if parent in seen:
             raise ValueError(f"recipe {label}: inheritance loop through {parent!r}")
@@ -200,8 +202,8 @@ NON_NEGATIVE = ("final_lr_fraction", "momentum", "weight_decay", "grad_clip", "l
 def _fits(value: Any, default: Any) -> bool:
     if isinstance(default, bool):
         return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (int, float)):  # a bool is an int to Python, not to a user: epochs=true is a mistake
+        return isinstance(value, (int, float) if isinstance(default, float) else int) and not isinstance(value, bool)
     return isinstance(value, type(default))
 
 

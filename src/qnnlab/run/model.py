@@ -55,7 +55,7 @@ def start_from(model: nn.Module, path: str) -> list[str]:
     weights and batch-norm statistics into its quantized version: layers keep their names); returns
     what was copied. Tensors only ``model`` has (an output batch norm, quantizer state) keep their
     initial values; a name that matches with another shape is an error."""
-    file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
+    file = checkpoint_file(path)
     if not file.is_file():
         raise ValueError(f"init_from={path!r}: no checkpoint there; train that run first or fix the path")
     state = checkpoint.load(file)[0]
@@ -74,6 +74,18 @@ def start_from(model: nn.Module, path: str) -> list[str]:
     return copied
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint of a run folder, or the file itself."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if not (path / CHECKPOINT).is_file():
+        raise ValueError(
+            f"{path} is a folder without {CHECKPOINT}: not a run folder, or its run has not finished an epoch"
+        )
+    return path / CHECKPOINT
+
+
 def load_trained(
     path: str, data_root: str | None = None, need_images: bool = True
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
@@ -81,7 +93,7 @@ def load_trained(
     with the trained weights, and its data set. With ``need_images=False`` an image classifier's
     checkpoint that records its input shape is rebuilt without loading the data set (the data
     returned then holds no images)."""
-    file = Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path)
+    file = checkpoint_file(path)
     model_state, _, info = checkpoint.load(file)
     config = from_dict(info["config"], source=str(file))
     if not need_images and "image_shape" in info:

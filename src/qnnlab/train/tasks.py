@@ -26,6 +26,8 @@ class ImageClassification:
     """Images -> class scores; loss cross-entropy or squared hinge (L2-SVM); metric test accuracy."""
 
     def __init__(self, config: TrainConfig, data: ImageData) -> None:
+        if len(data.test_y) == 0:
+            raise ValueError(f"data set {data.name} has no test images: every epoch ends with a test, so give it some")
         self.config, self.data = config, data
         self.criterion = SquaredHingeLoss("none") if config.loss == "squared_hinge" else None
 

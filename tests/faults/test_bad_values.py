@@ -1,0 +1,73 @@
+"""Bad values that used to pass silently or end in a traceback: each now gets one clear error."""
+
+import pytest
+
+from qnnlab.analysis import EnergyTable
+from qnnlab.cli import main
+from qnnlab.data import ImageData
+from qnnlab.nn import quantize_model
+from qnnlab.run import build_model, resolve
+from qnnlab.run.config import from_dict, recipe_values
+from qnnlab.train.tasks import ImageClassification
+
+
+@pytest.mark.parametrize("field, value", [("epochs", True), ("batch_size", False), ("lr", True), ("seed", 1.5)])
+def test_bools_and_fractions_are_not_counts(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r} should be"):
+        from_dict({field: value})
+
+
+@pytest.mark.parametrize(
+    "rule, words",
+    [
+        ({"weight": "sign", "keep": "false"}, "keep must be true or false"),
+        ({"match": 5, "weight": "sign"}, "match must be text"),
+        ({"weight": 2}, "weight must be a quantizer spec"),
+    ],
+)
+def test_rule_values_of_the_wrong_type(rule, words):
+    import torch.nn as nn
+
+    with pytest.raises(ValueError, match=words):
+        quantize_model(nn.Sequential(nn.Linear(3, 2)), [rule])
+
+
+def test_mlp_widths_must_be_positive():
+    with pytest.raises(ValueError, match=r"widths=\[0\]"):
+        build_model(resolve("float", {"model_options": {"widths": [0]}}), ImageData.empty((1, 28, 28), 10))
+
+
+def test_inherit_names_one_recipe(tmp_path):
+    (tmp_path / "r.yaml").write_text("inherit: [bnn]\n")
+    with pytest.raises(ValueError, match="must be one recipe name"):
+        recipe_values(str(tmp_path / "r.yaml"))
+
+
+@pytest.mark.parametrize("text, words", [("fp32_add 1e999\n", "finite"), ("fp32_add 1\nfp32_add 2\n", "already given")])
+def test_energy_tables_refuse_infinity_and_repeats(tmp_path, text, words):
+    (tmp_path / "e.txt").write_text(text)
+    with pytest.raises(ValueError, match=words):
+        EnergyTable.from_file(tmp_path / "e.txt")
+
+
+def test_an_empty_test_split_is_named_before_training():
+    with pytest.raises(ValueError, match="no test images"):
+        ImageClassification(resolve("float"), ImageData.empty((1, 28, 28), 10))
+
+
+def test_a_folder_where_a_checkpoint_belongs_is_named(tmp_path, capsys):
+    (tmp_path / "c.safetensors").mkdir()
+    assert main(["eval", str(tmp_path / "c.safetensors")]) == 2
+    assert "is a folder without checkpoint.safetensors" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import qnnlab.run.evaluate
+
+    def explode(*_args, **_kwargs):
+        raise KeyError("metadata")
+
+    monkeypatch.setattr(qnnlab.run.evaluate, "evaluate_checkpoint", explode)
+    assert main(["eval", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "KeyError" in err and "QNNLAB_DEBUG=1" in err
