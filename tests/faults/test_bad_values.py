@@ -71,3 +71,28 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, capsys, monke
     assert main(["eval", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "KeyError" in err and "QNNLAB_DEBUG=1" in err
+
+
+def test_a_run_that_diverges_in_the_last_updates_of_an_epoch_keeps_its_good_checkpoint(tmp_path, monkeypatch):
+    import json
+
+    from qnnlab.train import Trainer, TrainingDiverged
+
+    config = resolve("float", {"model": "mlp-small", "dataset": "fashion-mnist-mini", "epochs": 2, "limit_steps": 3})
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    evaluate = trainer.task.evaluate
+    calls = []
+
+    def second_epoch_nan(model):  # the loss became NaN after the epoch's last step
+        calls.append(1)
+        result = evaluate(model)
+        return result if len(calls) == 1 else {**result, "test_loss": float("nan")}
+
+    monkeypatch.setattr(trainer.task, "evaluate", second_epoch_nan)
+    with pytest.raises(TrainingDiverged, match="test_loss not finite.*checkpoint of epoch 1 .* is kept"):
+        trainer.run()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]  # no NaN line, the good record kept
+    from qnnlab.run import checkpoint
+
+    assert checkpoint.load(tmp_path / "run" / "checkpoint.safetensors")[2]["epoch"] == 0

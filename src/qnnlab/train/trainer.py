@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -166,6 +167,12 @@ class Trainer:
             if self.dist.is_main:
                 record.update(self.task.evaluate(self.model))
             record["epoch_seconds"] = round(time.perf_counter() - started, 3)
+            broken = sorted(k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v))
+            if broken:  # diverged in the epoch's last updates: keep the last good checkpoint, not this one
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1}: {', '.join(broken)} not finite after its last updates. "
+                    f"Likely cause: {self._causes()}. The checkpoint of epoch {epoch} in {self.out} is kept."
+                )
             self.metrics.append(record)
             if self.dist.is_main:
                 self._save(epoch)
@@ -210,15 +217,18 @@ class Trainer:
 
     def _divergence_message(self, epoch: int, step: int, value: float) -> str:
         global_step = epoch * self.steps_per_epoch + step + 1
+        return (
+            f"training diverged: loss is {value} at step {global_step} (epoch {epoch + 1}, batch {step + 1}). "
+            f"Likely cause: {self._causes()}. The last good checkpoint is in {self.out}."
+        )
+
+    def _causes(self) -> str:
         causes = [f"the learning rate ({self.update.lr:g}) is too high for this model: lower it with --set lr=..."]
         if self.config.clip_latent is None and any(True for _ in quantized_weights(self.model)):
             causes.append("latent weights are not clipped: try --set clip_latent=1.0")
         if self.config.norm == "none":
             causes.append("there is no batch norm: activations can grow without bound")
-        return (
-            f"training diverged: loss is {value} at step {global_step} (epoch {epoch + 1}, batch {step + 1}). "
-            f"Likely cause: " + "; or ".join(causes) + f". The last good checkpoint is in {self.out}."
-        )
+        return "; or ".join(causes)
 
 
 def _refuse_changes(out: Path, saved: TrainConfig, requested: dict[str, Any]) -> None:
