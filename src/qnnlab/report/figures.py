@@ -326,9 +326,8 @@ def heatmap(table: list[dict[str, Any]], rows: str, columns: str, panels: str | 
     panel_values = list(dict.fromkeys(r[panels] for r in table)) if panels else [None]
     row_values = list(dict.fromkeys(r[rows] for r in table))
     column_values = list(dict.fromkeys(r[columns] for r in table))
-    fig, axes = plt.subplots(
-        1, len(panel_values), figsize=(3.3 * len(panel_values) + 1, 0.5 * len(row_values) + 1.6), squeeze=False
-    )
+    size = (3.3 * len(panel_values) + 1.5, 0.5 * len(row_values) + 2)
+    fig, axes = plt.subplots(1, len(panel_values), figsize=size, squeeze=False, layout="constrained")
     means = [r["mean"] for r in table]
     for ax, panel in zip(axes[0], panel_values):
         grid = [[float("nan")] * len(column_values) for _ in row_values]
@@ -354,8 +353,7 @@ def heatmap(table: list[dict[str, Any]], rows: str, columns: str, panels: str | 
         ax.set_xlabel(columns, fontsize=8)
         ax.set_ylabel(rows, fontsize=8)
     fig.colorbar(image, ax=axes[0].tolist(), label="test accuracy (%), mean over seeds")
-    fig.suptitle(title, y=1.0 if panels else 0.98)
-    fig.subplots_adjust(top=0.8)
+    fig.suptitle(title)
     return fig
 
 
