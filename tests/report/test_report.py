@@ -144,5 +144,7 @@ def test_each_study_gets_its_figure(tmp_path):
     for title in ("DoReFa's W x A x G bits", "per-layer sensitivity, MLP", "width, MLP", "input discretization"):
         assert f"![{title}]" in markdown  # the study's figure, besides its table
     assert "Accuracy against the energy of a training step" in markdown
+    assert "weights W1 -> W32: +4.00 points" in markdown and "Weights need the most bits." in markdown
+    assert "The most sensitive is first" in markdown and "Float minus BNN accuracy (points) by width: w128" in markdown
     bnn_row = next(line for line in markdown.splitlines() if line.startswith("| bnn |"))
     assert "51.05 +- 0.07 (n=2)" in bnn_row and "0.96% error" in bnn_row  # ours beside the BNN paper's figure

@@ -295,43 +295,89 @@ def _estimator_finding(rows: list[dict[str, Any]]) -> str:
     return "Estimators: " + "; ".join(parts) + " (`python scripts/estimator_bias_variance.py --summary FILE`)."
 
 
+def _necessary_tricks(table: list[dict[str, Any]]) -> str:
+    changes = [r for r in table if r["configuration"] != "full" and r["diff"] == r["diff"]]
+    hurt = sorted((r for r in changes if r["diff"] < -2 * (r["diff_spread"] or 0)), key=lambda r: r["diff"])
+    free = [r["configuration"] for r in changes if abs(r["diff"]) <= 2 * (r["diff_spread"] or 0)]
+    listed = ", ".join(f"{r['configuration']} ({r['diff']:+.2f} +- {r['diff_spread']:.2f})" for r in hurt)
+    return (
+        f"Changes that cost more than two seed spreads: {listed or 'none'}. Within two spreads of the full "
+        f"recipe, so not shown to matter at this scale: {', '.join(free) or 'none'}."
+    )
+
+
+def _sensitive_layers(table: list[dict[str, Any]]) -> str:
+    single = sorted((r for r in table if r["configuration"].startswith("only-")), key=lambda r: r["diff"])
+    everything = next((r for r in table if r["configuration"] == "all-binary"), None)
+    if not single:
+        return "The records hold no single-layer runs."
+    worst = single[0]
+    share = f", {worst['diff'] / everything['diff']:.0%} of binarizing every layer" if everything else ""
+    order = ", ".join(f"{r['configuration'][5:]} {r['diff']:+.2f}" for r in single)
+    return (
+        f"Binarizing one layer at a time costs (points, against all float): {order}. The most sensitive is "
+        f"{worst['configuration'][5:]}{share}."
+    )
+
+
+def _bits_that_matter(table: list[dict[str, Any]]) -> str:
+    effects = []
+    for axis, name in (
+        ("rules[*].weight", "weights"),
+        ("rules[*].input", "activations"),
+        ("rules[*].grad", "gradients"),
+    ):
+        values = list(dict.fromkeys(r[axis] for r in table if axis in r))
+        if len(values) < 2:
+            continue
+        mean = {
+            v: sum(r["mean"] for r in table if r[axis] == v) / sum(1 for r in table if r[axis] == v) for v in values
+        }
+        effects.append((mean[values[-1]] - mean[values[0]], name, values[0], values[-1]))
+    if not effects:
+        return "The records hold no W x A x G grid."
+    effects.sort(reverse=True)
+    return (
+        "Going from the fewest to the most bits, averaged over the other two axes: "
+        + ", ".join(f"{name} {low} -> {high}: {gain:+.2f} points" for gain, name, low, high in effects)
+        + f". {effects[0][1].capitalize()} need the most bits."
+    )
+
+
+def _width_gap(table: list[dict[str, Any]]) -> str:
+    widths = list(dict.fromkeys(r["model_options.widths"] for r in table))
+    gaps = []
+    for width in widths:
+        mine = {r["case"]: r["mean"] for r in table if r["model_options.widths"] == width}
+        if {"float", "bnn"} <= set(mine):
+            gaps.append(f"{width} {mine['float'] - mine['bnn']:.2f}")
+    return "Float minus BNN accuracy (points) by width: " + (", ".join(gaps) or "no width has both") + "."
+
+
+def _input_bits(table: list[dict[str, Any]]) -> str:
+    parts = [f"{r['configuration']} {r['diff']:+.2f}" for r in table if r["configuration"] != "float-pixels"]
+    return "Difference from float pixels (points): " + ", ".join(parts) + "."
+
+
 QUESTIONS = (
-    ("Which tricks are really necessary?", "tricks-mlp", "qnnlab sweep cpu/tricks-mlp --out DIR"),
-    (
-        "Are early layers more sensitive to quantization?",
-        "sensitivity-mlp",
-        "qnnlab sweep cpu/sensitivity-mlp --out DIR",
-    ),
-    (
-        "Which of weights, activations and gradients needs the most bits?",
-        "dorefa-mlp",
-        "qnnlab sweep cpu/dorefa-mlp --out DIR",
-    ),
-    ("Do wider networks close the gap between float and binary?", "width-mlp", "qnnlab sweep cpu/width-mlp --out DIR"),
-    ("How much does discretizing the input cost?", "input-mlp", "qnnlab sweep cpu/input-mlp --out DIR"),
+    ("Which tricks are really necessary?", "tricks-mlp", "full", _necessary_tricks),
+    ("Are early layers more sensitive to quantization?", "sensitivity-mlp", "all-float", _sensitive_layers),
+    ("Which of weights, activations and gradients needs the most bits?", "dorefa-mlp", None, _bits_that_matter),
+    ("Do wider networks close the gap between float and binary?", "width-mlp", None, _width_gap),
+    ("How much does discretizing the input cost?", "input-mlp", "float-pixels", _input_bits),
 )
 
 
 def questions(records: Records) -> Section:
     items = []
-    for question, study, command in QUESTIONS:
-        table = records.table(study)
-        if not table:
+    for question, study, reference, answer in QUESTIONS:
+        command = f"qnnlab sweep cpu/{study} --out DIR"
+        table = records.table(study, reference) if records.table(study) else []
+        if not table or (reference and not any(r["configuration"] == reference for r in table)):
             items.append(Item(question, command, text=f"Open: `{command}` records what settles it.", missing=True))
             continue
-        best = max(table, key=lambda r: r["mean"])
-        worst = min(table, key=lambda r: r["mean"])
-        items.append(
-            Item(
-                question,
-                f"qnnlab sweep table results/cpu/{study}",
-                text=(
-                    f"Evidence ({study}, {len(table)} configurations): best '{best['configuration']}' "
-                    f"{best['mean']:.2f}%, worst '{worst['configuration']}' {worst['mean']:.2f}%; the Results "
-                    f"section shows every configuration with its spread over seeds."
-                ),
-            )
-        )
+        table_command = f"qnnlab sweep table results/cpu/{study}" + (f" --reference {reference}" if reference else "")
+        items.append(Item(question, table_command, text=answer(table)))
     return Section("questions", "Questions", items)
 
 
