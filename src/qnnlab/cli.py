@@ -206,9 +206,14 @@ def _print_bench(rows, as_json: bool) -> None:
         if as_json:
             print(json.dumps(row), flush=True)
         else:
+            others = "".join(
+                f"  {name} {b['ms']:.3f} ms (x{b['speedup']:.2f})" for name, b in row.get("baselines", {}).items()
+            )
             print(
                 f"{row['name']:<22} {row['shape']:<18} qnnlab {row['qnnlab_ms']:10.3f} ms  "
-                f"baseline {row['baseline_ms']:10.3f} ms  speedup {row['speedup']:6.2f}x",
+                f"{row.get('baseline', 'baseline')} {row['baseline_ms']:10.3f} ms  speedup {row['speedup']:6.2f}x"
+                + others
+                + (f"  [{row['cpu']}, {row['threads']} threads]" if "cpu" in row else ""),
                 flush=True,
             )
 

@@ -10,7 +10,6 @@ one summary table.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,13 @@ from qnnlab.run.deploy import export_checkpoint
 from qnnlab.storage import atomic_write
 from qnnlab.sweep import find, run_sweep
 from qnnlab.sweep.table import records
-from qnnlab.timing import paired_ms
+from qnnlab.timing import cpu_name, paired_ms
 
 SWEEP = "demo/recipes"
 
 
 def say(text: str) -> None:
     print(f"[demo] {text}", file=sys.stderr, flush=True)
-
-
-def cpu_name() -> str:
-    """The processor's model name, printed with every measured speed (machines change)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_speed(out: Path, repeats: int) -> dict[str, Any]:

@@ -3,9 +3,11 @@ noise hits both alike; results are medians of several repeats, and ratios are ta
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _check_repeats(repeats: int) -> None:
@@ -45,3 +47,42 @@ def paired_ms(
         base.append(b)
         ratios.append(b / c)
     return statistics.median(cand), statistics.median(base), statistics.median(ratios)
+
+
+def interleaved_ms(
+    candidate: Callable[[], object], baselines: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> tuple[float, dict[str, float], dict[str, float]]:
+    """The candidate against several baselines, each round timing all of them in turn: (candidate
+    median ms, each baseline's median ms, each baseline's median per-round ratio baseline/candidate)."""
+    _check_repeats(repeats)
+    for _ in range(warmup):
+        candidate()
+        for fn in baselines.values():
+            fn()
+    cand: list[float] = []
+    base: dict[str, list[float]] = {name: [] for name in baselines}
+    ratios: dict[str, list[float]] = {name: [] for name in baselines}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        candidate()
+        c = (time.perf_counter() - start) * 1e3
+        cand.append(c)
+        for name, fn in baselines.items():
+            start = time.perf_counter()
+            fn()
+            b = (time.perf_counter() - start) * 1e3
+            base[name].append(b)
+            ratios[name].append(b / c)
+    medians = {name: statistics.median(values) for name, values in base.items()}
+    return statistics.median(cand), medians, {name: statistics.median(values) for name, values in ratios.items()}
+
+
+def cpu_name() -> str:
+    """The processor's model name, printed with every timing (the machines here change)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,9 +1,14 @@
 """End-to-end inference: the packed BNN runtime against the float model of the same architecture
-(``float`` recipe, eval mode, same thread count), on inputs on the 8-bit pixel grid."""
+(``float`` recipe, eval mode, same thread count) in torch float32 and in torch's dynamic int8 (its
+Linear layers quantized per tensor, as a user would deploy it in-process), timed in interleaved
+rounds on inputs on the 8-bit pixel grid. ``baseline_ms`` and ``speedup`` are against the faster
+of the two; each baseline's own figures are in ``baselines``."""
 
 from __future__ import annotations
 
+import copy
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +18,16 @@ import torch
 from qnnlab import runtime
 from qnnlab.run.config import resolve
 from qnnlab.run.model import build_model
-from qnnlab.timing import paired_ms
+from qnnlab.timing import cpu_name, interleaved_ms
+
+
+def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
+    """The float model with its Linear layers in torch's dynamic int8 (weights int8 per tensor,
+    activations quantized per call), the in-process int8 a torch user would deploy."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization is marked for removal
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def run(
@@ -31,16 +45,25 @@ def run(
         packed = runtime.load(path)
         packed_bytes = path.stat().st_size
     float_bytes = sum(p.numel() * 4 for p in float_model.state_dict().values() if p.dtype.is_floating_point)
+    baselines = {"torch-float32": float_model, "torch-int8-dynamic": int8_dynamic(float_model)}
     for batch in batches:
         x = torch.randint(0, 256, (batch, *shape)).float() / 127.5 - 1
         with torch.no_grad():
-            q_ms, f_ms, speedup = paired_ms(lambda: packed(x), lambda: float_model(x), repeats)
+            q_ms, base_ms, ratios = interleaved_ms(
+                lambda: packed(x), {name: lambda m=m: m(x) for name, m in baselines.items()}, repeats
+            )
+        strongest = min(base_ms, key=base_ms.get)
         yield {
             "name": f"model/{model}",
             "shape": f"batch {batch}",
+            "cpu": cpu_name(),
             "qnnlab_ms": round(q_ms, 4),
-            "baseline_ms": round(f_ms, 4),
-            "speedup": round(speedup, 2),
+            "baseline": strongest,
+            "baseline_ms": round(base_ms[strongest], 4),
+            "speedup": round(ratios[strongest], 2),
+            "baselines": {
+                name: {"ms": round(base_ms[name], 4), "speedup": round(ratios[name], 2)} for name in baselines
+            },
             "threads": torch.get_num_threads(),
             "packed_bytes": packed_bytes,
             "float32_bytes": float_bytes,
