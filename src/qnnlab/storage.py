@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -53,3 +54,15 @@ def read_safetensors(path: Path, fmt: str, version: int, what: str) -> tuple[dic
             f"{path} has {fmt} format version {metadata['version']}; this qnnlab reads up to {version}: upgrade qnnlab"
         )
     return tensors, metadata
+
+
+def tensors_digest(text: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over ``text`` and every tensor's name, dtype, shape and bytes: it tells a damaged or
+    edited file from the one written (it is stored in the file, so it is no defence against a
+    forger who rewrites it too)."""
+    h = hashlib.sha256(text.encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

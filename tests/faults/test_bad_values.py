@@ -96,3 +96,21 @@ def test_a_run_that_diverges_in_the_last_updates_of_an_epoch_keeps_its_good_chec
     from qnnlab.run import checkpoint
 
     assert checkpoint.load(tmp_path / "run" / "checkpoint.safetensors")[2]["epoch"] == 0
+
+
+def test_a_damaged_checkpoint_is_refused_and_malformed_metadata_named(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from qnnlab.run import checkpoint
+
+    path = tmp_path / "c.safetensors"
+    checkpoint.save(path, {"w": torch.ones(64)}, {}, {"epoch": 0})
+    data = bytearray(path.read_bytes())
+    data[-64:] = bytes(64)  # a zeroed page of weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="do not match its checksum"):
+        checkpoint.load(path)
+    save_file({"model/w": torch.ones(2)}, str(path), metadata={"format": "qnnlab-checkpoint", "version": "1"})
+    with pytest.raises(ValueError, match="metadata is malformed"):
+        checkpoint.load(path)

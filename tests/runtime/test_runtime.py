@@ -15,6 +15,7 @@ from qnnlab.data.vision import FASHION_SYSTEM_DIR, IDX_NAMES
 from qnnlab.run import deploy
 from qnnlab.run.model import CHECKPOINT, build_model
 from qnnlab.runtime import ExportError
+from qnnlab.storage import tensors_digest
 from qnnlab.train import Trainer, resolve
 
 HAVE_FASHION = Path(FASHION_SYSTEM_DIR, IDX_NAMES[0]).is_file()
@@ -226,7 +227,7 @@ def _write_version_1(packed, path):
             "format": runtime.FORMAT,
             "version": "1",
             "ops": ops_json,
-            "sha256": runtime._digest(ops_json, tensors),
+            "sha256": tensors_digest(ops_json, tensors),
             "source": "{}",
         },
     )

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from qnnlab.storage import atomic_write, read_safetensors
+from qnnlab.storage import atomic_write, read_safetensors, tensors_digest
 
 FORMAT = "qnnlab-checkpoint"
 VERSION = 1
@@ -56,14 +56,30 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save(path: Path, model_state: dict[str, torch.Tensor], extra: dict[str, Any], info: dict[str, Any]) -> None:
     tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
     skeleton = {name: _flatten(state, name, tensors) for name, state in extra.items()}
-    metadata = {"format": FORMAT, "version": str(VERSION), "skeleton": json.dumps(skeleton), "info": json.dumps(info)}
+    text = json.dumps(skeleton) + json.dumps(info)
+    metadata = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "skeleton": json.dumps(skeleton),
+        "info": json.dumps(info),
+        "sha256": tensors_digest(text, tensors),
+    }
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """(model state, extra states, info); a broken, foreign or newer file raises ValueError."""
     tensors, metadata = read_safetensors(Path(path), FORMAT, VERSION, "checkpoint")
-    model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-    skeleton = json.loads(metadata["skeleton"])
-    extra = {name: _unflatten(s, tensors) for name, s in skeleton.items()}
-    return model_state, extra, json.loads(metadata["info"])
+    text = metadata.get("skeleton", "") + metadata.get("info", "")
+    if "sha256" in metadata and tensors_digest(text, tensors) != metadata["sha256"]:  # older files carry none
+        raise ValueError(
+            f"checkpoint {path}: contents do not match its checksum; it was damaged or edited after "
+            "it was written (resume from another copy, or train again)"
+        )
+    try:
+        model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+        skeleton = json.loads(metadata["skeleton"])
+        extra = {name: _unflatten(s, tensors) for name, s in skeleton.items()}
+        return model_state, extra, json.loads(metadata["info"])
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"checkpoint {path}: its metadata is malformed ({type(exc).__name__}: {exc})") from None

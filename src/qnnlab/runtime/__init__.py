@@ -7,7 +7,6 @@ tampered file is refused) and ``source`` (the training config). Loading executes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,21 +17,12 @@ from safetensors.torch import save_file
 
 from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
-from qnnlab.storage import atomic_write, read_safetensors
+from qnnlab.storage import atomic_write, read_safetensors, tensors_digest
 
 FORMAT = "qnnlab-packed"
 VERSION = 2  # 2: convolutions' padding corrections are no longer stored
 
 __all__ = ["ExportError", "PackedModel", "export", "load"]
-
-
-def _digest(ops_json: str, tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256(ops_json.encode())
-    for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(str(tensors[name].dtype).encode() + str(tuple(tensors[name].shape)).encode())
-        h.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes() if tensors[name].numel() else b"")
-    return h.hexdigest()
 
 
 class PackedModel:
@@ -69,7 +59,7 @@ def export(
         "format": FORMAT,
         "version": str(VERSION),
         "ops": ops_json,
-        "sha256": _digest(ops_json, tensors),
+        "sha256": tensors_digest(ops_json, tensors),
         "source": json.dumps(source or {}),
     }
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -79,6 +69,6 @@ def load(path: str | os.PathLike) -> PackedModel:
     """Open a packed model file; a truncated, tampered, foreign or newer file raises ValueError."""
     path = Path(path)
     tensors, metadata = read_safetensors(path, FORMAT, VERSION, "model file")
-    if _digest(metadata["ops"], tensors) != metadata.get("sha256"):
+    if tensors_digest(metadata["ops"], tensors) != metadata.get("sha256"):
         raise ValueError(f"{path}: contents do not match the file's checksum; it was modified after export")
     return PackedModel(json.loads(metadata["ops"]), tensors, json.loads(metadata.get("source", "{}")))
