@@ -12,7 +12,7 @@ from qnnlab import data, kernels, runtime
 from qnnlab.cli import main
 from qnnlab.data.batches import to_unit_range
 from qnnlab.data.vision import FASHION_SYSTEM_DIR, IDX_NAMES
-from qnnlab.run import deploy
+from qnnlab.run import checkpoint, deploy
 from qnnlab.run.model import CHECKPOINT, build_model
 from qnnlab.runtime import ExportError
 from qnnlab.storage import tensors_digest
@@ -86,7 +86,6 @@ def test_cli_export(trained, tmp_path, capsys):
 
 
 def test_export_does_not_load_the_data_set(trained, tmp_path, monkeypatch):
-    from qnnlab.run import checkpoint
 
     _, run = trained["bnn"]
     reference = deploy.export_checkpoint(run, tmp_path / "with-data.qnn")
@@ -118,6 +117,11 @@ def test_cli_packed_comparison_refuses_wrong_arguments_and_files(trained, tmp_pa
     assert "not from this checkpoint" in capsys.readouterr().err
     assert main(["eval", str(shift_run), "--packed", str(packed), "--mode", "latent"]) == 2
     assert "drop --mode" in capsys.readouterr().err
+    state, extra, info = checkpoint.load(shift_run / CHECKPOINT)
+    state = {k: v + 1 if k.endswith("weight") else v for k, v in state.items()}  # another run, same config
+    checkpoint.save(tmp_path / "other.safetensors", state, extra, info)
+    assert main(["eval", str(tmp_path / "other.safetensors"), "--packed", str(packed)]) == 2
+    assert "another run of the same config" in capsys.readouterr().err
     (tmp_path / "cut.qnn").write_bytes(packed.read_bytes()[:1000])
     assert main(["eval", str(shift_run), "--packed", str(tmp_path / "cut.qnn")]) == 2
     assert "cut.qnn" in capsys.readouterr().err

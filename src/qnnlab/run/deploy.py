@@ -11,14 +11,14 @@ from qnnlab import runtime
 from qnnlab.data.batches import eval_batches
 from qnnlab.run.evaluate import weight_mode
 from qnnlab.run.model import load_trained
+from qnnlab.storage import tensors_digest
 
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Rebuild a run's model from its checkpoint and export it; returns sizes for the report."""
     model, data, info = load_trained(str(checkpoint_path), need_images=False)
-    runtime.export(
-        model, out, {"config": info["config"].to_dict(), "epoch": info["epoch"] + 1}, getattr(data, "shape", None)
-    )
+    source = {"config": info["config"].to_dict(), "epoch": info["epoch"] + 1, "weights_sha256": _weights(model)}
+    runtime.export(model, out, source, getattr(data, "shape", None))
     float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.dtype.is_floating_point)
     return {
         "out": str(out),
@@ -26,6 +26,11 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
         "float32_state_bytes": float_bytes,
         "ratio": float_bytes / os.path.getsize(out),
     }
+
+
+def _weights(model: torch.nn.Module) -> str:
+    """The digest of a model's trained state: which exact run an export came from."""
+    return tensors_digest("", {k: v.detach() for k, v in model.state_dict().items()})
 
 
 def _identity(config: dict[str, Any], epoch: Any) -> dict[str, Any]:
@@ -50,6 +55,11 @@ def compare_with_checkpoint(
             f"{packed_path} was exported from {exported['recipe']} {exported['model']} epoch "
             f"{exported['epoch']}, not from this checkpoint ({trained['recipe']} {trained['model']} "
             f"epoch {trained['epoch']}); re-export it with qnnlab export"
+        )
+    if packed.source.get("weights_sha256") not in (None, _weights(model)):  # exports before it had none
+        raise ValueError(
+            f"{packed_path} was exported from another run of the same config (its weights differ, e.g. another "
+            f"seed), not from this checkpoint; re-export it with qnnlab export"
         )
     model.eval()
     agree = right_packed = right_model = 0
