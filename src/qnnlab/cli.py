@@ -487,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # the reader left (qnnlab ... | head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, DatasetError, OSError) as exc:
         print(f"qnnlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
