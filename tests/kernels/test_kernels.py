@@ -148,3 +148,15 @@ def test_binary_matmul_property(m, n, k, seed):
     a, b = pm1(m, k), pm1(n, k)
     assert torch.equal(binary_matmul(pack(a), pack(b), k), (a @ b.T).to(torch.int32))
     assert torch.equal(unpack(pack(a), k), a)
+
+
+def test_a_kernel_call_leaves_torchs_thread_count_alone():
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1); from qnnlab import kernels; "
+        "a = kernels.pack(torch.ones(4, 128)); kernels.binary_matmul(a, a, 128); print(torch.get_num_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "1"  # numba's thread pool, started on first use, used to reset it to the core count

@@ -37,12 +37,21 @@ SERIAL_BELOW = 1 << 20  # word operations under which one thread beats starting 
 ROWS_KERNEL_BYTES = 1 << 16  # packed b up to this size stays in L1/L2: sweep it per row of a
 
 
+_pool_started = False
+
+
 def _kernels():  # imported lazily: numba compiles on first use
+    global _pool_started
     import numba
 
     from qnnlab.kernels import _numba
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    threads = torch.get_num_threads()
+    if not _pool_started:  # starting numba's OpenMP pool resets the process's (torch's) thread count
+        _numba.launch_pool(2)
+        torch.set_num_threads(threads)
+        _pool_started = True
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     return _numba
 
 

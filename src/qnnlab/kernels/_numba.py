@@ -214,3 +214,12 @@ def threshold_pack(y, threshold, positive, constant, out):
                 if bit:
                     word |= np.uint64(1) << np.uint64(b)
             out[i, wi] = word
+
+
+@njit(parallel=True, cache=True)
+def launch_pool(n):
+    """A trivial parallel loop: running it once starts numba's thread pool."""
+    total = 0
+    for i in prange(n):
+        total += i
+    return total
