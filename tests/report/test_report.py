@@ -45,6 +45,7 @@ def test_the_page_has_every_section_and_inline_figures_that_decode(report):
     assert len(figures) >= 6 and all(base64.b64decode(f).startswith(b"\x89PNG") for f in figures)
     assert "http://" not in page and "https://" not in page  # readable offline and when mailed
     assert "BNN MLP (" in page and "costs most" in page  # a finding generated from the sweep's records
+    assert "Training curves of the BNN MLP" in page  # from the runs' metrics.jsonl
     assert "Left out: no records yet. `qnnlab sweep cpu/dorefa-mlp --out DIR`" in page  # absent study named
 
 

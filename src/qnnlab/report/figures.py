@@ -380,3 +380,33 @@ def curves(table: list[dict[str, Any]], x: str, series: str, title: str, xlabel:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def training_curves(curves: dict[str, list[list[float]]], title: str) -> Any:
+    """Test accuracy after each epoch, the mean over seeds as a line and their range as a band."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, (name, runs) in enumerate(curves.items()):
+        length = min(len(r) for r in runs)
+        epochs = list(range(1, length + 1))
+        mean = [sum(r[e] for r in runs) / len(runs) for e in range(length)]
+        ax.plot(
+            epochs,
+            mean,
+            marker=MARKERS[i % len(MARKERS)],
+            color=GREYS[i % 3],
+            linestyle=("-", "--", ":")[i % 3],
+            markersize=4,
+            label=name,
+        )
+        ax.fill_between(
+            epochs,
+            [min(r[e] for r in runs) for e in range(length)],
+            [max(r[e] for r in runs) for e in range(length)],
+            color=GREYS[3],
+            alpha=0.3,
+        )
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

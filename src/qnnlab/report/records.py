@@ -53,5 +53,17 @@ class Records:
                     found[name] = checkpoints[0].parent
         return found
 
+    def curves(self, study: str) -> dict[str, list[list[float]]]:
+        """Test accuracy (%) per epoch of each configuration's finished runs, one list per seed."""
+        found: dict[str, list[list[float]]] = {}
+        for record in self.results(study):
+            metrics_file = self.sweeps[study] / record["name"] / "metrics.jsonl"
+            if not metrics_file.is_file():
+                continue
+            epochs = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+            if epochs and "test_accuracy" in epochs[0]:
+                found.setdefault(record["configuration"], []).append([100 * m["test_accuracy"] for m in epochs])
+        return found
+
     def results(self, study: str) -> list[dict[str, Any]]:
         return records(self.sweeps[study]) if study in self.sweeps else []

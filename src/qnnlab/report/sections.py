@@ -12,6 +12,7 @@ from qnnlab.report import figures
 from qnnlab.report.records import Records
 
 TRICKS = {"tricks-mlp": "MLP", "tricks-cnn": "CNN"}
+CURVES = ("full", "float", "no-bn", "sgd-lr0.1", "sgd-lr1", "bop", "ste", "from-float")
 STUDIES = {
     "dorefa-mlp": ("DoReFa's W x A x G bits", "W32__A32__G32"),
     "sensitivity-mlp": ("per-layer sensitivity, MLP", "all-float"),
@@ -146,6 +147,15 @@ def results(records: Records) -> Section:
         if not table:
             items.append(_missing(f"Tricks ablation, {model}", f"qnnlab sweep cpu/{study} --out DIR"))
             continue
+        curves = {k: v for k, v in records.curves(study).items() if k in CURVES}
+        if curves:
+            items.append(
+                Item(
+                    f"Training curves of the BNN {model} and some of its changes",
+                    f"the metrics.jsonl of each run in results/cpu/{study}",
+                    figure=figures.training_curves(curves, f"BNN {model}: test accuracy per epoch (band: seed range)"),
+                )
+            )
         items.append(
             Item(
                 f"Tricks ablation of the BNN recipe, {model}: one change at a time",
