@@ -46,6 +46,7 @@ def test_the_page_has_every_section_and_inline_figures_that_decode(report):
     assert "http://" not in page and "https://" not in page  # readable offline and when mailed
     assert "BNN MLP (" in page and "costs most" in page  # a finding generated from the sweep's records
     assert "Training curves of the BNN MLP" in page  # from the runs' metrics.jsonl
+    assert "memory traffic is" in page and "Open: `qnnlab demo` measures" in page  # hidden costs; no speed record
     assert "Left out: no records yet. `qnnlab sweep cpu/dorefa-mlp --out DIR`" in page  # absent study named
 
 

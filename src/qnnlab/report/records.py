@@ -17,6 +17,7 @@ ESTIMATOR_FILE = "estimator-bias-variance.json"
 class Records:
     sweeps: dict[str, Path]  # study name (the sweep folder's name) -> folder
     estimator_rows: list[dict[str, Any]]
+    speed: dict[str, Any] | None = None  # the demo's speed.json: the packed BNN timed against float
 
     @classmethod
     def find(cls, folders: list[str | Path]) -> Records:
@@ -34,7 +35,11 @@ class Records:
                     estimator_rows += json.loads(file.read_text())
                 except (OSError, json.JSONDecodeError) as exc:
                     raise ValueError(f"{file}: unreadable estimator records ({exc})") from None
-        return cls(sweeps, estimator_rows)
+        speeds = sorted(
+            p for folder in map(Path, folders) for p in [*folder.glob("speed.json"), *folder.glob("*/speed.json")]
+        )
+        speed = json.loads(speeds[0].read_text()) if speeds else None
+        return cls(sweeps, estimator_rows, speed)
 
     def table(self, study: str, reference: str | None = None) -> list[dict[str, Any]]:
         """Seed-aggregated rows of ``study`` (empty when it has no finished run)."""

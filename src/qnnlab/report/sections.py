@@ -8,6 +8,8 @@ import dataclasses
 import re
 from typing import Any
 
+import torch
+
 from qnnlab.report import figures
 from qnnlab.report.records import Records
 
@@ -378,8 +380,55 @@ QUESTIONS = (
 )
 
 
+def _hidden_costs() -> str:
+    """From the cost model: what stays expensive in a BNN training step once the products are binary."""
+    from qnnlab.analysis import profile
+    from qnnlab.data import ImageData
+    from qnnlab.run import build_model, resolve
+
+    config = resolve("bnn", {"model": "mlp", "model_options": {"widths": [256, 256, 256]}})
+    prof = profile(
+        build_model(config, ImageData.empty((1, 28, 28), 10)),
+        torch.randn(100, 1, 28, 28),
+        optimizer=config.optimizer,
+        loss=config.loss,
+        clip_latent=True,
+    )
+    memory = prof.memory_energy_pj() / prof.energy_pj()
+    ranked = "; ".join(f"{c['cost']} {c['share']:.1%}" for c in prof.hidden_costs()[:4])
+    return (
+        f"In one training step of the BNN 784-3x256-10 MLP (batch 100, Adam, 45 nm model) memory traffic is "
+        f"{memory:.0%} of the energy; the costs that stay in high precision, by share: {ranked}. Binary products "
+        f"are not where training's energy goes."
+    )
+
+
+def _gains(speed: dict[str, Any] | None) -> str | None:
+    if not speed:
+        return None
+    return (
+        f"Measured on {speed['cpu']} ({speed['threads']} threads) by qnnlab demo: the packed BNN against the "
+        f"same MLP in torch float32, {speed['batch1']['speedup']:.1f}x at batch 1 and "
+        f"{speed['batch100']['speedup']:.1f}x at batch 100, in a file {speed['ratio']:.1f}x smaller; the "
+        f"energy model's figures per configuration are in the Costs section. Against int8: qnnlab bench model."
+    )
+
+
 def questions(records: Records) -> Section:
-    items = []
+    items = [
+        Item("Where are the hidden costs?", "qnnlab analyze --recipe bnn --model mlp --train", text=_hidden_costs())
+    ]
+    gains = _gains(records.speed)
+    items.append(
+        Item("How can the computational gains be shown explicitly?", "qnnlab demo (its speed.json)", text=gains)
+        if gains
+        else Item(
+            "How can the computational gains be shown explicitly?",
+            "qnnlab demo",
+            text="Open: `qnnlab demo` measures the packed BNN against float.",
+            missing=True,
+        )
+    )
     for question, study, reference, answer in QUESTIONS:
         command = f"qnnlab sweep cpu/{study} --out DIR"
         table = records.table(study, reference) if records.table(study) else []
