@@ -99,3 +99,10 @@ def test_a_missing_file_or_study_is_named():
         find("cpu/no-such-study")
     with pytest.raises(SweepError, match="does not exist"):
         load("missing.yaml")
+
+
+def test_model_options_add_to_the_recipes_own():
+    runs, _ = parse(
+        "base: {recipe: dropconnect, model: mlp-small, dataset: fashion-mnist-mini, model_options: {widths: [8]}}\n"
+    )
+    assert runs[0].config["model_options"] == {"dropconnect": 0.5, "widths": [8]}

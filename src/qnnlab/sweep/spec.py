@@ -12,6 +12,7 @@ A key is a config field (``qnnlab recipes`` lists them), a field of ``model_opti
 (``model_options.widths``), or one key of a quantization rule, ``rules[MATCH].KEY``: the last
 rule of the base whose ``match`` is MATCH gets KEY set, or a rule ``{match: MATCH, KEY: value}``
 is appended. An axis is a list of values (labelled by their text) or a mapping label -> value.
+``model_options`` given as a mapping adds to the recipe's own options (dropconnect's mask rate stays).
 ``zip`` may be a list of such groups. The runs are cases x zip x grid x seeds; each lives in
 ``OUT/<configuration>/seed<N>``, the configuration named by its labels. A run may start from
 another run of the sweep, ``init_from: "{sweep}/float/seed{seed}"``: such runs train after all others.
@@ -126,6 +127,8 @@ def apply(values: dict[str, Any], key: str, value: Any) -> None:
     elif "." in key:
         field, _, sub = key.partition(".")
         values[field] = {**(values.get(field) or {}), sub: value}
+    elif key in MAPPING_FIELDS and isinstance(value, dict):  # over the recipe's own options, not instead
+        values[key] = {**(values.get(key) or {}), **value}
     else:
         values[key] = value
 
