@@ -141,6 +141,8 @@ def test_each_study_gets_its_figure(tmp_path):
     )
     _fake_sweep(results / "input-mlp", {c: {"case": c} for c in ("float-pixels", "uniform-1", "zipml-1", "uniform-2")})
     _fake_sweep(results / "recipes-mlp", {c: {"case": c} for c in ("float", "bnn")})
+    _fake_sweep(results / "estimators-mlp", {"ste": {"case": "ste"}})  # running: its reference not yet done
+    _fake_sweep(results / "tricks-cnn", {"no-bn": {"case": "no-bn"}})
     assert main(["report", str(results), "--out", str(tmp_path / "r.html")]) == 0
     markdown = (tmp_path / "r.md").read_text()
     for title in ("DoReFa's W x A x G bits", "per-layer sensitivity, MLP", "width, MLP", "input discretization"):

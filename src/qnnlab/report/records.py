@@ -43,8 +43,11 @@ class Records:
 
     def table(self, study: str, reference: str | None = None) -> list[dict[str, Any]]:
         """Seed-aggregated rows of ``study`` (empty when it has no finished run)."""
-        if study not in self.sweeps or not records(self.sweeps[study]):
+        finished = records(self.sweeps[study]) if study in self.sweeps else []
+        if not finished:
             return []
+        if reference not in {r["configuration"] for r in finished}:
+            reference = None  # a study still running: its reference has not finished yet
         return rows(self.sweeps[study], reference=reference)
 
     def trained(self, configurations: tuple[str, ...]) -> dict[str, Path]:

@@ -146,7 +146,7 @@ def results(records: Records) -> Section:
     for study, model in TRICKS.items():
         command = f"qnnlab sweep table results/cpu/{study} --reference full"
         table = records.table(study, "full")
-        if not table:
+        if not table or "diff" not in table[0]:  # none finished, or not yet the full recipe
             items.append(_missing(f"Tricks ablation, {model}", f"qnnlab sweep cpu/{study} --out DIR"))
             continue
         curves = {k: v for k, v in records.curves(study).items() if k in CURVES}
@@ -180,7 +180,7 @@ def results(records: Records) -> Section:
     for study, (title, reference) in STUDIES.items():
         table = records.table(study, reference)
         command = f"qnnlab sweep table results/cpu/{study}" + (f" --reference {reference}" if reference else "")
-        if table and study in STUDY_FIGURES:
+        if table and study in STUDY_FIGURES and (reference is None or "diff" in table[0]):
             items.append(Item(title, command, figure=STUDY_FIGURES[study](table, title)))
         items.append(
             Item(title, command, table=table) if table else _missing(title, f"qnnlab sweep cpu/{study} --out DIR")
@@ -264,7 +264,7 @@ def findings(records: Records) -> Section:
     sentences = []
     for study, model in TRICKS.items():
         table = records.table(study, "full")
-        if not table:
+        if not table or "diff" not in table[0]:
             continue
         changes = [r for r in table if r["configuration"] != "full"]
         worst = min(changes, key=lambda r: r["diff"])
