@@ -431,7 +431,7 @@ def questions(records: Records) -> Section:
     )
     for question, study, reference, answer in QUESTIONS:
         command = f"qnnlab sweep cpu/{study} --out DIR"
-        table = records.table(study, reference) if records.table(study) else []
+        table = records.table(study, reference)
         if not table or (reference and not any(r["configuration"] == reference for r in table)):
             items.append(Item(question, command, text=f"Open: `{command}` records what settles it.", missing=True))
             continue
