@@ -20,6 +20,7 @@ def test_the_demo_trains_measures_and_reports(tmp_path, monkeypatch, capsys):
     assert {"recipe", "float", "bnn", "bnn-no-bn"} <= set(lines) and "x /" in lines["bnn"]
     speed = json.loads((tmp_path / "demo" / "speed.json").read_text())
     assert speed["batch1"]["packed_ms"] > 0 and speed["batch100"]["float_ms"] > 0 and speed["ratio"] > 10
+    assert speed["batch100"]["int8_ms"] > 0 and "against torch's dynamic int8" in out
     assert (tmp_path / "demo" / "report.html").is_file() and "report: " in out
     assert "by qnnlab demo: the packed BNN against the same MLP" in (tmp_path / "demo" / "report.md").read_text()
     assert main(["demo", "--out", str(tmp_path / "demo"), "--repeats", "3"]) == 0  # a rerun retrains nothing
