@@ -57,12 +57,15 @@ def test_runtime_matches_pytorch_on_the_test_set(trained, tmp_path, recipe):
     assert torch.allclose(packed.reference(x[:500]), expected[:500], atol=1e-3, rtol=1e-5) or bool(near_tie[:500].any())
 
 
-def test_off_grid_inputs_take_the_float_path(trained, tmp_path):
+def test_off_grid_inputs_take_the_float_path_unless_the_model_was_trained_on_pixels(trained, tmp_path):
     model, _ = trained["bnn"]
     runtime.export(model, tmp_path / "m.qnn")
     x = torch.randn(50, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(runtime.load(tmp_path / "m.qnn")(x).argmax(1), model(x).argmax(1))
+    runtime.export(model, tmp_path / "pixels.qnn", input_grid=runtime.PIXELS)
+    with pytest.raises(ValueError, match="not on the 8-bit pixel grid"):
+        runtime.load(tmp_path / "pixels.qnn")(x)
 
 
 @pytest.mark.parametrize("model_name, ratio", [("mlp", 25), ("cnn", 20)])
@@ -151,7 +154,7 @@ def test_bad_files_are_refused(trained, tmp_path):
         runtime.load(tmp_path / "none.qnn")
     with pytest.raises(ValueError, match="float tensor"):
         runtime.load(path)(torch.zeros(2, 784, dtype=torch.long))
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match=r"shape \(100,\); the model was exported for \(784,\)"):
         runtime.load(path)(torch.zeros(2, 100))
 
 

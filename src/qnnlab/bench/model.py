@@ -41,7 +41,7 @@ def run(
     bnn = build_model(resolve("bnn", {"model": model}), data).eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bnn.qnn"
-        runtime.export(bnn, path, input_shape=shape)
+        runtime.export(bnn, path, input_shape=shape, input_grid=runtime.PIXELS)
         packed = runtime.load(path)
         packed_bytes = path.stat().st_size
     float_bytes = sum(p.numel() * 4 for p in float_model.state_dict().values() if p.dtype.is_floating_point)

@@ -151,7 +151,14 @@ def threshold_pack(
     y: torch.Tensor, threshold: torch.Tensor, positive: torch.Tensor, constant: torch.Tensor
 ) -> torch.Tensor:
     """Packed sign bits of batch norm applied to y (M, N): see ``qnnlab.runtime.ops`` (threshold)."""
+    if y.dim() != 2 or not y.dtype.is_floating_point and y.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"y must be a 2-D tensor of pre-activations, got {y.dtype} {tuple(y.shape)}")
     m, n = y.shape
+    for name, table in (("threshold", threshold), ("positive", positive), ("constant", constant)):
+        if table.dim() != 1 or len(table) != n:
+            raise ValueError(f"{name} must hold one value per column of y ({n}), got shape {tuple(table.shape)}")
+    if positive.dtype != torch.bool:
+        raise ValueError(f"positive must be a bool tensor, got {positive.dtype}")
     out = np.empty((m, words(n)), dtype=np.uint64)
     _kernels().threshold_pack(
         y.contiguous().numpy(), threshold.double().numpy(), positive.numpy(), constant.double().numpy(), out

@@ -84,6 +84,11 @@ def binary_conv2d_nhwc(
     else:
         _kernels().xnor_gemm_rows(a, np.ascontiguousarray(b.T), kh * kw * channels, result)
     out = torch.from_numpy(result).reshape(batch, out_h, out_w, -1)
+    if padding and tuple(correction.shape) != (w_packed.shape[0], out_h, out_w):
+        raise ValueError(
+            f"the padding correction has shape {tuple(correction.shape)}, this output needs "
+            f"{(w_packed.shape[0], out_h, out_w)}; make it with padding_correction for this input size"
+        )
     if padding:
         out -= correction.permute(1, 2, 0)
     return out

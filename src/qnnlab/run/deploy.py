@@ -18,7 +18,8 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
     """Rebuild a run's model from its checkpoint and export it; returns sizes for the report."""
     model, data, info = load_trained(str(checkpoint_path), need_images=False)
     source = {"config": info["config"].to_dict(), "epoch": info["epoch"] + 1, "weights_sha256": _weights(model)}
-    runtime.export(model, out, source, getattr(data, "shape", None))
+    images = hasattr(data, "shape")
+    runtime.export(model, out, source, data.shape if images else None, runtime.PIXELS if images else None)
     float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.dtype.is_floating_point)
     return {
         "out": str(out),

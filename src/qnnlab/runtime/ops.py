@@ -22,6 +22,7 @@ Ops:
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -46,11 +47,46 @@ def build(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Op:
 
 
 class Op:
+    """One step of a packed model. ``out_shape`` checks the op's tables against the shape it is
+    given (per image, in PyTorch's (C, H, W) / (F,) order) and answers the shape it hands on, so a
+    model file whose tables do not fit together, or an input of another size, is refused before
+    a kernel reads a table past its end."""
+
     kind: ClassVar[str]
 
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        self.spec = spec
-        self.bias = tensors[spec["bias"]] if spec.get("bias") else None
+        self.spec, self.layer = spec, spec.get("layer", spec.get("op"))
+        self.bias = self._tensor(tensors, "bias", torch.float32) if spec.get("bias") else None
+
+    def _tensor(self, tensors: dict[str, torch.Tensor], key: str, *dtypes: torch.dtype) -> torch.Tensor:
+        name = self.spec.get(key)
+        if not isinstance(name, str) or name not in tensors:
+            raise ValueError(f"{self.kind} op of layer {self.layer}: its {key} tensor {name!r} is not in the file")
+        if tensors[name].dtype not in dtypes:
+            raise ValueError(
+                f"{self.kind} op of layer {self.layer}: {key} is {tensors[name].dtype}, expected {dtypes[0]}"
+            )
+        return tensors[name]
+
+    def _count(self, key: str, least: int = 1) -> int:
+        value = self.spec.get(key)
+        if type(value) is not int or value < least:
+            raise ValueError(f"{self.kind} op of layer {self.layer}: {key}={value!r} must be an integer >= {least}")
+        return value
+
+    def _fits(self, what: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
+        if tuple(tensor.shape) != shape:
+            raise ValueError(
+                f"{self.kind} op of layer {self.layer}: {what} has shape {tuple(tensor.shape)} but its input "
+                f"needs {shape}; the file is inconsistent or the input has another size"
+            )
+
+    def _bias_fits(self, n: int) -> None:
+        if self.bias is not None:
+            self._fits("bias", self.bias, (n,))
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -66,8 +102,16 @@ class Op:
 class Flatten(Op):
     kind = "flatten"
 
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (math.prod(shape),)
+
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1)
+
+
+def _features(op: Op, shape: tuple[int, ...], k: int) -> None:
+    if shape != (k,):
+        raise ValueError(f"{op.kind} op of layer {op.layer} takes {k} features, its input has shape {shape}")
 
 
 @register
@@ -78,7 +122,14 @@ class BinaryLinear(Op):
 
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
-        self.weight, self.k = tensors[spec["weight"]], spec["k"]
+        self.weight, self.k = self._tensor(tensors, "weight", torch.int64), self._count("k")
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        _features(self, shape, self.k)
+        n = self.weight.shape[0] if self.weight.dim() == 2 else -1
+        self._fits("weight", self.weight, (n, kernels.words(self.k)))
+        self._bias_fits(n)
+        return (n,)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         return self._add_bias(kernels.binary_matmul(x, self.weight, self.k).to(torch.float32))
@@ -97,10 +148,18 @@ class RealLinear(Op):
 
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
-        self.weight, self.k = tensors[spec["weight"]], spec["k"]
-        self.weight_sum = tensors[spec["weight_sum"]]
+        self.weight, self.k = self._tensor(tensors, "weight", torch.int64), self._count("k")
+        self.weight_sum = self._tensor(tensors, "weight_sum", torch.float64)
         self._int8_weights: torch.Tensor | None = None
         self._transposed: torch.Tensor | None = None
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        _features(self, shape, self.k)
+        n = self.weight.shape[0] if self.weight.dim() == 2 else -1
+        self._fits("weight", self.weight, (n, kernels.words(self.k)))
+        self._fits("weight_sum", self.weight_sum, (n,))
+        self._bias_fits(n)
+        return (n,)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.shape[1] != self.k:
@@ -151,9 +210,20 @@ class Threshold(Op):
 
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
-        self.t, self.positive = tensors[spec["threshold"]], tensors[spec["positive"]]
-        self.constant = tensors[spec["constant"]]
+        self.t = self._tensor(tensors, "threshold", torch.float64)
+        self.positive = self._tensor(tensors, "positive", torch.bool)
+        self.constant = self._tensor(tensors, "constant", torch.float64)
         self.layout = spec.get("layout", "rows")
+        if self.layout not in ("rows", "nhwc", "flat"):
+            raise ValueError(f"threshold op of layer {self.layer}: unknown layout {self.layout!r}")
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.layout != "rows" and len(shape) != 3:
+            raise ValueError(f"threshold op of layer {self.layer} ({self.layout}) takes feature maps, got {shape}")
+        n = shape[0] if self.layout == "nhwc" else math.prod(shape)
+        for what, table in (("threshold", self.t), ("positive", self.positive), ("constant", self.constant)):
+            self._fits(what, table, (n,))
+        return shape if self.layout == "nhwc" else (n,)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout == "nhwc":  # the packed path's feature maps are NHWC already
@@ -187,7 +257,13 @@ class Affine(Op):
 
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
-        self.scale, self.shift = tensors[spec["scale"]], tensors[spec["shift"]]
+        self.scale = self._tensor(tensors, "scale", torch.float32)
+        self.shift = self._tensor(tensors, "shift", torch.float32)
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        self._fits("scale", self.scale, shape)
+        self._fits("shift", self.shift, shape)
+        return shape
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.shift
@@ -196,10 +272,26 @@ class Affine(Op):
 class _Conv(Op):
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
-        self.weight = tensors[spec["weight"]]
-        self.channels, self.out_channels = spec["channels"], spec["out_channels"]
-        self.kernel = tuple(spec["kernel"])
-        self.stride, self.padding = spec["stride"], spec["padding"]
+        self.weight = self._tensor(tensors, "weight", torch.int64)
+        self.channels, self.out_channels = self._count("channels"), self._count("out_channels")
+        kernel = spec.get("kernel")
+        if not (isinstance(kernel, list) and len(kernel) == 2 and all(type(k) is int and k >= 1 for k in kernel)):
+            raise ValueError(f"{self.kind} op of layer {self.layer}: kernel={kernel!r} must be two positive integers")
+        self.kernel = tuple(kernel)
+        self.stride, self.padding = self._count("stride"), self._count("padding", 0)
+        self._fits("weight", self.weight, self.packed_shape())
+        self._bias_fits(self.out_channels)
+
+    def packed_shape(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3 or shape[0] != self.channels:
+            raise ValueError(f"{self.kind} op of layer {self.layer} takes ({self.channels}, H, W) maps, got {shape}")
+        size = [(n + 2 * self.padding - k) // self.stride + 1 for n, k in zip(shape[1:], self.kernel)]
+        if min(size) < 1:
+            raise ValueError(f"{self.kind} op of layer {self.layer}: a {shape[1:]} map is smaller than its kernel")
+        return (self.out_channels, *size)
 
 
 @register
@@ -208,6 +300,9 @@ class RealConv(_Conv):
     hands on its feature maps in NHWC."""
 
     kind = "real_conv"
+
+    def packed_shape(self) -> tuple[int, int]:
+        return (self.out_channels, kernels.words(self.channels * self.kernel[0] * self.kernel[1]))
 
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
@@ -230,6 +325,9 @@ class BinaryConv(_Conv):
     size, so the file does not store it: it is made once per size, at most ``CACHED_SIZES`` kept."""
 
     kind = "binary_conv"
+
+    def packed_shape(self) -> tuple[int, int]:
+        return (self.out_channels, self.kernel[0] * self.kernel[1] * kernels.words(self.channels))
 
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
@@ -264,6 +362,21 @@ class MaxPool(Op):
     """Max pooling of the integer pre-activations (before the threshold, as trained)."""
 
     kind = "maxpool"
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        for key in ("kernel", "stride"):
+            value = spec.get(key)
+            value = value if isinstance(value, list) else [value]
+            if not all(type(v) is int and v >= 1 for v in value) or len(value) > 2:
+                raise ValueError(f"maxpool op of layer {self.layer}: {key}={spec.get(key)!r} must be positive integers")
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        pair = lambda v: v if isinstance(v, list) else [v, v]  # noqa: E731
+        size = [(n - k) // s + 1 for n, k, s in zip(shape[1:], pair(self.spec["kernel"]), pair(self.spec["stride"]))]
+        if len(shape) != 3 or min(size) < 1:
+            raise ValueError(f"maxpool op of layer {self.layer}: cannot pool a {shape} input")
+        return (shape[0], *size)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         pooled = F.max_pool2d(x.permute(0, 3, 1, 2), self.spec["kernel"], self.spec["stride"])  # a channels-last view
