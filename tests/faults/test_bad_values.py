@@ -10,6 +10,8 @@ from qnnlab.run import build_model, resolve
 from qnnlab.run.config import from_dict, recipe_values
 from qnnlab.train.tasks import ImageClassification
 
+pytestmark = pytest.mark.bad_input
+
 
 @pytest.mark.parametrize("field, value", [("epochs", True), ("batch_size", False), ("lr", True), ("seed", 1.5)])
 def test_bools_and_fractions_are_not_counts(field, value):
@@ -73,6 +75,7 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(tmp_path, capsys, monke
     assert err.count("\n") == 1 and "KeyError" in err and "QNNLAB_DEBUG=1" in err
 
 
+@pytest.mark.fault
 def test_a_run_that_diverges_in_the_last_updates_of_an_epoch_keeps_its_good_checkpoint(tmp_path, monkeypatch):
     import json
 

@@ -28,11 +28,13 @@ def pack(x: torch.Tensor) -> torch.Tensor:
     k = x.shape[-1]
     if k == 0:
         raise ValueError("pack: the last dimension K must be at least 1")
+    if x.is_floating_point() and bool(x.isnan().any()):
+        raise ValueError("pack: the values hold NaN, which is neither +1 nor -1")
     bits = x if x.dtype == torch.bool else x >= 0
     pad = words(k) * WORD - k
     if pad:
         bits = torch.nn.functional.pad(bits, (0, pad), value=False)
-    bits = bits.reshape(*bits.shape[:-1], -1, WORD).to(torch.int64)
+    bits = bits.reshape(*bits.shape[:-1], words(k), WORD).to(torch.int64)
     return (bits << _SHIFTS.to(bits.device)).sum(-1)  # distinct bits: the sum is the bitwise OR
 
 
@@ -40,7 +42,7 @@ def unpack(packed: torch.Tensor, k: int) -> torch.Tensor:
     """Inverse of ``pack``: (..., W) int64 words -> (..., k) float32 +-1 values."""
     check_packed(packed, k, "packed")
     bits = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 1
-    return bits.reshape(*packed.shape[:-1], -1)[..., :k].to(torch.float32) * 2 - 1
+    return bits.reshape(*packed.shape[:-1], packed.shape[-1] * WORD)[..., :k].to(torch.float32) * 2 - 1
 
 
 def check_packed(packed: torch.Tensor, k: int, name: str) -> None:

@@ -105,6 +105,9 @@ class DynamicFixedPoint(Quantizer):
         usually a max and one to three comparison passes. Data that would need more steps (a few
         huge values far above the rest) fall back to a histogram of float exponents."""
         g = self._groups(x.detach()).abs()
+        g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))  # NaN stays NaN and infinity saturates
+        if g.shape[1] == 0:  # nothing to fit: the smallest exponent
+            return torch.full((g.shape[0],), self.bits - 126, dtype=torch.int32)
         allowed = int(self.rate * g.shape[1])
         lowest = self.bits - 126
         usable = 1.0 - 2.0 ** (1 - self.bits)

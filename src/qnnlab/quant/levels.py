@@ -13,6 +13,7 @@ import torch
 
 from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.registry import register_quantizer
+from qnnlab.quant.rounding import keep_nan
 from qnnlab.quant.spec import Param, in_range
 
 LEVELS = Param("levels", int, 8, "number of levels", in_range(2, 256))
@@ -31,6 +32,9 @@ class _FittedLevels(Quantizer):
 
     def fit(self, data: torch.Tensor) -> _FittedLevels:
         x = data.detach().reshape(-1).to(torch.float64)
+        x = x[torch.isfinite(x)]  # NaN and infinity say nothing about where the levels belong
+        if x.numel() == 0:
+            return self
         if x.numel() > FIT_SAMPLE:
             x = x[torch.randint(x.numel(), (FIT_SAMPLE,), device=x.device)]
         scale = x.abs().max()
@@ -49,9 +53,11 @@ class _FittedLevels(Quantizer):
         return (float(self.values[0]), float(self.values[-1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0:
+            return x.clone()
         if not bool(self.fitted) or (self.refit and self.training):
             self.fit(x)
-        return self.estimator(x, self)
+        return keep_nan(x, self.estimator(x, self))
 
     def _neighbours(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         levels = self.values.to(x.dtype)

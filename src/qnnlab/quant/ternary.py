@@ -6,7 +6,7 @@ import torch
 
 from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.registry import register_quantizer
-from qnnlab.quant.rounding import abs_mean
+from qnnlab.quant.rounding import abs_mean, keep_nan
 from qnnlab.quant.spec import Param, in_range
 
 
@@ -29,7 +29,7 @@ class StochasticTernary(Quantizer):
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:
         c = x.clamp(-1, 1)
-        return torch.sign(c) * torch.bernoulli(c.abs())
+        return keep_nan(x, torch.sign(c) * torch.bernoulli(c.abs().nan_to_num(0.0)))
 
     def deterministic(self) -> Quantizer:
         """round(clip(x, -1, 1)), the most probable value: the 2-bit symmetric grid {-1, 0, 1}."""

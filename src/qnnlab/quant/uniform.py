@@ -78,7 +78,7 @@ class DoReFaWeight(Quantizer):
         return quantize_unit(x, self.bits, self.stochastic)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bits == 1:
+        if self.bits == 1 or x.numel() == 0:  # an empty tensor has no largest weight to scale by
             return self.estimator(x, self)
         if self.estimator.name == "ste" and not self.stochastic:
             return _DoReFaWeightSTE.apply(x, self.bits)
