@@ -50,7 +50,10 @@ class LazyImages:
         return torch.stack(images) if images else torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8)
 
     def _decode(self, path: Path) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
+        try:
+            from PIL import Image, UnidentifiedImageError
+        except ImportError:
+            raise DatasetError("image folders are decoded with Pillow: pip install pillow") from None
 
         try:
             with Image.open(path) as image:
@@ -61,7 +64,7 @@ class LazyImages:
                 left, top = (width - self.size) // 2, (height - self.size) // 2
                 image = image.crop((left, top, left + self.size, top + self.size))
                 return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
             raise DatasetError(f"{path}: not a readable image ({exc}); remove or replace it") from None
 
 

@@ -51,6 +51,9 @@ def locate(
     offline = os.environ.get("QNNLAB_OFFLINE") == "1"
     if download and not offline:
         return {f.name: _download(dataset, f) for f in files}
+    folders = [str(place / f.name) for place in places for f in files if (place / f.name).is_dir()]
+    if folders:
+        raise DatasetError(f"{dataset}: {folders[0]} is a folder where the data file {Path(folders[0]).name} belongs")
     looked = "\n  ".join(str(p) for p in places)
     names = ", ".join(f.name for f in files)
     raise DatasetError(

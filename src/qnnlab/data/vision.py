@@ -188,8 +188,15 @@ def _svhn_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         ) from None
     if "X" not in mat or "y" not in mat or mat["X"].shape[:3] != (32, 32, 3):
         raise DatasetError(f"{path}: expected X (32, 32, 3, N) and y (N, 1), the SVHN cropped-digit format")
-    x = np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1), dtype=np.uint8)
-    y = mat["y"].reshape(-1).astype(np.int64) % 10  # SVHN labels the digit 0 as 10
+    pixels, labels = mat["X"], mat["y"].reshape(-1)
+    if pixels.dtype != np.uint8 and not (
+        np.issubdtype(pixels.dtype, np.integer) and pixels.size and pixels.min() >= 0 and pixels.max() <= 255
+    ):
+        raise DatasetError(f"{path}: pixels are {pixels.dtype}, not 8-bit values 0..255; not the SVHN release")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.size and (labels.min() < 1 or labels.max() > 10):
+        raise DatasetError(f"{path}: labels must be the digits 1..10 (10 for the digit 0); not the SVHN release")
+    x = np.ascontiguousarray(pixels.transpose(3, 2, 0, 1), dtype=np.uint8)
+    y = labels.astype(np.int64) % 10  # SVHN labels the digit 0 as 10
     if len(y) != len(x):
         raise DatasetError(f"{path}: {len(x)} images but {len(y)} labels")
     return torch.from_numpy(x), torch.from_numpy(y)

@@ -38,7 +38,13 @@ class Records:
         speeds = sorted(
             p for folder in map(Path, folders) for p in [*folder.glob("speed.json"), *folder.glob("*/speed.json")]
         )
-        speed = json.loads(speeds[0].read_text()) if speeds else None
+        try:
+            speed = json.loads(speeds[0].read_text()) if speeds else None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{speeds[0]}: unreadable speed record ({exc})") from None
+        if not sweeps and not estimator_rows and speed is None:
+            names = ", ".join(map(str, folders))
+            raise ValueError(f"{names}: no study records (sweep folders with sweep.json, {ESTIMATOR_FILE}, speed.json)")
         return cls(sweeps, estimator_rows, speed)
 
     def table(self, study: str, reference: str | None = None) -> list[dict[str, Any]]:

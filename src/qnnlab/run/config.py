@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from qnnlab.data.errors import DatasetError
+from qnnlab.models.blocks import ACTIVATIONS, NORMS
 
 RECIPE_DIR = "recipes"
 
@@ -186,6 +187,9 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
             raise ValueError(f"{source}: {key}={value!r} should be a {type(default).__name__} ({FIELDS[key][1]})")
         checked[key] = float(value) if isinstance(default, float) and isinstance(value, int) else value
     config = TrainConfig(**{**defaults.to_dict(), **checked})
+    for key, choices in CHOICES.items():
+        if getattr(config, key) not in choices:
+            raise ValueError(f"{source}: {key}={getattr(config, key)!r}; choose one of {', '.join(choices)}")
     for key in POSITIVE:
         if not getattr(config, key) > 0:
             raise ValueError(f"{source}: {key}={getattr(config, key)!r} must be > 0 ({FIELDS[key][1]})")
@@ -195,6 +199,16 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     return config
 
 
+CHOICES = {  # fields with a fixed set of values; models, data sets and recipes are checked where they are looked up
+    "algorithm": ("backprop", "ebp"),
+    "optimizer": ("sgd", "adam", "shift_adamax", "bop"),
+    "schedule": ("constant", "cosine", "exponential"),
+    "lr_scale": ("none", "glorot"),
+    "loss": ("cross_entropy", "squared_hinge"),
+    "norm": NORMS,
+    "activation": ACTIVATIONS,
+    "augment": ("none", "flip"),
+}
 POSITIVE = ("epochs", "batch_size", "lr", "seq_len", "image_size")
 NON_NEGATIVE = ("final_lr_fraction", "momentum", "weight_decay", "grad_clip", "limit_steps", "threads", "seed")
 

@@ -69,11 +69,22 @@ def write_plan(out: Path, runs: list[PlannedRun], source: str) -> None:
 def read_plan(out: Path) -> list[dict[str, Any]]:
     if not (out / PLAN).is_file():
         raise SweepError(f"{out} holds no sweep ({PLAN} is missing); start one with qnnlab sweep FILE --out {out}")
-    return read_json(out / PLAN)["runs"]
+    plan = read_json(out / PLAN)
+    runs = plan.get("runs") if isinstance(plan, dict) else None
+    if not isinstance(runs, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("config"), dict) for r in runs
+    ):
+        raise SweepError(f"{out / PLAN}: not a sweep plan (a 'runs' list of name and config); damaged or foreign")
+    return runs
 
 
 def result(folder: Path) -> dict[str, Any] | None:
-    return read_json(folder / RESULT) if (folder / RESULT).is_file() else None
+    if not (folder / RESULT).is_file():
+        return None
+    record = read_json(folder / RESULT)
+    if not isinstance(record, dict) or record.get("status") not in ("done", "failed"):
+        raise SweepError(f"{folder / RESULT}: not a run record; delete it to train that run again")
+    return record
 
 
 @contextlib.contextmanager
