@@ -191,7 +191,7 @@ def test_a_truncated_svhn_file_is_named(tmp_path, cut):
 
 
 # Text corpora -------------------------------------------------------------------------------
-@pytest.mark.parametrize("content", [b"", b"\xff\xfe not utf-8", "To be or not".encode(), b"\x00" * 500])
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe not utf-8", b"To be or not", b"\x00" * 500])
 def test_a_shakespeare_file_that_is_not_the_corpus_is_named(tmp_path, content):
     (tmp_path / "input.txt").write_bytes(content)
     refused(lambda: data.tinyshakespeare(str(tmp_path), download=False), "input.txt")
