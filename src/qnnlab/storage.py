@@ -13,19 +13,32 @@ from safetensors import SafetensorError, safe_open
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Call ``write(tmp_path)`` then rename over ``path``: a reader sees the old file or the new one.
+    A write that fails (a full disk, an I/O error, a read-only folder) raises OSError naming the
+    file, and the previous file is left as it was."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is as readable as any other
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
+        kept = "the previous version is kept" if path.exists() else "nothing was written"
+        raise OSError(getattr(exc, "errno", None), f"{path} could not be written ({exc}); {kept}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the half-written temporary files a killed writer left in ``folder``; call it only
+    while holding the folder's lock."""
+    for stale in folder.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _umask() -> int:

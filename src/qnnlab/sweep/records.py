@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qnnlab.run.config import from_dict
-from qnnlab.storage import atomic_write
+from qnnlab.storage import atomic_write, remove_stale_temporaries
 from qnnlab.sweep.spec import PlannedRun, SweepError
 
 PLAN = "sweep.json"
@@ -97,8 +97,7 @@ def claim(folder: Path) -> Iterator[bool]:
         except OSError:
             yield False
             return
-        for stale in folder.glob(".*.tmp"):  # half-written files of a killed holder; we hold the folder now
-            stale.unlink(missing_ok=True)
+        remove_stale_temporaries(folder)  # half-written files of a killed holder; we hold the folder now
         write_json(folder / CLAIM, {"pid": os.getpid(), "host": socket.gethostname()})
         try:
             yield True

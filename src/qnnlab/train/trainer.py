@@ -30,7 +30,7 @@ from qnnlab.run import checkpoint
 from qnnlab.run.config import TrainConfig, from_dict
 from qnnlab.run.evaluate import parse_mode
 from qnnlab.run.model import CHECKPOINT, METRICS, initial_model
-from qnnlab.storage import atomic_write
+from qnnlab.storage import atomic_write, remove_stale_temporaries
 from qnnlab.train import probe
 from qnnlab.train.distributed import Distributed
 from qnnlab.train.memory import keep_freed_memory
@@ -38,6 +38,7 @@ from qnnlab.train.tasks import task_for
 from qnnlab.train.updates import Diverged, update_rule_for
 
 RUN_ENVIRONMENT = ("device", "threads", "data_root")  # where a run trains, not what it trains
+RESUME_CHANGES = ("lr",)  # a diverged run resumes from its last good checkpoint with a smaller learning rate
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,11 +105,14 @@ class Trainer:
             saved = checkpoint.load(self.out / CHECKPOINT)
             config = from_dict(saved[2]["config"], source=str(self.out / CHECKPOINT))
             _refuse_changes(self.out, config, requested or {})
+            lr_factor = (requested or {}).get("lr", config.lr) / config.lr
+            config = dataclasses.replace(config, lr=config.lr * lr_factor)
         config = dataclasses.replace(config, **environment)
         _check(config)
         self.dist = Distributed.from_environment(config.device)
+        self._lock = _lock_run_folder(self.out) if self.dist.is_main else None
         if self.dist.is_main:
-            self._lock = _lock_run_folder(self.out)
+            remove_stale_temporaries(self.out)
         if config.threads:
             torch.set_num_threads(config.threads)
         keep_freed_memory()
@@ -123,6 +127,8 @@ class Trainer:
         self.update = update_rule_for(self.model, config, self.steps_per_epoch, self.dist.wrap)
         if saved is not None:
             self._restore(*saved)
+            if lr_factor != 1:
+                self.update.scale_lr(lr_factor)
         elif not config.allow_degenerate:
             probe.check(self.model, self.task, next(self.task.batches(0, self.dist.rank, self.dist.world)))
         if self.dist.is_main:
@@ -155,6 +161,15 @@ class Trainer:
         atomic_write(self.out / METRICS, lambda p: p.write_text(lines))
 
     def run(self) -> list[dict[str, Any]]:
+        """Train the remaining epochs; the run folder's lock is let go when it ends, however it ends."""
+        try:
+            return self._run()
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    def _run(self) -> list[dict[str, Any]]:
         for epoch in range(self.start_epoch, self.config.epochs):
             seed_epoch(self.config, epoch, self.dist.rank)
             quant.set_epoch(self.model, epoch)
@@ -215,7 +230,8 @@ class Trainer:
         global_step = epoch * self.steps_per_epoch + step + 1
         return (
             f"training diverged: loss is {value} at step {global_step} (epoch {epoch + 1}, batch {step + 1}). "
-            f"Likely cause: {self._causes()}. The last good checkpoint is in {self.out}."
+            f"Likely cause: {self._causes()}. The last good checkpoint is in {self.out}: continue from it "
+            f"with qnnlab train --resume --out {self.out} --lr {self.update.lr / 10:g}"
         )
 
     def _causes(self) -> str:
@@ -228,13 +244,14 @@ class Trainer:
 
 
 def _refuse_changes(out: Path, saved: TrainConfig, requested: dict[str, Any]) -> None:
-    changed = {k: v for k, v in requested.items() if k not in RUN_ENVIRONMENT and getattr(saved, k, v) != v}
+    kept = RUN_ENVIRONMENT + RESUME_CHANGES
+    changed = {k: v for k, v in requested.items() if k not in kept and getattr(saved, k, v) != v}
     if changed:
         fields = ", ".join(f"{k}={getattr(saved, k)!r} (asked {v!r})" for k, v in changed.items())
         raise ValueError(
             f"{out} was trained with {fields}; --resume continues a run as it was configured (its "
             f"learning-rate schedule spans its epochs). Train a new run with another --out to change "
-            f"it; --device, --threads and --data-root may change on resume"
+            f"it; --device, --threads and --data-root may change on resume, and --lr (the schedule scaled)"
         )
 
 

@@ -89,6 +89,12 @@ class Backprop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
 
+    def scale_lr(self, factor: float) -> None:
+        """Every group's learning rate and the schedule's base times ``factor``, from this step on."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        self.schedule.base_lrs = [base * factor for base in self.schedule.base_lrs]
+
 
 class BayesianEBP:
     """Expectation Backpropagation (Soudry et al. 2014): the posterior's log-odds move by Bayes'
@@ -110,6 +116,9 @@ class BayesianEBP:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """The posterior is the model's state; nothing else to restore."""
+
+    def scale_lr(self, factor: float) -> None:
+        raise ValueError("Expectation Backpropagation has no learning rate to change")
 
 
 def update_rule_for(
