@@ -349,3 +349,22 @@ def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path, whole_sweep, los
     assert all(p.wait(timeout=600) == 0 for p in both)
     got, expected = sweep_records(out), sweep_records(whole_sweep / "whole")
     assert lost(sum(got.get(name) != records for name, records in expected.items())) == 0
+
+
+def test_a_loss_that_explodes_without_nan_keeps_the_good_checkpoint_and_the_best_is_kept(tmp_path, monkeypatch):
+    from qnnlab.train import trainer as training
+
+    config = resolve("bnn", {"model": "mlp-small", "dataset": "fashion-mnist-mini", "epochs": 4, "limit_steps": 5})
+    run = Trainer(config, tmp_path / "run", quiet=True)
+    evaluate, epochs = run.task.evaluate, []
+
+    def worse_then_explode(model):  # epoch 2 scores at chance, epoch 3's loss is finite but absurd
+        epochs.append(1)
+        record = evaluate(model)
+        return {**record, **({2: {"test_accuracy": 0.1}, 3: {"test_loss": 1e18}}.get(len(epochs), {}))}
+
+    monkeypatch.setattr(run.task, "evaluate", worse_then_explode)
+    with pytest.raises(TrainingDiverged, match="epoch 3: test_loss not finite or beyond"):
+        run.run()
+    assert checkpoint.load(tmp_path / "run" / "checkpoint.safetensors")[2]["epoch"] == 1
+    assert checkpoint.load(tmp_path / "run" / training.BEST)[2]["epoch"] == 0  # epoch 1 scored best

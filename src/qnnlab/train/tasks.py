@@ -65,6 +65,10 @@ class ImageClassification:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return evaluate_images(model, self.data, self.config.eval_mode, self.config.device)
 
+    def score(self, record: dict[str, Any]) -> float:
+        """Higher is better: which epoch's checkpoint is kept as the best."""
+        return record["test_accuracy"]
+
     def checkpoint_info(self) -> dict[str, Any]:
         """Lets ``qnnlab export`` rebuild the model without the data set."""
         return {"image_shape": list(self.data.shape), "classes": self.data.classes}
@@ -101,6 +105,9 @@ class LanguageModelling:
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return evaluate_text(model, self.data, "valid", self.config.eval_mode, self.config.device)
+
+    def score(self, record: dict[str, Any]) -> float:
+        return -record["val_bpc"]
 
     def checkpoint_info(self) -> dict[str, Any]:
         return {}

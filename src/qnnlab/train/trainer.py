@@ -1,7 +1,8 @@
 """The training loop: one recipe config -> a run folder with config, checkpoint and metrics.
 
 ``DIR/config.yaml`` the resolved config; ``DIR/checkpoint.safetensors`` written atomically after
-every epoch; ``DIR/metrics.jsonl`` one JSON object per epoch. A killed run resumed with
+every epoch, and copied to ``DIR/best.safetensors`` when the epoch scores best so far;
+``DIR/metrics.jsonl`` one JSON object per epoch. A killed run resumed with
 ``resume=True`` ends with the same weights and metrics as an uninterrupted one: batch order and
 every random draw of epoch e are seeded by (seed, e, rank).
 
@@ -37,6 +38,8 @@ from qnnlab.train.memory import keep_freed_memory
 from qnnlab.train.tasks import task_for
 from qnnlab.train.updates import Diverged, update_rule_for
 
+BEST = "best.safetensors"
+EXPLODED = 1e6  # a loss beyond this has diverged even where it is still finite
 RUN_ENVIRONMENT = ("device", "threads", "data_root")  # where a run trains, not what it trains
 RESUME_CHANGES = ("lr",)  # a diverged run resumes from its last good checkpoint with a smaller learning rate
 
@@ -152,8 +155,14 @@ class Trainer:
             self._write_metrics()
 
     def _save(self, epoch: int) -> None:
+        """The epoch's checkpoint, a copy of it as ``best.safetensors`` when its score is the best so
+        far (so a run that falls apart later keeps its best model), then the metrics file."""
         info = {"config": self.config.to_dict(), "epoch": epoch, "metrics": self.metrics, **self.task.checkpoint_info()}
         checkpoint.save(self.out / CHECKPOINT, self.model.state_dict(), self.update.state_dict(), info)
+        scores = [self.task.score(m) for m in self.metrics]
+        if scores[-1] >= max(scores):
+            data = (self.out / CHECKPOINT).read_bytes()
+            atomic_write(self.out / BEST, lambda p: p.write_bytes(data))
         self._write_metrics()
 
     def _write_metrics(self) -> None:
@@ -178,10 +187,11 @@ class Trainer:
             if self.dist.is_main:
                 record.update(self.task.evaluate(self.model))
             record["epoch_seconds"] = round(time.perf_counter() - started, 3)
-            broken = sorted(k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v))
+            broken = sorted(k for k, v in record.items() if isinstance(v, float) and not _sane(k, v))
             if broken:  # diverged in the epoch's last updates: keep the last good checkpoint, not this one
                 raise TrainingDiverged(
-                    f"training diverged in epoch {epoch + 1}: {', '.join(broken)} not finite after its last updates. "
+                    f"training diverged in epoch {epoch + 1}: {', '.join(broken)} not finite or beyond "
+                    f"{EXPLODED:g} after its last updates. "
                     f"Likely cause: {self._causes()}. The checkpoint of epoch {epoch} in {self.out} is kept."
                 )
             self.metrics.append(record)
@@ -241,6 +251,10 @@ class Trainer:
         if self.config.norm == "none":
             causes.append("there is no batch norm: activations can grow without bound")
         return "; or ".join(causes)
+
+
+def _sane(key: str, value: float) -> bool:
+    return math.isfinite(value) and not (key.endswith("loss") and abs(value) > EXPLODED)
 
 
 def _refuse_changes(out: Path, saved: TrainConfig, requested: dict[str, Any]) -> None:
