@@ -113,9 +113,6 @@ class Trainer:
         config = dataclasses.replace(config, **environment)
         _check(config)
         self.dist = Distributed.from_environment(config.device)
-        self._lock = _lock_run_folder(self.out) if self.dist.is_main else None
-        if self.dist.is_main:
-            remove_stale_temporaries(self.out)
         if config.threads:
             torch.set_num_threads(config.threads)
         keep_freed_memory()
@@ -128,14 +125,17 @@ class Trainer:
         self.model = initial_model(config, self.data).to(config.device)
         self.steps_per_epoch = self._steps_per_epoch()
         self.update = update_rule_for(self.model, config, self.steps_per_epoch, self.dist.wrap)
+        if saved is None and not config.allow_degenerate:
+            probe.check(self.model, self.task, next(self.task.batches(0, self.dist.rank, self.dist.world)))
+        # the folder is made and locked only now, when everything the run needs has been checked
+        self._lock = _lock_run_folder(self.out) if self.dist.is_main else None
+        if self.dist.is_main:
+            remove_stale_temporaries(self.out)
         if saved is not None:
             self._restore(*saved)
             if lr_factor != 1:
                 self.update.scale_lr(lr_factor)
-        elif not config.allow_degenerate:
-            probe.check(self.model, self.task, next(self.task.batches(0, self.dist.rank, self.dist.world)))
         if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
             atomic_write(
                 self.out / "config.yaml", lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
             )
