@@ -3,6 +3,10 @@
 import json
 import time
 
+import pytest
+import torch
+
+from qnnlab.bench import onnx
 from qnnlab.cli import main
 from qnnlab.timing import interleaved_ms
 
@@ -19,6 +23,28 @@ def test_bench_model_names_the_strongest_baseline_and_the_cpu(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["shape"] for r in rows] == ["batch 1", "batch 8"]
     for row in rows:
-        assert set(row["baselines"]) == {"torch-float32", "torch-int8-dynamic"} and row["cpu"]
+        expected = {"torch-float32", "torch-int8-dynamic"} | (
+            {"ort-float32", "ort-int8-static"} if onnx.available() else set()
+        )
+        assert set(row["baselines"]) == expected and row["cpu"] and ("missing" in row) != onnx.available()
         fastest = min(row["baselines"], key=lambda name: row["baselines"][name]["ms"])
         assert row["baseline"] == fastest and row["speedup"] == row["baselines"][fastest]["speedup"]
+
+
+@pytest.mark.skipif(not onnx.available(), reason="needs the bench extra (onnxruntime, onnx)")
+def test_onnx_runtime_baselines_compute_the_float_model():
+    from qnnlab.data import ImageData
+    from qnnlab.run import build_model, resolve
+
+    torch.manual_seed(0)
+    model = build_model(
+        resolve("float", {"model": "cnn", "model_options": {"width": 0.25}}), ImageData.empty((1, 28, 28), 10)
+    )
+    x = torch.randint(0, 256, (64, 1, 28, 28)).float() / 127.5 - 1
+    with torch.no_grad():
+        expected = model.eval()(x)
+    runs = onnx.sessions(model, x, threads=1)
+    torch.testing.assert_close(torch.from_numpy(runs["ort-float32"](x)), expected, atol=1e-4, rtol=1e-4)
+    int8 = torch.from_numpy(runs["ort-int8-static"](x))
+    assert (int8.argmax(1) == expected.argmax(1)).float().mean() > 0.8  # int8 of an untrained net: close, not equal
+    assert (int8 - expected).abs().max() < 0.5 * expected.abs().max()

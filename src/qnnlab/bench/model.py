@@ -1,8 +1,9 @@
 """End-to-end inference: the packed BNN runtime against the float model of the same architecture
-(``float`` recipe, eval mode, same thread count) in torch float32 and in torch's dynamic int8 (its
-Linear layers quantized per tensor, as a user would deploy it in-process), timed in interleaved
-rounds on inputs on the 8-bit pixel grid. ``baseline_ms`` and ``speedup`` are against the faster
-of the two; each baseline's own figures are in ``baselines``."""
+(``float`` recipe, eval mode, same thread count) in torch float32, in torch's dynamic int8 (its
+Linear layers quantized per tensor, as a user would deploy it in-process) and, with the ``bench``
+extra, in ONNX Runtime float32 and static int8 (``qnnlab.bench.onnx``), timed in interleaved
+rounds on inputs on the 8-bit pixel grid. ``baseline_ms`` and ``speedup`` are against the fastest
+baseline; each baseline's own figures are in ``baselines``; ``missing`` says which could not run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from qnnlab import runtime
+from qnnlab.bench import onnx
 from qnnlab.run.config import resolve
 from qnnlab.run.model import build_model
 from qnnlab.timing import cpu_name, interleaved_ms
@@ -46,6 +48,12 @@ def run(
         packed_bytes = path.stat().st_size
     float_bytes = sum(p.numel() * 4 for p in float_model.state_dict().values() if p.dtype.is_floating_point)
     baselines = {"torch-float32": float_model, "torch-int8-dynamic": int8_dynamic(float_model)}
+    missing = None
+    if onnx.available():
+        calibration = torch.randint(0, 256, (64, *shape)).float() / 127.5 - 1
+        baselines.update(onnx.sessions(float_model, calibration, torch.get_num_threads()))
+    else:
+        missing = onnx.INSTALL
     for batch in batches:
         x = torch.randint(0, 256, (batch, *shape)).float() / 127.5 - 1
         with torch.no_grad():
@@ -65,6 +73,7 @@ def run(
                 name: {"ms": round(base_ms[name], 4), "speedup": round(ratios[name], 2)} for name in baselines
             },
             "threads": torch.get_num_threads(),
+            **({"missing": missing} if missing else {}),
             "packed_bytes": packed_bytes,
             "float32_bytes": float_bytes,
         }

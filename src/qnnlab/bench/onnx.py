@@ -1,0 +1,84 @@
+"""The float model deployed with ONNX Runtime: float32, and static int8 (weights int8 per output
+channel, activations uint8 per tensor from a calibration pass, QDQ format, so ORT runs the int8
+convolution and GEMM kernels: VNNI where the CPU has it). This is the int8 a user would deploy
+instead of a binary network; torch's dynamic int8 leaves convolutions in float.
+
+Needs the ``bench`` extra (``pip install 'qnnlab[bench]'``: onnxruntime and onnx)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+INSTALL = "the ONNX Runtime baselines need onnxruntime and onnx: pip install 'qnnlab[bench]'"
+
+
+def available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def sessions(
+    model: torch.nn.Module, calibration: torch.Tensor, threads: int
+) -> dict[str, Callable[[torch.Tensor], object]]:
+    """{"ort-float32": run, "ort-int8-static": run}, each ``run(x)`` returning the logits as numpy."""
+    if not available():
+        raise ValueError(INSTALL)
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"x": calibration[i : i + 16].numpy()} for i in range(0, len(calibration), 16)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path, prepared, int8_path = (Path(tmp) / f"{n}.onnx" for n in ("float", "prepared", "int8"))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer logs its advice on the root logger
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model.eval(),
+                    (calibration[:1],),
+                    str(float_path),
+                    input_names=["x"],
+                    output_names=["logits"],
+                    dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
+                quant_pre_process(str(float_path), str(prepared))  # shapes inferred, graph folded, as ORT advises
+                quantize_static(
+                    str(prepared),
+                    str(int8_path),
+                    Batches(),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                )
+        finally:
+            root.setLevel(level)
+        for name, path in (("ort-float32", float_path), ("ort-int8-static", int8_path)):
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            runs[name] = lambda x, s=session: s.run(None, {"x": x.numpy()})[0]
+    return runs
