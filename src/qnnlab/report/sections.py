@@ -24,7 +24,7 @@ STUDIES = {
     "precision-dfxp-mlp": ("propagation vs update bits, dynamic fixed point", None),
     "precision-fixed-mlp": ("propagation vs update bits, fixed point", None),
     "input-mlp": ("input discretization", "float-pixels"),
-    "estimators-mlp": ("estimators' training curves", "clipped"),
+    "estimators-mlp": ("gradient estimators in training, BNN MLP with stochastic activations", "clipped"),
 }
 
 
@@ -38,22 +38,28 @@ def _split(table: list[dict[str, Any]], pattern: str, keys: tuple[str, str]) -> 
     return found
 
 
-STUDY_FIGURES = {
-    "dorefa-mlp": lambda t, title: figures.heatmap(t, "rules[*].weight", "rules[*].input", "rules[*].grad", title),
-    "sensitivity-mlp": lambda t, title: figures.heatmap(
+STUDY_FIGURES = {  # (table, title, curves) -> figure; curves() reads the runs' metrics per epoch
+    "dorefa-mlp": lambda t, title, _curves: figures.heatmap(
+        t, "rules[*].weight", "rules[*].input", "rules[*].grad", title
+    ),
+    "sensitivity-mlp": lambda t, title, _curves: figures.heatmap(
         _split(t, r"(only|all-but)-(\w+)", ("binarized", "layer")), "binarized", "layer", None, title
     ),
-    "sensitivity-cnn": lambda t, title: figures.heatmap(
+    "sensitivity-cnn": lambda t, title, _curves: figures.heatmap(
         _split(t, r"(only|all-but)-(\w+)", ("binarized", "layer")), "binarized", "layer", None, title
     ),
-    "width-mlp": lambda t, title: figures.curves(t, "model_options.widths", "case", title, "hidden width"),
-    "width-cnn": lambda t, title: figures.curves(t, "model_options.width", "case", title, "channel multiplier"),
-    "precision-dfxp-mlp": lambda t, title: figures.heatmap(t, "zip", "latent_quantizer", None, title),
-    "precision-fixed-mlp": lambda t, title: figures.heatmap(t, "zip", "latent_quantizer", None, title),
-    "input-mlp": lambda t, title: figures.curves(
+    "width-mlp": lambda t, title, _curves: figures.curves(t, "model_options.widths", "case", title, "hidden width"),
+    "width-cnn": lambda t, title, _curves: figures.curves(
+        t, "model_options.width", "case", title, "channel multiplier"
+    ),
+    "precision-dfxp-mlp": lambda t, title, _curves: figures.heatmap(t, "zip", "latent_quantizer", None, title),
+    "precision-fixed-mlp": lambda t, title, _curves: figures.heatmap(t, "zip", "latent_quantizer", None, title),
+    "input-mlp": lambda t, title, _curves: figures.curves(
         _split(t, r"(uniform|zipml|lloydmax)-(\d+)", ("levels", "bits")), "bits", "levels", title, "input bits"
     ),
-    "estimators-mlp": lambda t, title: figures.difference_bars(t, "clipped", title),
+    "estimators-mlp": lambda t, title, curves: figures.training_curves(
+        curves(), f"{title}: test accuracy per epoch (band: seed range)"
+    ),
 }
 
 
@@ -181,7 +187,8 @@ def results(records: Records) -> Section:
         table = records.table(study, reference)
         command = f"qnnlab sweep table results/cpu/{study}" + (f" --reference {reference}" if reference else "")
         if table and study in STUDY_FIGURES and (reference is None or "diff" in table[0]):
-            items.append(Item(title, command, figure=STUDY_FIGURES[study](table, title)))
+            figure = STUDY_FIGURES[study](table, title, lambda study=study: records.curves(study))
+            items.append(Item(title, command, figure=figure))
         items.append(
             Item(title, command, table=table) if table else _missing(title, f"qnnlab sweep cpu/{study} --out DIR")
         )
