@@ -166,3 +166,32 @@ def test_quant_lstm_quantizes_weights_and_state():
     assert torch.allclose(w * 7, torch.round(w * 7))
     with pytest.raises(ValueError, match="expects input of shape"):
         layer(torch.randn(5, 4))
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_an_update_input_quantizer_changes_only_the_weight_gradient(layer):
+    """Lin et al. 2016's quantized back propagation: dL/dW = dL/dy * pow2(x); y and dL/dx as without it."""
+    from qnnlab.nn import QuantConv2d, QuantLinear
+    from qnnlab.quant.pow2 import round_pow2
+
+    torch.manual_seed(0)
+    if layer == "linear":
+        plain, x = QuantLinear(6, 4), torch.randn(5, 6)
+        paper = QuantLinear(6, 4, update_input_quantizer="pow2:min_exp=-5,max_exp=2")
+    else:
+        plain, x = QuantConv2d(3, 4, 3, padding=1), torch.randn(2, 3, 5, 5)
+        paper = QuantConv2d(3, 4, 3, padding=1, update_input_quantizer="pow2:min_exp=-5,max_exp=2")
+    paper.load_state_dict(plain.state_dict())
+    grads = {}
+    for name, module, inputs in (("plain", plain, x), ("paper", paper, x), ("rounded", plain, round_pow2(x, -5, 2))):
+        module.zero_grad()
+        inputs = inputs.clone().requires_grad_()
+        y = module(inputs)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        grads[name] = (y.detach(), inputs.grad, module.weight.grad.clone(), module.bias.grad.clone())
+    assert torch.equal(grads["paper"][0], grads["plain"][0])  # the forward pass is untouched
+    torch.testing.assert_close(grads["paper"][1], grads["plain"][1])  # dL/dx through the real input
+    torch.testing.assert_close(grads["paper"][2], grads["rounded"][2])  # dL/dW from the rounded input
+    assert not torch.allclose(grads["paper"][2], grads["plain"][2])
+    torch.testing.assert_close(grads["paper"][3], grads["plain"][3])
+    assert "update_input=pow2" in repr(paper)

@@ -10,6 +10,8 @@ PAPER_RECIPES = {
     "binaryconnect-stochastic",
     "fewmult",
     "fewmult-ternary",
+    "fewmult-pow2-errors",
+    "fewmult-ternary-pow2-errors",
     "bnn",
     "bnn-shift",
     "qnn",

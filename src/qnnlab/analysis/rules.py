@@ -142,7 +142,8 @@ def _weight_bits(q: Quantizer) -> int:
 @rule(nn.Linear, nn.Conv2d)
 def matmul_rule(call: Call, cost: LayerCost) -> None:
     """y = x W^T (+ b): MACs = outputs x fan-in. Backward: the same count for dL/dx (skipped for a
-    layer whose input needs no gradient, i.e. the first layer) and for dL/dW."""
+    layer whose input needs no gradient, i.e. the first layer) and for dL/dW, whose products take
+    the update's own input quantizer where the layer has one (``update_input``)."""
     m = call.module
     wq, iq, gq = layer_quantizers(m)
     w_kind = operand_kind(wq.meta) if wq else "fp32"
@@ -187,7 +188,12 @@ def matmul_rule(call: Call, cost: LayerCost) -> None:
         cost.add(BWD_IN, "mac", mac_kind(g_kind, w_kind), macs)
         estimator_ops(cost, BWD_IN, iq, call.in_numel)
         cost.traffic[BWD_IN] += w_bits * m.weight.numel() + 32 * (call.out_numel + call.in_numel)
-    cost.add(BWD_W, "mac", mac_kind(g_kind, i_kind), macs)
+    uq = m.activation_quantizers().get("update_input") if isinstance(m, QuantizedModule) else None
+    if uq is not None and uq.meta.kind != "float":  # the update multiplies Q_u(x), quantized on the way
+        quantizer_ops(cost, BWD_W, uq, call.in_numel)
+        cost.info["update_input"] = operand_kind(uq.meta)
+    u_kind = cost.info.get("update_input", i_kind)
+    cost.add(BWD_W, "mac", mac_kind(g_kind, u_kind), macs)
     estimator_ops(cost, BWD_W, wq, m.weight.numel())
     if m.bias is not None:
         cost.add(BWD_W, "add", "fp32", call.out_numel)

@@ -31,13 +31,14 @@ class QuantConv2d(nn.Conv2d, QuantizedLayer):
         weight_quantizer: QuantSpec = None,
         input_quantizer: QuantSpec = None,
         grad_quantizer: QuantSpec = None,
+        update_input_quantizer: QuantSpec = None,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
         )
-        self._set_quantizers(weight_quantizer, input_quantizer, grad_quantizer)
+        self._set_quantizers(weight_quantizer, input_quantizer, grad_quantizer, update_input_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._quantized_forward(x, self._conv_forward, lambda b: b.reshape(-1, 1, 1))

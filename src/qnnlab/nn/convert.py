@@ -28,7 +28,7 @@ from qnnlab.nn.conv import QuantConv2d
 from qnnlab.nn.linear import DropConnectLinear, QuantLinear
 from qnnlab.nn.rnn import QuantGRU, QuantLSTM
 
-RULE_KEYS = {"match", "weight", "input", "grad", "state", "keep"}
+RULE_KEYS = {"match", "weight", "input", "grad", "update_input", "state", "keep"}
 LAYER_TYPES = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "LSTM": (nn.LSTM, QuantLSTM), "GRU": (nn.GRU, QuantGRU)}
 CONVERTIBLE = (nn.Linear, nn.Conv2d, nn.LSTM, nn.GRU, QuantLSTM, QuantGRU)
 
@@ -69,7 +69,7 @@ def _check_rules(rules: list[dict[str, Any]]) -> None:
             raise ValueError(f"rule {rule}: match must be text (*, first, last, a layer type or a name pattern)")
         if not isinstance(rule.get("keep", False), bool):
             raise ValueError(f"rule {rule}: keep must be true or false, not {rule['keep']!r}")
-        for key in ("weight", "input", "grad", "state"):
+        for key in ("weight", "input", "grad", "update_input", "state"):
             if rule.get(key) is not None and not isinstance(rule[key], str):
                 raise ValueError(f"rule {rule}: {key} must be a quantizer spec such as 'sign', not {rule[key]!r}")
 
@@ -87,10 +87,11 @@ def _matches(pattern: str, index: int, name: str, module: nn.Module, count: int)
 
 
 def _quantized_copy(name: str, m: nn.Module, settings: dict[str, Any]) -> nn.Module:
-    q = {f"{k}_quantizer": v for k, v in settings.items() if k in ("weight", "input", "grad")}
+    q = {f"{k}_quantizer": v for k, v in settings.items() if k in ("weight", "input", "grad", "update_input")}
     if isinstance(m, (nn.LSTM, nn.GRU, QuantLSTM, QuantGRU)):
-        if "grad" in settings:
-            raise ValueError(f"layer {name}: grad quantizers apply to Linear and Conv2d layers, not to RNNs")
+        for key in ("grad", "update_input"):
+            if key in settings:
+                raise ValueError(f"layer {name}: {key} quantizers apply to Linear and Conv2d layers, not to RNNs")
         if getattr(m, "bidirectional", False) or getattr(m, "proj_size", 0):
             raise ValueError(f"layer {name}: bidirectional and projected RNNs are not supported")
         cls = QuantLSTM if isinstance(m, (nn.LSTM, QuantLSTM)) else QuantGRU

@@ -25,11 +25,12 @@ class QuantLinear(nn.Linear, QuantizedLayer):
         weight_quantizer: QuantSpec = None,
         input_quantizer: QuantSpec = None,
         grad_quantizer: QuantSpec = None,
+        update_input_quantizer: QuantSpec = None,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
-        self._set_quantizers(weight_quantizer, input_quantizer, grad_quantizer)
+        self._set_quantizers(weight_quantizer, input_quantizer, grad_quantizer, update_input_quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._quantized_forward(x, F.linear, lambda b: b)

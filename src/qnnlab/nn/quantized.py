@@ -43,17 +43,24 @@ class QuantizedLayer(QuantizedModule):
 
     ``weight_quantizer`` maps latent float weights to the weights used in the forward pass;
     ``input_quantizer`` maps the layer input; ``grad_quantizer`` (a backward quantizer such as
-    ``grad_dorefa:6``) quantizes dL/dy arriving at the layer output.
+    ``grad_dorefa:6``) quantizes dL/dy arriving at the layer output; ``update_input_quantizer``
+    maps the input as the weight gradient sees it, dL/dW = dL/dy * Q_u(x), the forward pass
+    unchanged (Lin et al. 2016's quantized back propagation: with powers of two the update's
+    products are shifts).
     """
 
     weight_quantizer: Quantizer
     input_quantizer: Quantizer
     grad_quantizer: Quantizer
+    update_input_quantizer: Quantizer
 
-    def _set_quantizers(self, weight: QuantSpec, input: QuantSpec, grad: QuantSpec) -> None:
+    def _set_quantizers(
+        self, weight: QuantSpec, input: QuantSpec, grad: QuantSpec, update_input: QuantSpec = None
+    ) -> None:
         self.weight_quantizer = make_quantizer(weight, "weight")
         self.input_quantizer = make_quantizer(input, "input")
         self.grad_quantizer = make_quantizer(grad, "grad")
+        self.update_input_quantizer = make_quantizer(update_input, "update_input")
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight as the forward pass uses it (binarized, ternarized, ...)."""
@@ -68,20 +75,26 @@ class QuantizedLayer(QuantizedModule):
         """
         scale = self.input_quantizer.output_scale(x, self)
         xq, wq = self.input_quantizer(x), self.quantized_weight()
+        separate_update = self.update_input_quantizer.meta.kind != "float"
+        w = wq.detach() if separate_update else wq  # then W's gradient comes from the term below only
         bias = self.bias
         if scale is None:
-            y = op(xq, wq, bias)
+            y = op(xq, w, bias)
         else:
-            y = op(xq, wq, None) * scale
+            y = op(xq, w, None) * scale
             if bias is not None:
                 y = y + bias_view(bias)
+        if separate_update:  # zero in value (one product twice), dL/dy * Q_u(x) as W's gradient
+            xu = self.update_input_quantizer(xq.detach())
+            update = op(xu, wq, None) - op(xu, wq.detach(), None)
+            y = y + (update if scale is None else update * scale)
         return self.grad_quantizer(y)
 
     def weight_quantizers_by_name(self) -> dict[str, Quantizer]:
         return {"weight": self.weight_quantizer}
 
     def activation_quantizers(self) -> dict[str, Quantizer]:
-        return {"input": self.input_quantizer, "grad": self.grad_quantizer}
+        return {"input": self.input_quantizer, "grad": self.grad_quantizer, "update_input": self.update_input_quantizer}
 
     def set_weight_quantizer(self, name: str, quantizer: Quantizer) -> None:
         if name != "weight":
@@ -89,7 +102,11 @@ class QuantizedLayer(QuantizedModule):
         self.weight_quantizer = quantizer
 
     def quant_repr(self) -> str:
-        return f"weight={self.weight_quantizer}, input={self.input_quantizer}, grad={self.grad_quantizer}"
+        update = self.update_input_quantizer
+        return (
+            f"weight={self.weight_quantizer}, input={self.input_quantizer}, grad={self.grad_quantizer}"
+            + ("" if update.meta.kind == "float" else f", update_input={update}")
+        )
 
 
 def make_quantizer(spec: QuantSpec, role: str) -> Quantizer:

@@ -108,7 +108,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "norm": ("name", "bn, shift (shift-based batch norm) or none"),
     "activation": ("name", "relu, hardtanh or identity (binary nets: sign is the next layer's input quantizer)"),
     "output_norm": ("flag", "batch norm on the classifier output (BNN)"),
-    "rules": ("list", "quantization rules (qnnlab.nn.quantize_model): match, weight, input, grad, state, keep"),
+    "rules": ("list", "quantization rules (qnnlab.nn.quantize_model): match, weight, input, grad, update_input, state, keep"),
     "init_from": (
         "path",
         "a run folder or checkpoint whose weights start this run (a trained float model, say); in a sweep "
