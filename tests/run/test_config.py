@@ -12,6 +12,9 @@ PAPER_RECIPES = {
     "fewmult-ternary",
     "fewmult-pow2-errors",
     "fewmult-ternary-pow2-errors",
+    "binaryconnect-paper",
+    "bnn-paper",
+    "qnn-grad6",
     "bnn",
     "bnn-shift",
     "qnn",
@@ -95,3 +98,23 @@ def test_atomic_writes_make_ordinary_files(tmp_path):
     os.umask(mask)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temporary file left
+
+
+def test_glorot_initialisation_draws_within_the_glorot_bound_with_zero_biases():
+    import math
+
+    import torch
+
+    from qnnlab.data import ImageData
+    from qnnlab.run import initial_model
+
+    model = initial_model(resolve("bnn-paper", {"model": "mlp-small"}), ImageData.empty((1, 28, 28), 10))
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+        assert layer.bias is None or not layer.bias.any()
+    default = initial_model(resolve("bnn", {"model": "mlp-small"}), ImageData.empty((1, 28, 28), 10))
+    first = next(m for m in default.modules() if isinstance(m, torch.nn.Linear))
+    assert first.weight.abs().max() <= 1 / math.sqrt(first.weight.shape[1])  # PyTorch's own bound

@@ -103,9 +103,8 @@ class QuantizedLayer(QuantizedModule):
 
     def quant_repr(self) -> str:
         update = self.update_input_quantizer
-        return (
-            f"weight={self.weight_quantizer}, input={self.input_quantizer}, grad={self.grad_quantizer}"
-            + ("" if update.meta.kind == "float" else f", update_input={update}")
+        return f"weight={self.weight_quantizer}, input={self.input_quantizer}, grad={self.grad_quantizer}" + (
+            "" if update.meta.kind == "float" else f", update_input={update}"
         )
 
 

@@ -65,6 +65,7 @@ class TrainConfig:
     activation: str = "relu"
     output_norm: bool = False
     rules: list = dataclasses.field(default_factory=list)
+    init: str = "default"
     init_from: str | None = None
     allow_degenerate: bool = False
     augment: str = "none"
@@ -108,7 +109,15 @@ FIELDS: dict[str, tuple[str, str]] = {
     "norm": ("name", "bn, shift (shift-based batch norm) or none"),
     "activation": ("name", "relu, hardtanh or identity (binary nets: sign is the next layer's input quantizer)"),
     "output_norm": ("flag", "batch norm on the classifier output (BNN)"),
-    "rules": ("list", "quantization rules (qnnlab.nn.quantize_model): match, weight, input, grad, update_input, state, keep"),
+    "rules": (
+        "list",
+        "quantization rules (qnnlab.nn.quantize_model): match, weight, input, grad, update_input, state, keep",
+    ),
+    "init": (
+        "name",
+        "default (PyTorch's: uniform, bound 1/sqrt(fan_in)) or glorot (uniform, bound sqrt(6/(fan_in+fan_out)), "
+        "zero biases: BinaryConnect's and BNN's), for Linear and Conv layers",
+    ),
     "init_from": (
         "path",
         "a run folder or checkpoint whose weights start this run (a trained float model, say); in a sweep "
@@ -208,6 +217,7 @@ CHOICES = {  # fields with a fixed set of values; models, data sets and recipes 
     "norm": NORMS,
     "activation": ACTIVATIONS,
     "augment": ("none", "flip"),
+    "init": ("default", "glorot"),
 }
 POSITIVE = ("epochs", "batch_size", "lr", "seq_len", "image_size")
 NON_NEGATIVE = ("final_lr_fraction", "momentum", "weight_decay", "grad_clip", "limit_steps", "threads", "seed")

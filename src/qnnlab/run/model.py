@@ -45,6 +45,12 @@ def initial_model(config: TrainConfig, data: datasets.ImageData | datasets.TextD
     the weights of ``config.init_from`` where it has them."""
     torch.manual_seed(config.seed)
     model = build_model(config, data)
+    if config.init == "glorot":
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
     if config.init_from:
         start_from(model, config.init_from)
     return model
