@@ -70,3 +70,20 @@ def test_bad_model_requests(kwargs, words):
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=words):
         models.build(name, **kwargs)
+
+
+def test_the_xnor_cnn_has_the_papers_block_order():
+    """XNOR-Net's block is BN -> binary activation -> binary convolution -> pooling (Rastegari et al.
+    2016, fig. 3): every binary convolution reads a batch norm's output through its scaled sign, and
+    pooling acts on the convolution's output before the next batch norm, never on binary values."""
+    from qnnlab.data import ImageData
+    from qnnlab.nn import QuantConv2d
+    from qnnlab.run import build_model, resolve
+
+    model = build_model(resolve("xnor", {"model": "cnn"}), ImageData.empty((1, 28, 28), 10))
+    kinds = [type(m).__name__ for m in model]
+    for i, m in enumerate(model):
+        if isinstance(m, QuantConv2d):
+            assert kinds[i - 2 : i] == ["BatchNorm2d", "Identity"] and m.input_quantizer.name == "xnor_act"
+        if kinds[i] == "MaxPool2d":
+            assert kinds[i - 1] == "QuantConv2d" and kinds[i + 1] == "BatchNorm2d"

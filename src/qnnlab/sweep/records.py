@@ -43,9 +43,10 @@ def read_json(path: Path) -> Any:
 
 def what_is_trained(config: dict[str, Any]) -> dict[str, Any]:
     """The config as it decides training: fields added to qnnlab since it was written take their
-    defaults (which keep the old behaviour), and where the run executes is left out."""
+    defaults (which keep the old behaviour), and where the run executes and the recipe's description
+    (words, which decide nothing) are left out."""
     full = from_dict(config, source="recorded config").to_dict()
-    return {k: v for k, v in full.items() if k not in ENVIRONMENT_KEYS}
+    return {k: v for k, v in full.items() if k not in ENVIRONMENT_KEYS and k != "description"}
 
 
 def write_plan(out: Path, runs: list[PlannedRun], source: str) -> None:
