@@ -127,14 +127,26 @@ def test_dropconnect_masks_per_sample_and_is_unbiased():
 
 
 def test_dropconnect_chunks_give_the_same_result():
+    """The materialised path (off the CPU) in chunks of samples equals it in one piece."""
     torch.manual_seed(0)
     layer = DropConnectLinear(8, 3, p=0.3)
     x = torch.randn(10, 8)
     torch.manual_seed(1)
-    whole = layer(x)
+    whole = layer._materialised(x, layer.weight)
     layer.chunk_elements = 24 * 3  # three samples per chunk
     torch.manual_seed(1)
-    assert torch.allclose(layer(x), whole)
+    assert torch.allclose(layer._materialised(x, layer.weight), whole)
+
+
+def test_dropconnect_draws_its_masks_from_torchs_generator_and_trains():
+    layer = DropConnectLinear(12, 5, p=0.5)
+    x = torch.randn(7, 12)
+    torch.manual_seed(3)
+    first = layer(x)
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), first) and not torch.equal(layer(x), first)
+    first.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("cls, ref_cls", [(QuantLSTM, nn.LSTM), (QuantGRU, nn.GRU)])

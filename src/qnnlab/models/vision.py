@@ -26,13 +26,16 @@ def mlp(
     input_dropout: float = 0.0,
     output_norm: bool = False,
     dropconnect: float = 0.0,
+    dropconnect_layers: str = "classifier",
 ) -> nn.Module:
     """Fully connected net: input -> widths... -> classes; optional output batch norm (BNN).
 
-    dropconnect > 0 makes the classifier a DropConnectLinear with that drop rate (a mask per
-    sample). On hidden 2048 x 2048 layers per-sample masks are 420 M random entries per layer
-    and step: 250x a float step on a 2-core CPU (``qnnlab bench train-step``).
+    dropconnect > 0 makes the classifier (``dropconnect_layers="classifier"``, as Wan et al. on
+    MNIST) or every layer (``"all"``) a DropConnectLinear with that drop rate, a mask per sample;
+    the masks are drawn, never stored (``qnnlab bench train-step`` measures what they cost).
     """
+    if dropconnect_layers not in ("classifier", "all"):
+        raise ValueError(f"dropconnect_layers={dropconnect_layers!r}; use classifier or all")
     if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise ValueError(f"mlp widths={list(widths)!r}: give one or more positive layer widths such as [256, 256]")
     layers: list[nn.Module] = [nn.Flatten()]
@@ -41,7 +44,7 @@ def mlp(
     previous = math.prod(shape)
 
     def linear(i: int, n_in: int, n_out: int, bias: bool) -> nn.Module:
-        if dropconnect and i == len(widths):
+        if dropconnect and (i == len(widths) or dropconnect_layers == "all"):
             return DropConnectLinear(n_in, n_out, bias, p=dropconnect)
         return nn.Linear(n_in, n_out, bias=bias)
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qnnlab.kernels.masks import masked_linear, masked_linear_grads
 from qnnlab.nn.quantized import QuantizedLayer, QuantSpec
 
 
@@ -39,17 +40,36 @@ class QuantLinear(nn.Linear, QuantizedLayer):
         return f"{super().extra_repr()}, {self.quant_repr()}"
 
 
+class _MaskedLinear(torch.autograd.Function):
+    """y = (M_b * W) x_b / keep per sample, the masks drawn from ``seed`` by the kernels and drawn
+    again in the backward pass instead of being stored."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, seed: int, keep: float) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.seed, ctx.keep = seed, keep
+        return masked_linear(x, w, seed, keep)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w = ctx.saved_tensors
+        dx, dw = masked_linear_grads(grad.contiguous(), x, w, ctx.seed, ctx.keep)
+        return dx, dw, None, None
+
+
 class DropConnectLinear(QuantLinear):
     """DropConnect: each sample sees its own random mask on the weights, y_b = (M_b * W) x_b.
 
     Masks keep each weight with probability 1 - p and scale kept weights by 1/(1 - p), so
     evaluation uses W itself (the mean network; Wan et al. also describe a Gaussian moment-matching
-    inference, not implemented here). Computed in chunks of samples to bound the memory of the
-    per-sample weight tensors. Wan et al. 2013, ICML, "Regularization of Neural Networks using
-    DropConnect".
+    inference, not implemented here). On the CPU the masks are never stored: the kernels of
+    ``qnnlab.kernels.masks`` draw each sample's mask from a seed in the forward product and again
+    in both backward products, so memory stays that of a plain layer and the cost is about three
+    unblocked products. Elsewhere the masked weights are materialised in chunks of samples.
+    Wan et al. 2013, ICML, "Regularization of Neural Networks using DropConnect".
     """
 
-    chunk_elements = 1 << 24  # masked weight elements materialised at once
+    chunk_elements = 1 << 24  # masked weight elements materialised at once (off the CPU)
 
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, p: float = 0.5, **quantizers: QuantSpec
@@ -66,6 +86,15 @@ class DropConnectLinear(QuantLinear):
 
     def _masked_linear(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
+        if flat.device.type == "cpu" and flat.dtype == w.dtype == torch.float32:
+            seed = int(torch.randint(0, 2**62, (1,)))  # from torch's generator: runs stay reproducible
+            y = _MaskedLinear.apply(flat, w, seed, 1.0 - self.p)
+        else:
+            y = self._materialised(flat, w)
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if bias is None else y + bias
+
+    def _materialised(self, flat: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         step = max(1, self.chunk_elements // w.numel())
         outputs = []
         for start in range(0, flat.shape[0], step):
@@ -73,8 +102,7 @@ class DropConnectLinear(QuantLinear):
             keep = torch.rand((rows.shape[0], *w.shape), device=w.device) >= self.p
             masked = w.unsqueeze(0) * keep.to(w.dtype) / (1.0 - self.p)
             outputs.append(torch.bmm(masked, rows.unsqueeze(-1)).squeeze(-1))
-        y = torch.cat(outputs).reshape(*x.shape[:-1], self.out_features)
-        return y if bias is None else y + bias
+        return torch.cat(outputs)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p={self.p}"
