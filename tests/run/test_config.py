@@ -15,6 +15,7 @@ PAPER_RECIPES = {
     "binaryconnect-paper",
     "bnn-paper",
     "qnn-grad6",
+    "dropconnect-all",
     "bnn",
     "bnn-shift",
     "qnn",
