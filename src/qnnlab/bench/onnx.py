@@ -47,6 +47,9 @@ def sessions(
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle threads do not spin: timed in alternation with other models, a spinning pool would take
+    # their cores (each model is then timed as it runs alone in a process that also does other work)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         float_path, prepared, int8_path = (Path(tmp) / f"{n}.onnx" for n in ("float", "prepared", "int8"))
