@@ -20,6 +20,11 @@ $(VENV)/.test: $(VENV)/.core
 	$(PIP) install --quiet -e '.[test]'
 	touch $@
 
+# The demo times the packed BNN against ONNX Runtime's int8 as well as torch's (the bench extra).
+$(VENV)/.bench: $(VENV)/.core
+	$(PIP) install --quiet -e '.[bench]'
+	touch $@
+
 # Tests read the real Fashion-MNIST files from Debian's package (they skip where it cannot be had).
 fashion-mnist:
 	@if [ ! -f $(FASHION_MNIST) ]; then \
@@ -34,7 +39,7 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "note: run 'sudo apt-get install chromium chromium-driver' for the report's browser test"; fi; fi
 
-demo: $(VENV)/.core
+demo: $(VENV)/.bench
 	$(VENV)/bin/qnnlab demo
 
 lint: $(VENV)/.test
