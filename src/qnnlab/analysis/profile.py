@@ -158,11 +158,8 @@ class Profile:
             w = torch.where(m.weight.detach() >= 0, 1.0, -1.0)
             stride, padding = m.stride[0], m.padding[0]
             packed_x, packed_w = kernels.pack_nhwc(x), kernels.pack_filters(w)
-            correction = kernels.padding_correction(w, x.shape[2], x.shape[3], stride, padding) if padding else None
             _, _, speedup = paired_ms(
-                lambda: kernels.binary_conv2d(
-                    packed_x, packed_w, m.in_channels, m.kernel_size, stride, padding, correction
-                ),
+                lambda: kernels.binary_conv2d_direct(packed_x, packed_w, m.in_channels, m.kernel_size, stride, padding),
                 lambda: F.conv2d(x, w, stride=stride, padding=padding),
                 repeats,
             )

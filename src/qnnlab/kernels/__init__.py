@@ -11,12 +11,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qnnlab.kernels.conv import binary_conv2d, binary_conv2d_nhwc, pack_filters, pack_nhwc, padding_correction
+from qnnlab.kernels.conv import (
+    binary_conv2d,
+    binary_conv2d_direct,
+    binary_conv2d_nhwc,
+    pack_filters,
+    pack_nhwc,
+    padding_correction,
+)
 from qnnlab.kernels.packing import WORD, check_packed, pack, unpack, words
 
 __all__ = [
     "WORD",
     "binary_conv2d",
+    "binary_conv2d_direct",
     "binary_conv2d_nhwc",
     "binary_matmul",
     "bitplane_matmul",
@@ -159,10 +167,10 @@ def threshold_pack(
             raise ValueError(f"{name} must hold one value per column of y ({n}), got shape {tuple(table.shape)}")
     if positive.dtype != torch.bool:
         raise ValueError(f"positive must be a bool tensor, got {positive.dtype}")
+    sign = torch.where(constant >= 0, 0.0, torch.where(positive, 1.0, -1.0)).double()
+    bound = torch.where(constant >= 0, torch.where(constant > 0, -1.0, 1.0).double(), sign * threshold.double())
     out = np.empty((m, words(n)), dtype=np.uint64)
-    _kernels().threshold_pack(
-        y.contiguous().numpy(), threshold.double().numpy(), positive.numpy(), constant.double().numpy(), out
-    )
+    _kernels().threshold_pack(y.contiguous().numpy(), sign.numpy(), bound.numpy(), out)
     return torch.from_numpy(out.view(np.int64))
 
 

@@ -194,25 +194,18 @@ def pixel_planes_matmul(codes, w_t, k, bits, planes, sums, out):
 
 
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def threshold_pack(y, threshold, positive, constant, out):
-    """Batch norm + sign fused: bit j of row i is (y >= t) where the scale is positive, (y <= t)
-    where negative, the constant where it is zero; written straight into packed words."""
+def threshold_pack(y, sign, bound, out):
+    """Batch norm + sign fused, branch-free: bit j of row i is (sign[j] * y >= bound[j]); sign is
+    +1 / -1 for a positive / negative batch-norm scale (bound = +-threshold) and 0 where the scale
+    is 0 (bound -1 for a constant +1, +1 for a constant -1). Written straight into packed words."""
     m, n = y.shape
     for i in prange(m):
         for wi in range(out.shape[1]):
             word = np.uint64(0)
-            for b in range(min(64, n - wi * 64)):
-                j = wi * 64 + b
-                c = constant[j]
-                v = np.float64(y[i, j])
-                if c >= 0:
-                    bit = c > 0
-                elif positive[j]:
-                    bit = v >= threshold[j]
-                else:
-                    bit = v <= threshold[j]
-                if bit:
-                    word |= np.uint64(1) << np.uint64(b)
+            start = wi * 64
+            for b in range(min(64, n - start)):
+                bit = np.float64(y[i, start + b]) * sign[start + b] >= bound[start + b]
+                word |= np.uint64(bit) << np.uint64(b)
             out[i, wi] = word
 
 
@@ -223,3 +216,36 @@ def launch_pool(n):
     for i in prange(n):
         total += i
     return total
+
+
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def binary_conv_direct(x, w_t, channels, stride, padding, out):
+    """Direct binary convolution of channel-packed NHWC bits x (B, H, W, Wc) with filters laid out
+    (kh, kw, Wc, O): out[b, oy, ox, o] = sum over the taps inside the image of
+    channels - 2 popcount(x XOR w). Taps on the zero padding add nothing, exactly as zero padding
+    of +-1 values does, so no correction is needed and nothing is copied; the innermost loop runs
+    over the output channels, contiguous, so it vectorises (vpopcntq where the CPU has it)."""
+    batch, height, width, wc = x.shape
+    kh, kw, _, n_out = w_t.shape
+    out_h, out_w = out.shape[1], out.shape[2]
+    for row in prange(batch * out_h):
+        b, oy = row // out_h, row % out_h
+        acc = np.zeros(n_out, dtype=np.int64)
+        for ox in range(out_w):
+            acc[:] = 0
+            taps = 0
+            for dy in range(kh):
+                iy = oy * stride - padding + dy
+                if iy < 0 or iy >= height:
+                    continue
+                for dx in range(kw):
+                    ix = ox * stride - padding + dx
+                    if ix < 0 or ix >= width:
+                        continue
+                    taps += 1
+                    for t in range(wc):
+                        xv = x[b, iy, ix, t]
+                        for o in range(n_out):
+                            acc[o] += popcount(xv ^ w_t[dy, dx, t, o])
+            for o in range(n_out):
+                out[b, oy, ox, o] = taps * channels - 2 * acc[o]

@@ -94,6 +94,41 @@ def binary_conv2d_nhwc(
     return out
 
 
+def binary_conv2d_direct(
+    x_nhwc: torch.Tensor,
+    w_packed: torch.Tensor,
+    channels: int,
+    kernel: tuple[int, int],
+    stride: int = 1,
+    padding: int = 0,
+) -> torch.Tensor:
+    """``binary_conv2d_nhwc`` computed directly on the packed image (``_numba.binary_conv_direct``):
+    no padded copy, no im2col patches and no padding correction. int32 (B, H', W', O)."""
+    from qnnlab.kernels import _kernels, _words_view
+
+    if x_nhwc.dtype != torch.int64 or x_nhwc.dim() != 4 or x_nhwc.shape[-1] != words(channels):
+        raise ValueError(
+            f"input must be channel-packed int64 (B, H, W, {words(channels)}), got {x_nhwc.dtype} {tuple(x_nhwc.shape)}"
+        )
+    kh, kw = kernel
+    wc = x_nhwc.shape[-1]
+    if w_packed.dtype != torch.int64 or w_packed.dim() != 2 or w_packed.shape[1] != kh * kw * wc:
+        raise ValueError(
+            f"filters must be packed (O, {kh * kw * wc}) for {channels} channels and a "
+            f"{kh}x{kw} kernel, got {tuple(w_packed.shape)}"
+        )
+    if stride < 1 or padding < 0:
+        raise ValueError(f"stride={stride} must be >= 1 and padding={padding} >= 0")
+    batch, height, width, _ = x_nhwc.shape
+    out_h, out_w = (height + 2 * padding - kh) // stride + 1, (width + 2 * padding - kw) // stride + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"a {height}x{width} input is smaller than the {kh}x{kw} kernel")
+    w_t = w_packed.reshape(-1, kh, kw, wc).permute(1, 2, 3, 0).contiguous()
+    out = np.empty((batch, out_h, out_w, w_packed.shape[0]), dtype=np.int32)
+    _kernels().binary_conv_direct(_words_view(x_nhwc), _words_view(w_t), channels, stride, padding, out)
+    return torch.from_numpy(out)
+
+
 def binary_conv2d(
     x_nhwc: torch.Tensor,
     w_packed: torch.Tensor,

@@ -1,6 +1,6 @@
 """The runtime's operations. Each op is a small dict in the model file plus named tensors; at load
 ``build`` turns it into an ``Op`` object holding its tensors and whatever it derives from them
-(transposed or unpacked weights, padding corrections), with a packed path ``packed(x)`` and a
+(transposed or unpacked weights), with a packed path ``packed(x)`` and a
 plain PyTorch reference ``reference(x)`` that tests compare against.
 
 Ops:
@@ -14,9 +14,8 @@ Ops:
   batch-norm scale, (y <= t) for negative ones, constant where the scale is 0; output packed.
 - ``affine``: the output batch norm, y * scale + shift, giving the logits.
 - ``real_conv``: the first convolution, real input against +-1 filters (float, as PyTorch).
-- ``binary_conv``: channel-packed bits (B, H, W, Wc) against packed filters, with the exact
-  zero-padding correction (``qnnlab.kernels.conv``) -> (B, O, H', W'). The correction follows
-  from the filters and the input size, so the file does not store it: it is made once per size.
+- ``binary_conv``: channel-packed bits (B, H, W, Wc) against packed filters, directly on the
+  packed image (taps on the zero padding add nothing) -> (B, H', W', O).
 - ``maxpool``: max pooling of the integer pre-activations (before the threshold, as trained).
 """
 
@@ -30,7 +29,6 @@ import torch.nn.functional as F
 
 from qnnlab import kernels
 
-CACHED_SIZES = 8
 OPS: dict[str, type[Op]] = {}
 
 
@@ -309,20 +307,31 @@ class RealConv(_Conv):
         kh, kw = self.kernel
         unpacked = kernels.unpack(self.weight, self.channels * kh * kw)
         self.filters = unpacked.reshape(self.out_channels, self.channels, kh, kw)
+        self._matrix: torch.Tensor | None = None
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(x.to(torch.float32), self.filters, stride=self.stride, padding=self.padding)
         return self._add_bias(y, (-1, 1, 1))
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reference(x).permute(0, 2, 3, 1)
+        """As im2col patches times the filters: the product comes out NHWC, as the packed path
+        wants it, with no transposing copy of the feature maps."""
+        batch, _, height, width = x.shape
+        kh, kw = self.kernel
+        out_h = (height + 2 * self.padding - kh) // self.stride + 1
+        out_w = (width + 2 * self.padding - kw) // self.stride + 1
+        patches = F.unfold(x.to(torch.float32), self.kernel, padding=self.padding, stride=self.stride)
+        if self._matrix is None:
+            self._matrix = self.filters.reshape(self.out_channels, -1).T.contiguous()
+        y = (patches.transpose(1, 2).reshape(-1, self._matrix.shape[0]) @ self._matrix).reshape(batch, out_h, out_w, -1)
+        return self._add_bias(y)
 
 
 @register
 class BinaryConv(_Conv):
-    """Channel-packed bits (B, H, W, Wc) against packed filters with the exact zero-padding
-    correction (``qnnlab.kernels.conv``). The correction follows from the filters and the input
-    size, so the file does not store it: it is made once per size, at most ``CACHED_SIZES`` kept."""
+    """Channel-packed bits (B, H, W, Wc) against packed filters, computed directly on the packed
+    image (``qnnlab.kernels.binary_conv2d_direct``): taps on the zero padding add nothing, as
+    zero padding of +-1 values does in training."""
 
     kind = "binary_conv"
 
@@ -334,23 +343,10 @@ class BinaryConv(_Conv):
         kh, kw = self.kernel
         per_pixel = self.weight.reshape(self.out_channels, kh, kw, kernels.words(self.channels))
         self.filters = kernels.unpack(per_pixel, self.channels).permute(0, 3, 1, 2)  # (O, C, kh, kw) +-1
-        self.corrections: dict[tuple[int, int], torch.Tensor] = {}
-
-    def correction(self, height: int, width: int) -> torch.Tensor:
-        if (height, width) not in self.corrections:
-            if len(self.corrections) >= CACHED_SIZES:
-                del self.corrections[next(iter(self.corrections))]  # the oldest made
-            self.corrections[height, width] = kernels.padding_correction(
-                self.filters, height, width, self.stride, self.padding
-            )
-        return self.corrections[height, width]
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        correction = self.correction(x.shape[1], x.shape[2]) if self.padding else None
-        y = kernels.binary_conv2d_nhwc(
-            x, self.weight, self.channels, self.kernel, self.stride, self.padding, correction
-        ).to(torch.float32)
-        return self._add_bias(y)
+        y = kernels.binary_conv2d_direct(x, self.weight, self.channels, self.kernel, self.stride, self.padding)
+        return self._add_bias(y.to(torch.float32))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:  # x holds +-1 floats (B, C, H, W)
         y = F.conv2d(x, self.filters, stride=self.stride, padding=self.padding)
