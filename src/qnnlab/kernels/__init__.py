@@ -15,6 +15,7 @@ from qnnlab.kernels.conv import (
     binary_conv2d,
     binary_conv2d_direct,
     binary_conv2d_nhwc,
+    direct_filters,
     pack_filters,
     pack_nhwc,
     padding_correction,
@@ -29,6 +30,7 @@ __all__ = [
     "binary_matmul",
     "bitplane_matmul",
     "bitserial_matmul",
+    "direct_filters",
     "pack",
     "pack_filters",
     "pack_nhwc",
@@ -36,6 +38,8 @@ __all__ = [
     "pixel_matmul",
     "sign_weight_matmul",
     "threshold_pack",
+    "threshold_pack_tables",
+    "threshold_tables",
     "unpack",
     "words",
 ]
@@ -167,10 +171,26 @@ def threshold_pack(
             raise ValueError(f"{name} must hold one value per column of y ({n}), got shape {tuple(table.shape)}")
     if positive.dtype != torch.bool:
         raise ValueError(f"positive must be a bool tensor, got {positive.dtype}")
+    return threshold_pack_tables(y, *threshold_tables(threshold, positive, constant))
+
+
+def threshold_tables(
+    threshold: torch.Tensor, positive: torch.Tensor, constant: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sign, bound) with bit = (sign * y >= bound) per column: +-1 and +-threshold where the
+    batch-norm scale is positive / negative, 0 and -1 / +1 where it is zero (a constant +1 / -1)."""
     sign = torch.where(constant >= 0, 0.0, torch.where(positive, 1.0, -1.0)).double()
     bound = torch.where(constant >= 0, torch.where(constant > 0, -1.0, 1.0).double(), sign * threshold.double())
+    return sign.numpy(), bound.numpy()
+
+
+def threshold_pack_tables(y: torch.Tensor, sign: np.ndarray, bound: np.ndarray) -> torch.Tensor:
+    """``threshold_pack`` with the tables of ``threshold_tables`` made once (the runtime's path)."""
+    m, n = y.shape
+    if len(sign) != n or len(bound) != n:
+        raise ValueError(f"threshold tables hold {len(sign)} and {len(bound)} values for {n} columns")
     out = np.empty((m, words(n)), dtype=np.uint64)
-    _kernels().threshold_pack(y.contiguous().numpy(), sign.numpy(), bound.numpy(), out)
+    _kernels().threshold_pack(y.contiguous().numpy(), sign, bound, out)
     return torch.from_numpy(out.view(np.int64))
 
 

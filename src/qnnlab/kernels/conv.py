@@ -94,6 +94,12 @@ def binary_conv2d_nhwc(
     return out
 
 
+def direct_filters(w_packed: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """Packed filters (O, kh * kw * Wc) laid out (kh, kw, Wc, O) for the direct convolution."""
+    kh, kw = kernel
+    return w_packed.reshape(w_packed.shape[0], kh, kw, -1).permute(1, 2, 3, 0).contiguous()
+
+
 def binary_conv2d_direct(
     x_nhwc: torch.Tensor,
     w_packed: torch.Tensor,
@@ -101,9 +107,11 @@ def binary_conv2d_direct(
     kernel: tuple[int, int],
     stride: int = 1,
     padding: int = 0,
+    transposed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``binary_conv2d_nhwc`` computed directly on the packed image (``_numba.binary_conv_direct``):
-    no padded copy, no im2col patches and no padding correction. int32 (B, H', W', O)."""
+    no padded copy, no im2col patches and no padding correction. int32 (B, H', W', O).
+    ``transposed``: ``direct_filters(w_packed, kernel)``, made once by a caller that convolves often."""
     from qnnlab.kernels import _kernels, _words_view
 
     if x_nhwc.dtype != torch.int64 or x_nhwc.dim() != 4 or x_nhwc.shape[-1] != words(channels):
@@ -123,9 +131,12 @@ def binary_conv2d_direct(
     out_h, out_w = (height + 2 * padding - kh) // stride + 1, (width + 2 * padding - kw) // stride + 1
     if out_h < 1 or out_w < 1:
         raise ValueError(f"a {height}x{width} input is smaller than the {kh}x{kw} kernel")
-    w_t = w_packed.reshape(-1, kh, kw, wc).permute(1, 2, 3, 0).contiguous()
+    if transposed is None:
+        transposed = direct_filters(w_packed, kernel)
+    elif tuple(transposed.shape) != (kh, kw, wc, w_packed.shape[0]) or not transposed.is_contiguous():
+        raise ValueError(f"transposed filters must be direct_filters(w_packed, kernel), got {tuple(transposed.shape)}")
     out = np.empty((batch, out_h, out_w, w_packed.shape[0]), dtype=np.int32)
-    _kernels().binary_conv_direct(_words_view(x_nhwc), _words_view(w_t), channels, stride, padding, out)
+    _kernels().binary_conv_direct(_words_view(x_nhwc), _words_view(transposed), channels, stride, padding, out)
     return torch.from_numpy(out)
 
 

@@ -212,6 +212,7 @@ class Threshold(Op):
         self.positive = self._tensor(tensors, "positive", torch.bool)
         self.constant = self._tensor(tensors, "constant", torch.float64)
         self.layout = spec.get("layout", "rows")
+        self._tables: tuple | None = None
         if self.layout not in ("rows", "nhwc", "flat"):
             raise ValueError(f"threshold op of layer {self.layer}: unknown layout {self.layout!r}")
 
@@ -231,7 +232,9 @@ class Threshold(Op):
             rows = x.permute(0, 3, 1, 2).reshape(x.shape[0], -1)
         else:
             rows = x.reshape(x.shape[0], -1)
-        packed = kernels.threshold_pack(rows.contiguous(), self.t, self.positive, self.constant)
+        if self._tables is None:
+            self._tables = kernels.threshold_tables(self.t, self.positive, self.constant)
+        packed = kernels.threshold_pack_tables(rows, *self._tables)
         return packed.reshape(batch, height, width, -1) if self.layout == "nhwc" else packed
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -343,9 +346,12 @@ class BinaryConv(_Conv):
         kh, kw = self.kernel
         per_pixel = self.weight.reshape(self.out_channels, kh, kw, kernels.words(self.channels))
         self.filters = kernels.unpack(per_pixel, self.channels).permute(0, 3, 1, 2)  # (O, C, kh, kw) +-1
+        self.transposed = kernels.direct_filters(self.weight, self.kernel)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        y = kernels.binary_conv2d_direct(x, self.weight, self.channels, self.kernel, self.stride, self.padding)
+        y = kernels.binary_conv2d_direct(
+            x, self.weight, self.channels, self.kernel, self.stride, self.padding, self.transposed
+        )
         return self._add_bias(y.to(torch.float32))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:  # x holds +-1 floats (B, C, H, W)
