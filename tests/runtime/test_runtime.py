@@ -236,3 +236,28 @@ def _write_version_1(packed, path):
             "source": "{}",
         },
     )
+
+
+def test_the_first_layer_without_an_int8_gemm_takes_the_bit_plane_kernel_with_the_same_result(monkeypatch):
+    shape_only = data.ImageData.empty((1, 28, 28), 10)
+    torch.manual_seed(0)
+    model = build_model(resolve("bnn", {"model": "mlp-small"}), shape_only).eval()
+    first = runtime.ops.RealLinear(*_real_linear_op(model))
+    codes = torch.randint(0, 256, (5, 784)).float()
+    x = codes / 127.5 - 1
+    with_gemm = first.packed(x)
+
+    def no_int8_gemm(*args):
+        raise RuntimeError("no int8 GEMM here")
+
+    monkeypatch.setattr(torch, "_int_mm", no_int8_gemm)
+    first._int8_weights = None
+    assert torch.equal(first.packed(x), with_gemm)
+    torch.testing.assert_close(with_gemm, first.reference(x), atol=1e-4, rtol=1e-5)
+
+
+def _real_linear_op(model):
+    from qnnlab.runtime.export import export_model
+
+    ops, tensors = export_model(model)
+    return next(op for op in ops if op["op"] == "real_linear"), tensors

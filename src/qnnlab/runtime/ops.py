@@ -150,6 +150,7 @@ class RealLinear(Op):
         self.weight_sum = self._tensor(tensors, "weight_sum", torch.float64)
         self._int8_weights: torch.Tensor | None = None
         self._transposed: torch.Tensor | None = None
+        self._offset: torch.Tensor | None = None
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         _features(self, shape, self.k)
@@ -165,36 +166,34 @@ class RealLinear(Op):
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        codes = (x.to(torch.float64) + 1) * 127.5
-        on_grid = (
-            bool(((codes - codes.round()).abs() < 1e-3).all())
-            and bool((codes >= -1e-3).all())
-            and bool((codes <= 255 + 1e-3).all())
-        )
-        if not on_grid:
+        codes = (x.to(torch.float32) + 1) * 127.5  # float32 resolves 8-bit codes to ~1e-5
+        rounded = codes.round()
+        if rounded.numel() == 0:
             return self.reference(x)
-        sums = self._pixel_sums(codes.round().to(torch.uint8))
-        y = (sums.to(torch.float64) / 127.5 - self.weight_sum.to(torch.float64)).to(torch.float32)
+        low, high = rounded.aminmax()
+        if bool((codes - rounded).abs().max() > 1e-3) or bool(low < 0) or bool(high > 255):
+            return self.reference(x)
+        if self._offset is None:  # x . w = (c - 128) . w / 127.5 + (128 / 127.5 - 1) sum(w)
+            self._offset = (128 / 127.5 - 1) * self.weight_sum.to(torch.float64)
+        y = self._centred_sums(rounded).to(torch.float64).div_(127.5).add_(self._offset).to(torch.float32)
         return self._add_bias(y)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return self._add_bias(x.to(torch.float32) @ kernels.unpack(self.weight, self.k).T)
 
-    def _pixel_sums(self, codes: torch.Tensor) -> torch.Tensor:
-        """Exact sum_t c_t w_t for uint8 pixel codes and +-1 weights. An int8 GEMM does it fastest
-        where the CPU has integer dot-product instructions: sum (c - 128) w + 128 sum(w), with
-        (c - 128) and w in int8; where torch offers none, the bit-plane AND-popcount kernel (QNN
-        paper) does."""
+    def _centred_sums(self, codes: torch.Tensor) -> torch.Tensor:
+        """Exact sum_t (c_t - 128) w_t for pixel codes (whole floats 0..255) and +-1 weights. An int8
+        GEMM does it fastest where the CPU has integer dot-product instructions, (c - 128) and w in
+        int8; where torch offers none, the bit-plane AND-popcount kernel (QNN paper) gives c . w."""
         if self._int8_weights is None:
             self._int8_weights = kernels.unpack(self.weight, self.k).to(torch.int8).T.contiguous()
         try:
-            centred = (codes.to(torch.int16) - 128).to(torch.int8)
-            return torch._int_mm(centred, self._int8_weights).to(torch.int64) + 128 * self.weight_sum.to(torch.int64)
+            return torch._int_mm((codes - 128).to(torch.int8), self._int8_weights)
         except (AttributeError, RuntimeError):
             if self._transposed is None:
                 self._transposed = self.weight.T.contiguous()
-            return kernels.pixel_matmul(codes, self._transposed, self.k)
+            return kernels.pixel_matmul(codes.to(torch.uint8), self._transposed, self.k) - 128 * self.weight_sum.long()
 
 
 @register
