@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from qnnlab.report import figures
+from qnnlab.report.answers import ANSWERS
 from qnnlab.report.records import Records
 
 TRICKS = {"tricks-mlp": "MLP", "tricks-cnn": "CNN"}
@@ -451,6 +452,13 @@ def questions(records: Records) -> Section:
             continue
         table_command = f"qnnlab sweep table results/cpu/{study}" + (f" --reference {reference}" if reference else "")
         items.append(Item(question, table_command, text=answer(table)))
+    for question, command, answer in ANSWERS:
+        text = answer(records)
+        items.append(
+            Item(question, command, text=text)
+            if text
+            else Item(question, command, text=f"Open: `{command}` needs records to settle it.", missing=True)
+        )
     return Section("questions", "Questions", items)
 
 
