@@ -16,6 +16,7 @@ PAPER_RECIPES = {
     "bnn-paper",
     "qnn-grad6",
     "dropconnect-all",
+    "bnn-activations-first",
     "bnn",
     "bnn-shift",
     "qnn",

@@ -286,3 +286,33 @@ def test_a_run_starts_from_a_trained_float_model(tmp_path):
     wide = resolve("bnn", {**QUICK, "init_from": str(tmp_path / "float"), "model_options": {"widths": [64, 64]}})
     with pytest.raises(ValueError, match="tensors of other shapes"):
         initial_model(wide, data.load("fashion-mnist-mini"))
+
+
+def test_a_run_learns_from_a_trained_teacher(tmp_path):
+    """Knowledge distillation: the loss mixes the task loss with T^2 KL against a frozen teacher."""
+    import torch.nn.functional as F
+
+    from qnnlab.train.tasks import task_for
+
+    teacher_metrics = train(tmp_path, "float", "teacher", epochs=1)[1]
+    config = resolve(
+        "bnn", {**QUICK, "distill_from": str(tmp_path / "teacher"), "distill_weight": 0.7, "distill_temperature": 2.0}
+    )
+    trainer = Trainer(config, tmp_path / "student", quiet=True)
+    x, y = next(trainer.task.batches(0, 0, 1))
+    loss, _, _ = trainer.task.forward(trainer.model, x, y, None)
+    with torch.no_grad():
+        student, teacher = trainer.model(x), trainer.task.teacher(x)
+    kd = F.kl_div(F.log_softmax(student / 2, 1), F.log_softmax(teacher / 2, 1), reduction="none", log_target=True)
+    expected = 0.3 * F.cross_entropy(student, y, reduction="none") + 0.7 * 4 * kd.sum(1)
+    torch.testing.assert_close(loss.detach(), expected, atol=1e-5, rtol=1e-4)
+    assert not any(p.requires_grad for p in trainer.task.teacher.parameters())
+    assert trainer.run()[-1]["test_accuracy"] > 0.3 and teacher_metrics
+    with pytest.raises(ValueError, match="distill_weight=1.5"):
+        resolve("bnn", {"distill_weight": 1.5})
+    other = resolve("float", {**QUICK, "distill_from": str(tmp_path / "teacher")})
+    from qnnlab.data import ImageData
+
+    image, label = torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.zeros(1, dtype=torch.long)
+    with pytest.raises(ValueError, match="the teacher was trained on"):
+        task_for(other, ImageData("colour", image, label, image, label, 10))

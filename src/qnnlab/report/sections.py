@@ -26,6 +26,7 @@ STUDIES = {
     "precision-fixed-mlp": ("propagation vs update bits, fixed point", None),
     "input-mlp": ("input discretization", "float-pixels"),
     "estimators-mlp": ("gradient estimators in training, BNN MLP with stochastic activations", "clipped"),
+    "beyond-mlp": ("beyond the 2016 recipes: distillation and two-step training, BNN MLP", "full"),
 }
 
 
@@ -58,6 +59,7 @@ STUDY_FIGURES = {  # (table, title, curves) -> figure; curves() reads the runs' 
     "input-mlp": lambda t, title, _curves: figures.curves(
         _split(t, r"(uniform|zipml|lloydmax)-(\d+)", ("levels", "bits")), "bits", "levels", title, "input bits"
     ),
+    "beyond-mlp": lambda t, title, _curves: figures.difference_bars(t, "full", title),
     "estimators-mlp": lambda t, title, curves: figures.training_curves(
         curves(), f"{title}: test accuracy per epoch (band: seed range)"
     ),

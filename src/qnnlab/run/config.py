@@ -67,6 +67,9 @@ class TrainConfig:
     rules: list = dataclasses.field(default_factory=list)
     init: str = "default"
     init_from: str | None = None
+    distill_from: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
     allow_degenerate: bool = False
     augment: str = "none"
     channels_last: bool = True
@@ -123,6 +126,13 @@ FIELDS: dict[str, tuple[str, str]] = {
         "a run folder or checkpoint whose weights start this run (a trained float model, say); in a sweep "
         "file {sweep} is the sweep's folder and {seed} the run's seed",
     ),
+    "distill_from": (
+        "path",
+        "a trained run (a float model, say) whose softened outputs the run also learns from (Hinton et al. "
+        "2015 knowledge distillation); null: off",
+    ),
+    "distill_weight": ("fraction", "share of the distillation term in the loss: (1 - w) task loss + w T^2 KL"),
+    "distill_temperature": ("temperature", "softmax temperature T of teacher and student in the distillation term"),
     "allow_degenerate": (
         "flag",
         "train even when a quantizer's output is constant on the first batch or a layer gets no gradient",
@@ -205,6 +215,8 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     for key in NON_NEGATIVE:
         if not getattr(config, key) >= 0:
             raise ValueError(f"{source}: {key}={getattr(config, key)!r} must be >= 0 ({FIELDS[key][1]})")
+    if not 0 <= config.distill_weight <= 1:
+        raise ValueError(f"{source}: distill_weight={config.distill_weight!r} must be in [0, 1]")
     return config
 
 
@@ -219,7 +231,7 @@ CHOICES = {  # fields with a fixed set of values; models, data sets and recipes 
     "augment": ("none", "flip"),
     "init": ("default", "glorot"),
 }
-POSITIVE = ("epochs", "batch_size", "lr", "seq_len", "image_size")
+POSITIVE = ("epochs", "batch_size", "lr", "seq_len", "image_size", "distill_temperature")
 NON_NEGATIVE = ("final_lr_fraction", "momentum", "weight_decay", "grad_clip", "limit_steps", "threads", "seed")
 
 

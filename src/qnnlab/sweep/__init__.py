@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qnnlab.sweep.engines import ENGINES
+from qnnlab.sweep.execute import RUN_PATHS
 from qnnlab.sweep.progress import Display
 from qnnlab.sweep.records import read_plan, state, write_plan
 from qnnlab.sweep.spec import PlannedRun, SweepError, load
@@ -105,7 +106,7 @@ def run_sweep(
     write_plan(root, runs, str(path))
     plan = [run.to_dict() for run in runs]
     todo = [run for run in plan if state(root / run["name"]) not in ("done",) + (() if retry_failed else ("failed",))]
-    starts_inside = [run for run in todo if "{sweep}" in (run["config"].get("init_from") or "")]
+    starts_inside = [run for run in todo if any("{sweep}" in (run["config"].get(k) or "") for k in RUN_PATHS)]
     with Display(root, plan, jobs, enabled=progress):
         for phase in ([run for run in todo if run not in starts_inside], starts_inside):  # sources first
             if phase:

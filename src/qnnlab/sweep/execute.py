@@ -46,11 +46,15 @@ def execute(
         return {"name": run["name"], "status": record["status"]}
 
 
+RUN_PATHS = ("init_from", "distill_from")  # fields naming another run, which may be one of the sweep's
+
+
 def with_places(config: dict[str, Any], root: str, seed: int) -> dict[str, Any]:
-    """``init_from`` with {sweep} (the sweep's folder) and {seed} (the run's) filled in."""
-    if not config.get("init_from"):
-        return config
-    return {**config, "init_from": config["init_from"].format(sweep=root, seed=seed)}
+    """``init_from`` and ``distill_from`` with {sweep} (the sweep's folder) and {seed} (the run's) filled in."""
+    return {
+        **config,
+        **{key: config[key].format(sweep=root, seed=seed) for key in RUN_PATHS if config.get(key)},
+    }
 
 
 def _train(run: dict[str, Any], folder: Path, threads: int, device: str | None) -> dict[str, Any]:

@@ -15,7 +15,8 @@ is appended. An axis is a list of values (labelled by their text) or a mapping l
 ``model_options`` given as a mapping adds to the recipe's own options (dropconnect's mask rate stays).
 ``zip`` may be a list of such groups. The runs are cases x zip x grid x seeds; each lives in
 ``OUT/<configuration>/seed<N>``, the configuration named by its labels. A run may start from
-another run of the sweep, ``init_from: "{sweep}/float/seed{seed}"``: such runs train after all others.
+another run of the sweep, ``init_from: "{sweep}/float/seed{seed}"`` (or learn from it with
+``distill_from``): such runs train after all others.
 """
 
 from __future__ import annotations

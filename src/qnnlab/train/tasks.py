@@ -18,6 +18,7 @@ from qnnlab.data.batches import image_batches, lm_batches, model_layout
 from qnnlab.nn import SquaredHingeLoss
 from qnnlab.run.config import TrainConfig
 from qnnlab.run.evaluate import evaluate_images, evaluate_text
+from qnnlab.run.model import load_trained
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -30,6 +31,7 @@ class ImageClassification:
             raise ValueError(f"data set {data.name} has no test images: every epoch ends with a test, so give it some")
         self.config, self.data = config, data
         self.criterion = SquaredHingeLoss("none") if config.loss == "squared_hinge" else None
+        self.teacher = _teacher(config, data) if config.distill_from else None
 
     def steps_per_epoch(self) -> int:
         return len(self.data.train_y) // self.config.batch_size
@@ -50,7 +52,17 @@ class ImageClassification:
     def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: Any) -> tuple[torch.Tensor, int, Any]:
         """(per-sample loss, correct predictions, state carried to the next batch)."""
         logits = model(x)
-        return self.loss(logits, y), int((logits.argmax(1) == y).sum()), None
+        loss = self.loss(logits, y)
+        if self.teacher is not None:
+            loss = (1 - self.config.distill_weight) * loss + self.config.distill_weight * self._distillation(logits, x)
+        return loss, int((logits.argmax(1) == y).sum()), None
+
+    def _distillation(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """T^2 KL(softmax(teacher / T) || softmax(student / T)) per sample (Hinton et al. 2015)."""
+        t = self.config.distill_temperature
+        with torch.no_grad():
+            target = F.log_softmax(self.teacher(x) / t, dim=1)
+        return F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="none", log_target=True).sum(1) * t * t
 
     def weight(self, y: torch.Tensor) -> int:
         return len(y)  # the epoch's loss is a mean over samples
@@ -78,6 +90,8 @@ class LanguageModelling:
     """Next-token prediction with truncated back-propagation through time; metric bits per token."""
 
     def __init__(self, config: TrainConfig, data: TextData) -> None:
+        if config.distill_from:
+            raise ValueError("distill_from: distillation is implemented for image classification, not language models")
         self.config, self.data = config, data
 
     def steps_per_epoch(self) -> int:
@@ -118,6 +132,21 @@ def _detached(state: Any) -> Any:
     if state is None:
         return None
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def _teacher(config: TrainConfig, data: ImageData) -> nn.Module:
+    """The trained model of ``distill_from``, frozen in eval mode, checked to fit the run's data."""
+    teacher, _, info = load_trained(config.distill_from, need_images=False)
+    if (
+        tuple(info.get("image_shape", data.shape)) != tuple(data.shape)
+        or info.get("classes", data.classes) != data.classes
+    ):
+        raise ValueError(
+            f"distill_from={config.distill_from}: the teacher was trained on {info.get('image_shape')} images of "
+            f"{info.get('classes')} classes, this run has {list(data.shape)} and {data.classes}"
+        )
+    teacher.eval().requires_grad_(False)
+    return teacher.to(config.device)
 
 
 def task_for(config: TrainConfig, data: ImageData | TextData) -> ImageClassification | LanguageModelling:
