@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from qnnlab import quant
@@ -26,3 +27,17 @@ def test_binarization_propagates_nan_instead_of_choosing_a_sign():
         assert math.isnan(y[0]) and not torch.isnan(y[1:]).any(), spec
     assert math.isnan(quant.get("xnor_weight")(x.clone())[0])  # its scale mean|W| is NaN too
     assert quant.get("sign")(x)[1:].tolist() == [-1.0, 1.0, 1.0, 1.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("spec, scale", [("grad_dfxp:bits=6", 1e-3), ("grad_fixed:m=0,n=5", 0.2)])
+def test_errors_in_fixed_point_lie_on_the_formats_grid(spec, scale):
+    """Courbariaux et al. 2014 keep the back-propagated errors in (dynamic) fixed point too: the
+    gradient passed back is the error on a grid of at most 2^6 values, a power-of-two step apart."""
+    torch.manual_seed(0)
+    errors = torch.randn(32, 16) * scale
+    x = torch.zeros(32, 16, requires_grad=True)
+    quant.get(spec)(x).backward(errors)
+    passed = x.grad
+    step = (passed.unique().diff()).min()
+    assert len(passed.unique()) <= 64 and float(torch.log2(step)).is_integer()
+    assert torch.equal(passed, (passed / step).round() * step) and (passed - errors).abs().max() <= step

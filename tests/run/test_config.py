@@ -17,6 +17,7 @@ PAPER_RECIPES = {
     "qnn-grad6",
     "dropconnect-all",
     "bnn-activations-first",
+    "lowprec2014-forward",
     "bnn",
     "bnn-shift",
     "qnn",

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from qnnlab.quant.base import Quantizer, QuantMeta
+from qnnlab.quant.fixed_point import DynamicFixedPoint, FixedPoint
 from qnnlab.quant.pow2 import round_pow2
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.spec import Param, in_range
@@ -89,3 +90,44 @@ class PowerOfTwoGradient(_GradientQuantizer):
     def quantize_gradient(self, g: torch.Tensor) -> torch.Tensor:
         top = torch.round(torch.log2(_per_sample_max(g)))
         return round_pow2(g, top - self.exponents + 1, top)
+
+
+class _FormatGradient(_GradientQuantizer):
+    """The back-propagated errors rounded to a forward quantizer's number format: Courbariaux et
+    al. 2014 keep the propagations in both directions in (dynamic) fixed point, with separate bit
+    widths for propagations and parameter updates (arXiv 1412.7024)."""
+
+    paper = "Courbariaux et al. 2014, arXiv 1412.7024"
+    format_class: type[Quantizer]
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.format = self.format_class(**{p.name: getattr(self, p.name) for p in self.params})
+
+    @property
+    def meta(self) -> QuantMeta:
+        forward = self.format.meta
+        return QuantMeta(forward.kind, forward.bits, stochastic=forward.stochastic, backward=True)
+
+    def quantize_gradient(self, g: torch.Tensor) -> torch.Tensor:
+        return self.format.hard(g)
+
+
+@register_quantizer
+class FixedPointGradient(_FormatGradient):
+    """Backward: errors in saturating fixed point Qm.n (``fixed``); small errors round to zero."""
+
+    name = "grad_fixed"
+    summary = "backward: errors in fixed point Qm.n"
+    format_class = FixedPoint
+    params = FixedPoint.params
+
+
+@register_quantizer
+class DynamicFixedPointGradient(_FormatGradient):
+    """Backward: errors in dynamic fixed point (``dfxp``), their exponent tracked per layer."""
+
+    name = "grad_dfxp"
+    summary = "backward: errors in dynamic fixed point, B bits"
+    format_class = DynamicFixedPoint
+    params = DynamicFixedPoint.params
