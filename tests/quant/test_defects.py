@@ -41,3 +41,18 @@ def test_errors_in_fixed_point_lie_on_the_formats_grid(spec, scale):
     step = (passed.unique().diff()).min()
     assert len(passed.unique()) <= 64 and float(torch.log2(step)).is_integer()
     assert torch.equal(passed, (passed / step).round() * step) and (passed - errors).abs().max() <= step
+
+
+def test_zipml_levels_on_gradients_are_fitted_to_them_and_unbiased():
+    torch.manual_seed(0)
+    errors = torch.randn(64, 32) * 1e-3
+    q = quant.get("grad_zipml:levels=8")
+    x = torch.zeros(64, 32, requires_grad=True)
+    draws = []
+    for _ in range(400):
+        x.grad = None
+        q(x).backward(errors)
+        draws.append(x.grad.clone())
+    assert all(len(d.unique()) <= 8 for d in draws[:5])
+    mean = torch.stack(draws).mean(0)
+    assert (mean - errors).abs().mean() < 0.05 * errors.abs().mean()  # E[q] = g

@@ -12,8 +12,10 @@ import torch
 
 from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.fixed_point import DynamicFixedPoint, FixedPoint
+from qnnlab.quant.levels import ZipMLLevels
 from qnnlab.quant.pow2 import round_pow2
 from qnnlab.quant.registry import register_quantizer
+from qnnlab.quant.rounding import keep_nan
 from qnnlab.quant.spec import Param, in_range
 
 
@@ -131,3 +133,29 @@ class DynamicFixedPointGradient(_FormatGradient):
     summary = "backward: errors in dynamic fixed point, B bits"
     format_class = DynamicFixedPoint
     params = DynamicFixedPoint.params
+
+
+@register_quantizer
+class ZipMLGradient(_GradientQuantizer):
+    """Backward: errors on ZipML's variance-optimal levels with unbiased stochastic rounding, the
+    levels fitted anew to each error tensor (the data is the gradient, whose distribution moves).
+    E[q] = g, so the updates stay unbiased. Zhang et al. 2017, ZipML (ICML), applied to gradients."""
+
+    name = "grad_zipml"
+    summary = "backward: errors on ZipML levels fitted to them, unbiased"
+    paper = "Zhang et al. 2017, ZipML, ICML"
+    params = ZipMLLevels.params[:1]
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.format = ZipMLLevels(levels=self.levels)
+
+    @property
+    def meta(self) -> QuantMeta:
+        return QuantMeta("levels", self.format.meta.bits, stochastic=True, backward=True)
+
+    def quantize_gradient(self, g: torch.Tensor) -> torch.Tensor:
+        if g.numel() == 0:
+            return g
+        self.format.fit(g)
+        return keep_nan(g, self.format.hard(g))
