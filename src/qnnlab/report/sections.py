@@ -27,6 +27,7 @@ STUDIES = {
     "input-mlp": ("input discretization", "float-pixels"),
     "estimators-mlp": ("gradient estimators in training, BNN MLP with stochastic activations", "clipped"),
     "beyond-mlp": ("beyond the 2016 recipes: distillation and two-step training, BNN MLP", "full"),
+    "gradients-mlp": ("gradient quantization: DoReFa, ZipML levels and dynamic fixed point", "float-errors"),
 }
 
 
@@ -60,6 +61,7 @@ STUDY_FIGURES = {  # (table, title, curves) -> figure; curves() reads the runs' 
         _split(t, r"(uniform|zipml|lloydmax)-(\d+)", ("levels", "bits")), "bits", "levels", title, "input bits"
     ),
     "beyond-mlp": lambda t, title, _curves: figures.difference_bars(t, "full", title),
+    "gradients-mlp": lambda t, title, _curves: figures.difference_bars(t, "float-errors", title),
     "estimators-mlp": lambda t, title, curves: figures.training_curves(
         curves(), f"{title}: test accuracy per epoch (band: seed range)"
     ),
@@ -381,12 +383,30 @@ def _input_bits(table: list[dict[str, Any]]) -> str:
     return "Difference from float pixels (points): " + ", ".join(parts) + "."
 
 
+def _zipml_gradients(table: list[dict[str, Any]]) -> str:
+    mean = {r["configuration"]: r for r in table}
+    pairs = [("zipml-16", "dorefa-4bit", "16 levels (4 bits)"), ("zipml-64", "dorefa-6bit", "64 levels (6 bits)")]
+    parts = [
+        f"at {label} ZipML's levels give {mean[z]['diff']:+.2f} +- {mean[z]['diff_spread']:.2f} and DoReFa's uniform "
+        f"ones {mean[d]['diff']:+.2f} +- {mean[d]['diff_spread']:.2f}"
+        for z, d, label in pairs
+        if z in mean and d in mean
+    ]
+    return (
+        "On the errors of the DoReFa W1 A2 MLP, against float errors (points): "
+        + ("; ".join(parts) or "no pair yet")
+        + ". On the input data (the input discretization study) ZipML's unbiased levels were no better than a "
+        "uniform grid."
+    )
+
+
 QUESTIONS = (
     ("Which tricks are really necessary?", "tricks-mlp", "full", _necessary_tricks),
     ("Are early layers more sensitive to quantization?", "sensitivity-mlp", "all-float", _sensitive_layers),
     ("Which of weights, activations and gradients needs the most bits?", "dorefa-mlp", None, _bits_that_matter),
     ("Do wider networks close the gap between float and binary?", "width-mlp", None, _width_gap),
     ("How much does discretizing the input cost?", "input-mlp", "float-pixels", _input_bits),
+    ("Does ZipML-style quantization help beyond the input data?", "gradients-mlp", "float-errors", _zipml_gradients),
 )
 
 
