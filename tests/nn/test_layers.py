@@ -207,3 +207,19 @@ def test_an_update_input_quantizer_changes_only_the_weight_gradient(layer):
     assert not torch.allclose(grads["paper"][2], grads["plain"][2])
     torch.testing.assert_close(grads["paper"][3], grads["plain"][3])
     assert "update_input=pow2" in repr(paper)
+
+
+def test_rprelu_shifts_and_slopes_each_channel():
+    from qnnlab.nn import RPReLU
+
+    layer = RPReLU(3)
+    x = torch.randn(4, 3, 5, 5)
+    assert torch.equal(layer(x.abs()), x.abs())  # the identity above zero at the start
+    with torch.no_grad():
+        layer.gamma.copy_(torch.tensor([1.0, 0.0, -1.0]))
+        layer.zeta.copy_(torch.tensor([0.5, 0.0, 0.0]))
+    expected = F.prelu(x - layer.gamma.view(1, 3, 1, 1), layer.prelu.weight) + layer.zeta.view(1, 3, 1, 1)
+    assert torch.allclose(layer(x), expected)
+    assert layer(torch.randn(2, 3)).shape == (2, 3)
+    layer(x).sum().backward()
+    assert layer.gamma.grad is not None and layer.zeta.grad is not None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from torch import nn
 
 from qnnlab.analysis.kinds import gradient_kind, mac_kind, operand_kind
-from qnnlab.nn import DropConnectLinear, ResidualSum, ShiftBatchNorm1d, ShiftBatchNorm2d
+from qnnlab.nn import DropConnectLinear, ResidualSum, RPReLU, ShiftBatchNorm1d, ShiftBatchNorm2d
 from qnnlab.nn.quantized import QuantizedModule
 from qnnlab.nn.rnn import QuantLSTM, QuantRNNBase
 from qnnlab.quant import Quantizer
@@ -260,6 +260,31 @@ def activation_rule(call: Call, cost: LayerCost) -> None:
     if call.train:
         cost.add(BWD_IN, "cmp", "fp32", per * call.in_numel)
         cost.memory["activations"] += call.in_numel  # a 1-bit mask
+
+
+@rule(nn.PReLU)
+def prelu_rule(call: Call, cost: LayerCost) -> None:
+    """max(0, x) + a min(0, x): a comparison and a multiplication per element; backward the same
+    to the input, and a multiplication and an addition per element for the slope's gradient."""
+    n = call.in_numel
+    cost.add(FWD, "cmp", "fp32", n)
+    cost.add(FWD, "mul", "fp32", n)
+    if call.train:
+        cost.add(BWD_IN, "cmp", "fp32", n)
+        cost.add(BWD_IN, "mul", "fp32", n)
+        cost.add(BWD_W, "mul", "fp32", n)
+        cost.add(BWD_W, "add", "fp32", n)
+        cost.memory["activations"] += 32 * n
+
+
+@rule(RPReLU)
+def rprelu_rule(call: Call, cost: LayerCost) -> None:
+    """The two learned shifts around its PReLU (counted by the PReLU rule): an addition each per
+    element forward, and per element one addition for each shift's gradient (a sum over positions)."""
+    n = call.in_numel
+    cost.add(FWD, "add", "fp32", 2 * n)
+    if call.train:
+        cost.add(BWD_W, "add", "fp32", 2 * n)
 
 
 @rule(nn.Dropout)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from qnnlab.nn import ShiftBatchNorm1d, ShiftBatchNorm2d
+from qnnlab.nn import RPReLU, ShiftBatchNorm1d, ShiftBatchNorm2d
 
 NORMS = ("bn", "shift", "none")
-ACTIVATIONS = ("relu", "hardtanh", "identity")
+ACTIVATIONS = ("relu", "hardtanh", "identity", "rprelu")
 
 
 def norm(kind: str, features: int, dims: int) -> nn.Module:
@@ -21,8 +21,11 @@ def norm(kind: str, features: int, dims: int) -> nn.Module:
     raise ValueError(f"norm={kind!r}; use one of {', '.join(NORMS)}")
 
 
-def activation(kind: str) -> nn.Module:
-    """``identity`` serves binary nets, whose sign is the next layer's input quantizer."""
+def activation(kind: str, channels: int) -> nn.Module:
+    """``identity`` serves binary nets, whose sign is the next layer's input quantizer; ``rprelu``
+    gives them learned shifts and slopes per channel before that sign (ReActNet)."""
+    if kind == "rprelu":
+        return RPReLU(channels)
     if kind == "relu":
         return nn.ReLU()
     if kind == "hardtanh":

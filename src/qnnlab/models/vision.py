@@ -49,7 +49,7 @@ def mlp(
         return nn.Linear(n_in, n_out, bias=bias)
 
     for i, width in enumerate(widths):
-        layers += [linear(i, previous, width, norm_kind == "none"), norm(norm_kind, width, 1), activation(act)]
+        layers += [linear(i, previous, width, norm_kind == "none"), norm(norm_kind, width, 1), activation(act, width)]
         if dropout:
             layers.append(nn.Dropout(dropout))
         previous = width
@@ -82,7 +82,7 @@ def conv_net(
             layers.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2
             i += 1
-        layers += [norm(norm_kind, out, 2), activation(act)]
+        layers += [norm(norm_kind, out, 2), activation(act, out)]
         channels = out
         i += 1
     layers.append(nn.Flatten())
@@ -96,7 +96,11 @@ def classifier(
     """Fully connected hidden layers (Linear -> Norm -> Activation [-> Dropout]) and the output layer."""
     layers: list[nn.Module] = []
     for units in hidden:
-        layers += [nn.Linear(previous, units, bias=norm_kind == "none"), norm(norm_kind, units, 1), activation(act)]
+        layers += [
+            nn.Linear(previous, units, bias=norm_kind == "none"),
+            norm(norm_kind, units, 1),
+            activation(act, units),
+        ]
         if dropout:
             layers.append(nn.Dropout(dropout))
         previous = units
@@ -143,7 +147,7 @@ def alexnet(
         layers.append(nn.Conv2d(channels, out, kernel, stride, pad, bias=norm_kind == "none"))
         if pool:
             layers.append(nn.MaxPool2d(3, 2))
-        layers += [norm(norm_kind, out, 2), activation(act)]
+        layers += [norm(norm_kind, out, 2), activation(act, out)]
         channels = out
     layers += [nn.AdaptiveAvgPool2d(6), nn.Flatten()]
     layers += classifier(channels * 36, (4096, 4096), classes, norm_kind, act, dropout, output_norm)
@@ -157,10 +161,10 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = norm(norm_kind, cout, 2)
-        self.act1 = activation(act)
+        self.act1 = activation(act, cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = norm(norm_kind, cout, 2)
-        self.act2 = activation(act)
+        self.act2 = activation(act, cout)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(norm_kind, cout, 2))

@@ -8,6 +8,7 @@ from qnnlab.nn.loss import SquaredHingeLoss
 from qnnlab.nn.quantized import QuantizedLayer, QuantizedModule
 from qnnlab.nn.residual import ResidualSum
 from qnnlab.nn.rnn import QuantGRU, QuantLSTM, QuantRNNBase
+from qnnlab.nn.shifts import RPReLU
 
 __all__ = [
     "DropConnectLinear",
@@ -18,6 +19,7 @@ __all__ = [
     "QuantRNNBase",
     "QuantizedLayer",
     "QuantizedModule",
+    "RPReLU",
     "ResidualSum",
     "ShiftBatchNorm1d",
     "ShiftBatchNorm2d",
