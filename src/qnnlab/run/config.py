@@ -110,7 +110,11 @@ FIELDS: dict[str, tuple[str, str]] = {
     "bop_threshold": ("gradient units", "Bop flip threshold"),
     "loss": ("name", "cross_entropy or squared_hinge (L2-SVM output, BinaryConnect/BNN)"),
     "norm": ("name", "bn, shift (shift-based batch norm) or none"),
-    "activation": ("name", "relu, hardtanh or identity (binary nets: sign is the next layer's input quantizer)"),
+    "activation": (
+        "name",
+        "relu, hardtanh, identity (binary nets: sign is the next layer's input quantizer) or rprelu (learned "
+        "shifts and slopes per channel before that sign, ReActNet)",
+    ),
     "output_norm": ("flag", "batch norm on the classifier output (BNN)"),
     "rules": (
         "list",
