@@ -261,3 +261,27 @@ def _real_linear_op(model):
 
     ops, tensors = export_model(model)
     return next(op for op in ops if op["op"] == "real_linear"), tensors
+
+
+@pytest.mark.parametrize("model_name", ["mlp-small", "mlp"])
+def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, tmp_path):
+    """At batch 1 a binary MLP runs as one kernel call; its logits equal the op-by-op path's bit for bit."""
+    torch.manual_seed(0)
+    model = build_model(resolve("bnn", {"model": model_name}), data.ImageData.empty((1, 28, 28), 10)).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-3, 3)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(-1, 1)
+    runtime.export(model, tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
+    packed = runtime.load(tmp_path / "m.qnn")
+    assert packed.fused is not None
+    x = torch.randint(0, 256, (6, 1, 28, 28)).float() / 127.5 - 1
+    by_ops = packed(x)  # batch 6: the op-by-op path
+    for i in range(len(x)):
+        assert torch.equal(packed(x[i : i + 1]), by_ops[i : i + 1])
+    with torch.no_grad():
+        assert torch.equal(packed(x[:1]).argmax(1), model(x[:1]).argmax(1))
+    runtime.export(model, tmp_path / "any.qnn", input_shape=(1, 28, 28))  # no grid: off-grid inputs go float
+    assert runtime.load(tmp_path / "any.qnn").fused is None

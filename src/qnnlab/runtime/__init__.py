@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
+from qnnlab.runtime.fused import BATCH_LIMIT, FusedDense
 from qnnlab.storage import atomic_write, read_safetensors, tensors_digest
 
 FORMAT = "qnnlab-packed"
@@ -55,6 +56,8 @@ class PackedModel:
         self._checked: dict[tuple[int, ...], tuple[int, ...]] = {}
         if input_shape is not None:
             self.output_shape(input_shape)
+        # the whole MLP in one kernel call at small batches, where inputs are checked to be on the grid
+        self.fused = FusedDense.match(self.steps) if input_grid == PIXELS else None
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of one output for one input of ``shape``, every op's tables checked on the way."""
@@ -107,6 +110,8 @@ class PackedModel:
         out_shape = self.check_input(x)
         if len(x) == 0:
             return torch.zeros(0, *out_shape)
+        if self.fused is not None and not reference and len(x) <= BATCH_LIMIT:
+            return self.fused(x)
         for step in self.steps:
             x = step.reference(x) if reference else step.packed(x)
         return x
