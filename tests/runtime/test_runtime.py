@@ -285,3 +285,23 @@ def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, tmp_path
         assert torch.equal(packed(x[:1]).argmax(1), model(x[:1]).argmax(1))
     runtime.export(model, tmp_path / "any.qnn", input_shape=(1, 28, 28))  # no grid: off-grid inputs go float
     assert runtime.load(tmp_path / "any.qnn").fused is None
+
+
+def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
+    torch.manual_seed(1)
+    model = build_model(
+        resolve("bnn", {"model": "cnn", "model_options": {"width": 0.25}}), data.ImageData.empty((1, 28, 28), 10)
+    )
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-5, 5)
+                m.running_var.uniform_(10, 100)
+                m.weight.uniform_(-1, 1)
+    runtime.export(model.eval(), tmp_path / "c.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
+    packed = runtime.load(tmp_path / "c.qnn")
+    assert sum(isinstance(step, runtime.fused.ConvPoolThreshold) for step in packed.plan) == 4
+    x = torch.randint(0, 256, (3, 1, 28, 28)).float() / 127.5 - 1
+    fused = packed(x)
+    packed.plan = [step.packed for step in packed.steps]
+    assert torch.equal(fused, packed(x))

@@ -6,7 +6,7 @@ kernel takes to run)."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from qnnlab.kernels._numba import popcount
 
@@ -61,3 +61,50 @@ def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, biases, sig
                 elif np.float64(y) * signs[value_at + n] >= bounds[value_at + n]:
                     following[n // 64] |= np.uint64(1) << np.uint64(n % 64)
             bits, following = following, bits
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def conv_pool_threshold(x, w_t, channels, stride, padding, pool, bias, sign, bound, out):
+    """A binary convolution (as ``_numba.binary_conv_direct``), plus bias, max-pooled over
+    pool x pool windows (stride pool; pool 1: none), then batch norm + sign as a threshold per
+    channel, written as channel-packed bits out (B, H'', W'', ceil(O / 64)): three ops of the
+    packed path without their int32 and float feature maps in between. The values compared are
+    the op-by-op path's (integer sums, then float32 with the bias, max, then the float64 test)."""
+    batch, height, width, wc = x.shape
+    kh, kw, _, n_out = w_t.shape
+    out_h, out_w = out.shape[1], out.shape[2]
+    for row in prange(batch * out_h):
+        b, py = row // out_h, row % out_h
+        acc = np.zeros(n_out, dtype=np.int64)
+        best = np.empty(n_out, dtype=np.float32)
+        for px in range(out_w):
+            best[:] = np.float32(-3.0e38)  # below any value: a sum of at most 2^31 terms plus a bias
+            for qy in range(pool):
+                for qx in range(pool):
+                    oy, ox = py * pool + qy, px * pool + qx
+                    acc[:] = 0
+                    taps = 0
+                    for dy in range(kh):
+                        iy = oy * stride - padding + dy
+                        if iy < 0 or iy >= height:
+                            continue
+                        for dx in range(kw):
+                            ix = ox * stride - padding + dx
+                            if ix < 0 or ix >= width:
+                                continue
+                            taps += 1
+                            for t in range(wc):
+                                xv = x[b, iy, ix, t]
+                                for o in range(n_out):
+                                    acc[o] += popcount(xv ^ w_t[dy, dx, t, o])
+                    for o in range(n_out):
+                        value = np.float32(taps * channels - 2 * acc[o]) + bias[o]
+                        if value > best[o]:
+                            best[o] = value
+            for word in range(out.shape[3]):
+                packed = np.uint64(0)
+                for j in range(min(64, n_out - word * 64)):
+                    o = word * 64 + j
+                    if np.float64(best[o]) * sign[o] >= bound[o]:
+                        packed |= np.uint64(1) << np.uint64(j)
+                out[b, py, px, word] = packed

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
-from qnnlab.runtime.fused import BATCH_LIMIT, FusedDense
+from qnnlab.runtime.fused import BATCH_LIMIT, FusedDense, packed_plan
 from qnnlab.storage import atomic_write, read_safetensors, tensors_digest
 
 FORMAT = "qnnlab-packed"
@@ -58,6 +58,7 @@ class PackedModel:
             self.output_shape(input_shape)
         # the whole MLP in one kernel call at small batches, where inputs are checked to be on the grid
         self.fused = FusedDense.match(self.steps) if input_grid == PIXELS else None
+        self.plan = packed_plan(self.steps)
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of one output for one input of ``shape``, every op's tables checked on the way."""
@@ -112,8 +113,8 @@ class PackedModel:
             return torch.zeros(0, *out_shape)
         if self.fused is not None and not reference and len(x) <= BATCH_LIMIT:
             return self.fused(x)
-        for step in self.steps:
-            x = step.reference(x) if reference else step.packed(x)
+        for step in self.steps if reference else self.plan:
+            x = step.reference(x) if reference else step(x)
         return x
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,12 @@
-"""A binary MLP's whole op list as one kernel call (``qnnlab.kernels._fused.dense_chain``) for
-small batches: flatten, the 8-bit first layer, then threshold and binary product per layer, and
-the output batch norm. At batch 1 the op-by-op path spends most of its time dispatching a dozen
-torch and numba calls, each reading its data cold after other work; this path makes one."""
+"""Ops of the packed path fused into single kernel calls (``qnnlab.kernels._fused``):
+
+- ``FusedDense``: a binary MLP's whole op list (flatten, the 8-bit first layer, threshold and
+  binary product per layer, the output batch norm) at batch 1, where the op-by-op path spends
+  most of its time dispatching a dozen calls, each reading its data cold after other work.
+- ``ConvPoolThreshold``: a binary convolution, its max pooling and the next threshold, at any
+  batch, without the int32 and float feature maps between them.
+
+``packed_plan`` replaces each fusable run of ops; the reference path always runs the ops."""
 
 from __future__ import annotations
 
@@ -88,3 +93,66 @@ class FusedDense:
 
 def _bias(op: Any, n: int) -> np.ndarray:
     return op.bias.to(torch.float32).numpy() if op.bias is not None else np.zeros(n, dtype=np.float32)
+
+
+class ConvPoolThreshold:
+    """binary_conv [+ maxpool with kernel = stride] + threshold (nhwc) as one kernel call."""
+
+    def __init__(self, conv: runtime_ops.BinaryConv, pool: int, threshold: runtime_ops.Threshold) -> None:
+        self.conv, self.pool = conv, pool
+        self.bias = _bias(conv, conv.out_channels)
+        self.sign, self.bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[ConvPoolThreshold, int] | None:
+        """The fused step starting at ``steps[i]`` and how many ops it replaces, or None."""
+        if steps[i].kind != "binary_conv":
+            return None
+        pool, j = 1, i + 1
+        if j < len(steps) and steps[j].kind == "maxpool":
+            kernel, stride = steps[j].spec["kernel"], steps[j].spec["stride"]
+            if kernel != stride or not isinstance(kernel, int):
+                return None
+            pool, j = kernel, j + 1
+        if j < len(steps) and steps[j].kind == "threshold" and steps[j].layout == "nhwc":
+            return cls(steps[i], pool, steps[j]), j + 1 - i
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels import _kernels, _words_view
+        from qnnlab.kernels._fused import conv_pool_threshold
+
+        conv = self.conv
+        kh, kw = conv.kernel
+        batch, height, width, _ = x.shape
+        conv_h = (height + 2 * conv.padding - kh) // conv.stride + 1
+        conv_w = (width + 2 * conv.padding - kw) // conv.stride + 1
+        out = np.empty((batch, conv_h // self.pool, conv_w // self.pool, kernels.words(conv.out_channels)), np.uint64)
+        _kernels()
+        conv_pool_threshold(
+            _words_view(x),
+            _words_view(conv.transposed),
+            conv.channels,
+            conv.stride,
+            conv.padding,
+            self.pool,
+            self.bias,
+            self.sign,
+            self.bound,
+            out,
+        )
+        return torch.from_numpy(out.view(np.int64))
+
+
+def packed_plan(steps: list[Any]) -> list[Any]:
+    """The callables the packed path runs: the ops, with fusable runs replaced."""
+    plan, i = [], 0
+    while i < len(steps):
+        fused = ConvPoolThreshold.match(steps, i)
+        if fused:
+            plan.append(fused[0])
+            i += fused[1]
+        else:
+            plan.append(steps[i].packed)
+            i += 1
+    return plan
