@@ -301,6 +301,7 @@ def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
     runtime.export(model.eval(), tmp_path / "c.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
     packed = runtime.load(tmp_path / "c.qnn")
     assert sum(isinstance(step, runtime.fused.ConvPoolThreshold) for step in packed.plan) == 4
+    assert isinstance(packed.plan[0], runtime.fused.PixelConvThreshold)
     x = torch.randint(0, 256, (3, 1, 28, 28)).float() / 127.5 - 1
     fused = packed(x)
     packed.plan = [step.packed for step in packed.steps]

@@ -108,3 +108,43 @@ def conv_pool_threshold(x, w_t, channels, stride, padding, pool, bias, sign, bou
                     if np.float64(best[o]) * sign[o] >= bound[o]:
                         packed |= np.uint64(1) << np.uint64(j)
                 out[b, py, px, word] = packed
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pixel_conv_threshold(x, w, stride, padding, bias, sign, bound, out):
+    """The first convolution, on pixels x = c / 127.5 - 1 (B, C, H, W) float32 against +-1 filters
+    w (kh, kw, C, O) int8 with zero padding, computed exactly from the integer codes:
+    y = (sum c w) / 127.5 - sum w over the taps inside the image; plus bias, then batch norm +
+    sign as a threshold per channel, written as channel-packed bits out (B, H', W', ceil(O / 64))."""
+    batch, channels, height, width = x.shape
+    kh, kw, _, n_out = w.shape
+    out_h, out_w = out.shape[1], out.shape[2]
+    for row in prange(batch * out_h):
+        b, oy = row // out_h, row % out_h
+        codes = np.zeros(n_out, dtype=np.int32)
+        weights = np.zeros(n_out, dtype=np.int32)
+        for ox in range(out_w):
+            codes[:] = 0
+            weights[:] = 0
+            for dy in range(kh):
+                iy = oy * stride - padding + dy
+                if iy < 0 or iy >= height:
+                    continue
+                for dx in range(kw):
+                    ix = ox * stride - padding + dx
+                    if ix < 0 or ix >= width:
+                        continue
+                    for c in range(channels):
+                        code = np.int32(np.round(x[b, c, iy, ix] * np.float32(127.5) + np.float32(127.5)))
+                        for o in range(n_out):
+                            tap = np.int32(w[dy, dx, c, o])
+                            codes[o] += code * tap
+                            weights[o] += tap
+            for word in range(out.shape[3]):
+                packed = np.uint64(0)
+                for j in range(min(64, n_out - word * 64)):
+                    o = word * 64 + j
+                    value = np.float32(codes[o] / 127.5 - weights[o]) + bias[o]
+                    if np.float64(value) * sign[o] >= bound[o]:
+                        packed |= np.uint64(1) << np.uint64(j)
+                out[b, oy, ox, word] = packed

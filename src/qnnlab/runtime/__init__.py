@@ -58,7 +58,7 @@ class PackedModel:
             self.output_shape(input_shape)
         # the whole MLP in one kernel call at small batches, where inputs are checked to be on the grid
         self.fused = FusedDense.match(self.steps) if input_grid == PIXELS else None
-        self.plan = packed_plan(self.steps)
+        self.plan = packed_plan(self.steps, input_grid == PIXELS)
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of one output for one input of ``shape``, every op's tables checked on the way."""

@@ -5,6 +5,8 @@
   most of its time dispatching a dozen calls, each reading its data cold after other work.
 - ``ConvPoolThreshold``: a binary convolution, its max pooling and the next threshold, at any
   batch, without the int32 and float feature maps between them.
+- ``PixelConvThreshold``: the first convolution on 8-bit pixels, exact from the integer codes (as
+  the MLP's first layer), and the next threshold.
 
 ``packed_plan`` replaces each fusable run of ops; the reference path always runs the ops."""
 
@@ -144,11 +146,52 @@ class ConvPoolThreshold:
         return torch.from_numpy(out.view(np.int64))
 
 
-def packed_plan(steps: list[Any]) -> list[Any]:
-    """The callables the packed path runs: the ops, with fusable runs replaced."""
+class PixelConvThreshold:
+    """real_conv + threshold (nhwc) on the 8-bit pixel grid as one exact kernel call."""
+
+    def __init__(self, conv: runtime_ops.RealConv, threshold: runtime_ops.Threshold) -> None:
+        self.conv = conv
+        self.filters = conv.filters.permute(2, 3, 1, 0).to(torch.int8).contiguous().numpy()  # (kh, kw, C, O)
+        self.bias = _bias(conv, conv.out_channels)
+        self.sign, self.bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[PixelConvThreshold, int] | None:
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if steps[i].kind == "real_conv" and nxt is not None and nxt.kind == "threshold" and nxt.layout == "nhwc":
+            return cls(steps[i], nxt), 2
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels import _kernels
+        from qnnlab.kernels._fused import pixel_conv_threshold
+
+        conv = self.conv
+        kh, kw = conv.kernel
+        batch, _, height, width = x.shape
+        out_h = (height + 2 * conv.padding - kh) // conv.stride + 1
+        out_w = (width + 2 * conv.padding - kw) // conv.stride + 1
+        out = np.empty((batch, out_h, out_w, kernels.words(conv.out_channels)), np.uint64)
+        _kernels()
+        pixel_conv_threshold(
+            x.to(torch.float32).contiguous().numpy(),
+            self.filters,
+            conv.stride,
+            conv.padding,
+            self.bias,
+            self.sign,
+            self.bound,
+            out,
+        )
+        return torch.from_numpy(out.view(np.int64))
+
+
+def packed_plan(steps: list[Any], on_pixel_grid: bool) -> list[Any]:
+    """The callables the packed path runs: the ops, with fusable runs replaced (the first
+    convolution only where inputs are checked to lie on the pixel grid)."""
     plan, i = [], 0
     while i < len(steps):
-        fused = ConvPoolThreshold.match(steps, i)
+        fused = ConvPoolThreshold.match(steps, i) or (PixelConvThreshold.match(steps, i) if on_pixel_grid else None)
         if fused:
             plan.append(fused[0])
             i += fused[1]
