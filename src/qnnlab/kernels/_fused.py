@@ -21,6 +21,15 @@ def _dot(a, b):
     return total
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def _first_layer(centred, w0, offset0, bias0, sign0, bound0, keep):
+    """keep[n]: the threshold of the 8-bit first layer's unit n, the units split across threads."""
+    for n in prange(w0.shape[0]):
+        acc = np.int64(_dot(centred, w0[n]))
+        y = np.float32(acc / 127.5 + offset0[n]) + bias0[n]
+        keep[n] = np.float64(y) * sign0[n] >= bound0[n]
+
+
 @njit(cache=True, nogil=True)
 def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, biases, signs, bounds, scale, shift, out):
     """x (B, K0) float32 on the 8-bit pixel grid; layer 0: +-1 weights w0 (N1, K0) as float32,
@@ -35,16 +44,16 @@ def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, biases, sig
     layers = shapes.shape[0]
     widest = max(n1, shapes[:, 0].max())
     centred = np.empty(k0, dtype=np.float32)
+    keep = np.empty(n1, dtype=np.bool_)
     bits = np.zeros((widest + 63) // 64, dtype=np.uint64)
     following = np.zeros((widest + 63) // 64, dtype=np.uint64)
-    for b in range(batch):  # serial: it serves batches too small to split across threads
+    for b in range(batch):  # the first layer's units are split across threads, the rest is too small to
         for k in range(k0):
             centred[k] = np.round(x[b, k] * np.float32(127.5) + np.float32(127.5)) - np.float32(128)
         bits[:] = 0
+        _first_layer(centred, w0, offset0, bias0, sign0, bound0, keep)
         for n in range(n1):
-            acc = np.int64(_dot(centred, w0[n]))
-            y = np.float32(acc / 127.5 + offset0[n]) + bias0[n]
-            if np.float64(y) * sign0[n] >= bound0[n]:
+            if keep[n]:
                 bits[n // 64] |= np.uint64(1) << np.uint64(n % 64)
         for i in range(layers):
             n_out, k, word_at, value_at = shapes[i, 0], shapes[i, 1], shapes[i, 2], shapes[i, 3]
