@@ -249,7 +249,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
     batches = _int_list(args.batch, "--batch", "1,100")
     _set_threads(args.threads)
-    _print_bench(model.run(args.model, batches, args.repeats), args.json)
+    _print_bench(model.run(args.model, batches, args.repeats, busy=args.busy), args.json)
     return 0
 
 
@@ -404,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="1,100")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, help="threads for both (default: torch's)")
+    p.add_argument("--busy", action="store_true", help="time beside a second process that keeps one core busy")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_bench_model)
 

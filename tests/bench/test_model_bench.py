@@ -48,3 +48,9 @@ def test_onnx_runtime_baselines_compute_the_float_model():
     int8 = torch.from_numpy(runs["ort-int8-static"](x))
     assert (int8.argmax(1) == expected.argmax(1)).float().mean() > 0.8  # int8 of an untrained net: close, not equal
     assert (int8 - expected).abs().max() < 0.5 * expected.abs().max()
+
+
+def test_bench_model_can_time_beside_a_busy_process(capsys):
+    assert main(["bench", "model", "--model", "mlp-small", "--batch", "1", "--repeats", "2", "--busy", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["beside_a_busy_process"] is True and row["qnnlab_ms"] > 0

@@ -7,7 +7,9 @@ baseline; each baseline's own figures are in ``baselines``; ``missing`` says whi
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import multiprocessing
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -32,8 +34,29 @@ def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def busy_core(enabled: bool) -> Iterator[None]:
+    """A second process keeping one core busy while the models are timed: a user's program runs
+    beside other work, where spinning thread pools fighting for the cores can cost 100x."""
+    if not enabled:
+        yield
+        return
+    process = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
+    process.start()
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.join()
+
+
 def run(
-    model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...] = (1, 28, 28)
+    model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...] = (1, 28, 28), busy: bool = False
 ) -> Iterator[dict[str, Any]]:
     from qnnlab.data import ImageData
 
@@ -56,7 +79,7 @@ def run(
         missing = onnx.INSTALL
     for batch in batches:
         x = torch.randint(0, 256, (batch, *shape)).float() / 127.5 - 1
-        with torch.no_grad():
+        with torch.no_grad(), busy_core(busy):
             q_ms, base_ms, ratios = interleaved_ms(
                 lambda: packed(x), {name: lambda m=m: m(x) for name, m in baselines.items()}, repeats
             )
@@ -73,6 +96,7 @@ def run(
                 name: {"ms": round(base_ms[name], 4), "speedup": round(ratios[name], 2)} for name in baselines
             },
             "threads": torch.get_num_threads(),
+            "beside_a_busy_process": busy,
             **({"missing": missing} if missing else {}),
             "packed_bytes": packed_bytes,
             "float32_bytes": float_bytes,
