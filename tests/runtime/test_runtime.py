@@ -161,8 +161,8 @@ def test_bad_files_are_refused(trained, tmp_path):
 @pytest.mark.parametrize(
     "recipe, model, words",
     [
-        ("bwn", "mlp-small", "is not supported"),
-        ("float", "mlp-small", "is not supported"),
+        ("qnn", "mlp-small", "not plain sign weights"),
+        ("dorefa", "mlp-small", "binary weights on real inputs"),
         ("xnor", "cnn", "Conv2d.*is not supported"),
     ],
 )
@@ -306,3 +306,23 @@ def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
     fused = packed(x)
     packed.plan = [step.packed for step in packed.steps]
     assert torch.equal(fused, packed(x))
+
+
+@pytest.mark.parametrize("recipe", ["binaryconnect", "binaryconnect-stochastic", "bwn"])
+def test_real_activation_recipes_run_packed_with_additions_only(recipe, tmp_path):
+    """BinaryConnect and BWN: binary (or scaled binary) weights on real activations run as
+    sign_weight_linear ops; float first/last layers, batch norm and ReLU as float ops."""
+    from qnnlab.run.evaluate import weight_mode
+
+    torch.manual_seed(0)
+    model = build_model(resolve(recipe, {"model": "mlp-small"}), data.ImageData.empty((1, 28, 28), 10)).eval()
+    runtime.export(model, tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
+    packed = runtime.load(tmp_path / "m.qnn")
+    assert "sign_weight_linear" in [op["op"] for op in packed.ops]
+    x = to_unit_range(data.load("fashion-mnist-mini").test_x[:200])
+    with torch.no_grad(), weight_mode(model, "binary"):
+        expected = model(x)
+    got = packed(x)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    assert torch.allclose(got, expected, atol=1e-2, rtol=1e-3)
+    assert torch.allclose(packed.reference(x), expected, atol=1e-2, rtol=1e-3)

@@ -91,7 +91,9 @@ def export_model(
     Supported: sequential nets as the ``bnn`` / ``bnn-shift`` recipes build them: QuantLinear and
     QuantConv2d with sign weights (the first layer with real or 8-bit inputs, the others with sign
     inputs), batch norm (plain or shift-based, eval statistics) feeding a sign or ending the
-    model, MaxPool2d, Flatten. Convolutions need ``input_shape`` (C, H, W).
+    model, MaxPool2d, Flatten; and fully connected nets with real activations as BinaryConnect and
+    BWN build them: QuantLinear with sign or scaled-sign weights on real inputs (additions only),
+    float Linear layers, batch norm as an affine map, ReLU. Convolutions need ``input_shape``.
     """
     if not isinstance(model, nn.Sequential):
         raise ExportError(f"export supports nn.Sequential models; got {type(model).__name__}")
@@ -108,9 +110,21 @@ def export_model(
         if isinstance(m, nn.Flatten):
             if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
                 ops.append({"op": "flatten"})
+        elif isinstance(m, QuantLinear) and not first and not _is_sign(m.input_quantizer):
+            ops.append(_weight_only_op(name, m, tensors))
         elif isinstance(m, (QuantLinear, QuantConv2d)):
             ops.append(_matmul_op(name, m, first, tensors))
             first = False
+        elif type(m) is nn.Linear:
+            tensors[f"{name}.weight"] = m.weight.detach().float().contiguous()
+            op = {"op": "linear", "weight": f"{name}.weight", "layer": name}
+            if m.bias is not None:
+                tensors[f"{name}.bias"] = m.bias.detach().float().clone()
+                op["bias"] = f"{name}.bias"
+            ops.append(op)
+            first = False
+        elif isinstance(m, nn.ReLU):
+            ops.append({"op": "relu", "layer": name})
         elif isinstance(m, nn.MaxPool2d):
             ops.append({"op": "maxpool", "kernel": m.kernel_size, "stride": m.stride, "layer": name})
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
@@ -126,7 +140,7 @@ def export_model(
             ):
                 spatial = math.prod(shapes[name][2:]) if name in shapes else 1
                 ops.append(_threshold(name, m, "flat", tensors, spatial))
-            elif nxt is None:
+            elif nxt is None or isinstance(m, nn.BatchNorm1d):  # the output, or before a real-input layer
                 scale, shift = batchnorm_affine(m)
                 tensors[f"{name}.scale"], tensors[f"{name}.shift"] = scale.float(), shift.float()
                 ops.append({"op": "affine", "scale": f"{name}.scale", "shift": f"{name}.shift", "layer": name})
@@ -135,12 +149,36 @@ def export_model(
         else:
             raise ExportError(
                 f"layer {name} ({type(m).__name__}) is not supported by the packed runtime; "
-                f"it runs binary QuantLinear / QuantConv2d, batch norm, MaxPool2d and Flatten "
-                f"(bnn recipes)"
+                f"it runs binary QuantLinear / QuantConv2d, float Linear, batch norm, ReLU, MaxPool2d and Flatten "
+                f"(bnn, binaryconnect and bwn recipes)"
             )
-    if not ops or ops[-1]["op"] not in ("affine", "binary_linear", "real_linear"):
+    if not ops or ops[-1]["op"] not in ("affine", "binary_linear", "real_linear", "sign_weight_linear", "linear"):
         raise ExportError("the model must end with a linear layer or an output batch norm")
     return ops, tensors
+
+
+def _weight_only_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Real inputs times binary weights, w = alpha_o sign(W) (alpha 1 for plain sign weights)."""
+    q = m.weight_quantizer
+    if q.meta.kind != "binary" or m.input_quantizer.meta.kind != "float":
+        raise ExportError(
+            f"layer {name}: weights {q} on {m.input_quantizer} inputs; the packed runtime runs binary weights "
+            f"on real inputs (BinaryConnect, BWN) or on sign inputs (BNN)"
+        )
+    with torch.no_grad():  # a stochastic quantizer's most probable weights, as the binary evaluation mode uses
+        values = q.deterministic()(m.weight).detach().float()
+    alpha = values.abs().amax(1)
+    if not torch.equal(values, alpha[:, None] * torch.where(values >= 0, 1.0, -1.0)):
+        raise ExportError(f"layer {name}: weights {q} are not one scale per output times a sign")
+    op: dict[str, Any] = {"op": "sign_weight_linear", "weight": f"{name}.weight", "k": m.in_features, "layer": name}
+    tensors[f"{name}.weight"] = kernels.pack(values)
+    if q.meta.scaled:
+        tensors[f"{name}.alpha"] = alpha.contiguous()
+        op["alpha"] = f"{name}.alpha"
+    if m.bias is not None:
+        tensors[f"{name}.bias"] = m.bias.detach().float().clone()
+        op["bias"] = f"{name}.bias"
+    return op
 
 
 def _matmul_op(name: str, m: nn.Module, first: bool, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -197,6 +197,65 @@ class RealLinear(Op):
 
 
 @register
+class SignWeightLinear(Op):
+    """Real inputs (B, K) times binary weights alpha_o sign(W) (packed (N, W)), with additions only
+    (``kernels.sign_weight_matmul``), then the scale per output where the weights have one."""
+
+    kind = "sign_weight_linear"
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        self.weight, self.k = self._tensor(tensors, "weight", torch.int64), self._count("k")
+        self.alpha = self._tensor(tensors, "alpha", torch.float32) if spec.get("alpha") else None
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        _features(self, shape, self.k)
+        n = self.weight.shape[0] if self.weight.dim() == 2 else -1
+        self._fits("weight", self.weight, (n, kernels.words(self.k)))
+        if self.alpha is not None:
+            self._fits("alpha", self.alpha, (n,))
+        self._bias_fits(n)
+        return (n,)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        y = kernels.sign_weight_matmul(x.to(torch.float32), self.weight, self.k)
+        return self._add_bias(y if self.alpha is None else y * self.alpha)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        w = kernels.unpack(self.weight, self.k)
+        y = x.to(torch.float32) @ (w if self.alpha is None else w * self.alpha[:, None]).T
+        return self._add_bias(y)
+
+
+@register
+class Linear(Op):
+    """A float fully connected layer (a first or last layer a recipe keeps in float)."""
+
+    kind = "linear"
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        self.weight = self._tensor(tensors, "weight", torch.float32)
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        k = self.weight.shape[1] if self.weight.dim() == 2 else -1
+        _features(self, shape, k)
+        self._bias_fits(self.weight.shape[0])
+        return (self.weight.shape[0],)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x.to(torch.float32), self.weight, self.bias)
+
+
+@register
+class ReLU(Op):
+    kind = "relu"
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)
+
+
+@register
 class Threshold(Op):
     """Batch norm followed by sign, fused: bit = (y >= t) for channels with a positive batch-norm
     scale, (y <= t) for negative ones, constant where the scale is 0; output packed. Layouts:
