@@ -268,12 +268,7 @@ def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, tmp_path
     """At batch 1 a binary MLP runs as one kernel call; its logits equal the op-by-op path's bit for bit."""
     torch.manual_seed(0)
     model = build_model(resolve("bnn", {"model": model_name}), data.ImageData.empty((1, 28, 28), 10)).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-3, 3)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(-1, 1)
+    _spread_batchnorm(model, (-3, 3), (0.5, 2))
     runtime.export(model, tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
     packed = runtime.load(tmp_path / "m.qnn")
     assert packed.fused is not None
@@ -292,12 +287,7 @@ def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
     model = build_model(
         resolve("bnn", {"model": "cnn", "model_options": {"width": 0.25}}), data.ImageData.empty((1, 28, 28), 10)
     )
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-5, 5)
-                m.running_var.uniform_(10, 100)
-                m.weight.uniform_(-1, 1)
+    _spread_batchnorm(model, (-5, 5), (10, 100))
     runtime.export(model.eval(), tmp_path / "c.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
     packed = runtime.load(tmp_path / "c.qnn")
     assert sum(isinstance(step, runtime.fused.ConvPoolThreshold) for step in packed.plan) == 4
@@ -326,3 +316,13 @@ def test_real_activation_recipes_run_packed_with_additions_only(recipe, tmp_path
     assert torch.equal(got.argmax(1), expected.argmax(1))
     assert torch.allclose(got, expected, atol=1e-2, rtol=1e-3)
     assert torch.allclose(packed.reference(x), expected, atol=1e-2, rtol=1e-3)
+
+
+def _spread_batchnorm(model, means, variances):
+    """Batch-norm statistics as training would leave them, so thresholds lie off zero."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(*means)
+                m.running_var.uniform_(*variances)
+                m.weight.uniform_(-1, 1)

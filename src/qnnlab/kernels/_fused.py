@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from qnnlab.kernels._numba import popcount
+from qnnlab.kernels._numba import conv_popcounts, popcount
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -72,6 +72,19 @@ def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, biases, sig
             bits, following = following, bits
 
 
+@njit(inline="always")
+def pack_threshold(values, sign, bound, out, b, y, x):
+    """out[b, y, x, :] = the channel-packed bits (sign[o] * values[o] >= bound[o]) over o."""
+    n_out = values.shape[0]
+    for word in range(out.shape[3]):
+        packed = np.uint64(0)
+        for j in range(min(64, n_out - word * 64)):
+            o = word * 64 + j
+            if np.float64(values[o]) * sign[o] >= bound[o]:
+                packed |= np.uint64(1) << np.uint64(j)
+        out[b, y, x, word] = packed
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def conv_pool_threshold(x, w_t, channels, stride, padding, pool, bias, sign, bound, out):
     """A binary convolution (as ``_numba.binary_conv_direct``), plus bias, max-pooled over
@@ -79,10 +92,9 @@ def conv_pool_threshold(x, w_t, channels, stride, padding, pool, bias, sign, bou
     channel, written as channel-packed bits out (B, H'', W'', ceil(O / 64)): three ops of the
     packed path without their int32 and float feature maps in between. The values compared are
     the op-by-op path's (integer sums, then float32 with the bias, max, then the float64 test)."""
-    batch, height, width, wc = x.shape
-    kh, kw, _, n_out = w_t.shape
+    n_out = w_t.shape[3]
     out_h, out_w = out.shape[1], out.shape[2]
-    for row in prange(batch * out_h):
+    for row in prange(x.shape[0] * out_h):
         b, py = row // out_h, row % out_h
         acc = np.zeros(n_out, dtype=np.int64)
         best = np.empty(n_out, dtype=np.float32)
@@ -90,33 +102,12 @@ def conv_pool_threshold(x, w_t, channels, stride, padding, pool, bias, sign, bou
             best[:] = np.float32(-3.0e38)  # below any value: a sum of at most 2^31 terms plus a bias
             for qy in range(pool):
                 for qx in range(pool):
-                    oy, ox = py * pool + qy, px * pool + qx
-                    acc[:] = 0
-                    taps = 0
-                    for dy in range(kh):
-                        iy = oy * stride - padding + dy
-                        if iy < 0 or iy >= height:
-                            continue
-                        for dx in range(kw):
-                            ix = ox * stride - padding + dx
-                            if ix < 0 or ix >= width:
-                                continue
-                            taps += 1
-                            for t in range(wc):
-                                xv = x[b, iy, ix, t]
-                                for o in range(n_out):
-                                    acc[o] += popcount(xv ^ w_t[dy, dx, t, o])
+                    taps = conv_popcounts(x, w_t, b, py * pool + qy, px * pool + qx, stride, padding, acc)
                     for o in range(n_out):
                         value = np.float32(taps * channels - 2 * acc[o]) + bias[o]
                         if value > best[o]:
                             best[o] = value
-            for word in range(out.shape[3]):
-                packed = np.uint64(0)
-                for j in range(min(64, n_out - word * 64)):
-                    o = word * 64 + j
-                    if np.float64(best[o]) * sign[o] >= bound[o]:
-                        packed |= np.uint64(1) << np.uint64(j)
-                out[b, py, px, word] = packed
+            pack_threshold(best, sign, bound, out, b, py, px)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -132,6 +123,7 @@ def pixel_conv_threshold(x, w, stride, padding, bias, sign, bound, out):
         b, oy = row // out_h, row % out_h
         codes = np.zeros(n_out, dtype=np.int32)
         weights = np.zeros(n_out, dtype=np.int32)
+        values = np.empty(n_out, dtype=np.float32)
         for ox in range(out_w):
             codes[:] = 0
             weights[:] = 0
@@ -149,11 +141,6 @@ def pixel_conv_threshold(x, w, stride, padding, bias, sign, bound, out):
                             tap = np.int32(w[dy, dx, c, o])
                             codes[o] += code * tap
                             weights[o] += tap
-            for word in range(out.shape[3]):
-                packed = np.uint64(0)
-                for j in range(min(64, n_out - word * 64)):
-                    o = word * 64 + j
-                    value = np.float32(codes[o] / 127.5 - weights[o]) + bias[o]
-                    if np.float64(value) * sign[o] >= bound[o]:
-                        packed |= np.uint64(1) << np.uint64(j)
-                out[b, oy, ox, word] = packed
+            for o in range(n_out):
+                values[o] = np.float32(codes[o] / 127.5 - weights[o]) + bias[o]
+            pack_threshold(values, sign, bound, out, b, oy, ox)

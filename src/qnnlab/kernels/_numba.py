@@ -218,34 +218,42 @@ def launch_pool(n):
     return total
 
 
+@njit(inline="always")
+def conv_popcounts(x, w_t, b, oy, ox, stride, padding, acc):
+    """acc[o] = sum of popcount(x XOR w) over the taps of output (oy, ox) inside the image, for
+    every output channel o (the innermost loop, contiguous, vectorises); returns the tap count."""
+    height, width, wc = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw, n_out = w_t.shape[0], w_t.shape[1], w_t.shape[3]
+    acc[:] = 0
+    taps = 0
+    for dy in range(kh):
+        iy = oy * stride - padding + dy
+        if iy < 0 or iy >= height:
+            continue
+        for dx in range(kw):
+            ix = ox * stride - padding + dx
+            if ix < 0 or ix >= width:
+                continue
+            taps += 1
+            for t in range(wc):
+                xv = x[b, iy, ix, t]
+                for o in range(n_out):
+                    acc[o] += popcount(xv ^ w_t[dy, dx, t, o])
+    return taps
+
+
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def binary_conv_direct(x, w_t, channels, stride, padding, out):
     """Direct binary convolution of channel-packed NHWC bits x (B, H, W, Wc) with filters laid out
     (kh, kw, Wc, O): out[b, oy, ox, o] = sum over the taps inside the image of
     channels - 2 popcount(x XOR w). Taps on the zero padding add nothing, exactly as zero padding
-    of +-1 values does, so no correction is needed and nothing is copied; the innermost loop runs
-    over the output channels, contiguous, so it vectorises (vpopcntq where the CPU has it)."""
-    batch, height, width, wc = x.shape
-    kh, kw, _, n_out = w_t.shape
+    of +-1 values does, so no correction is needed and nothing is copied."""
+    n_out = w_t.shape[3]
     out_h, out_w = out.shape[1], out.shape[2]
-    for row in prange(batch * out_h):
+    for row in prange(x.shape[0] * out_h):
         b, oy = row // out_h, row % out_h
         acc = np.zeros(n_out, dtype=np.int64)
         for ox in range(out_w):
-            acc[:] = 0
-            taps = 0
-            for dy in range(kh):
-                iy = oy * stride - padding + dy
-                if iy < 0 or iy >= height:
-                    continue
-                for dx in range(kw):
-                    ix = ox * stride - padding + dx
-                    if ix < 0 or ix >= width:
-                        continue
-                    taps += 1
-                    for t in range(wc):
-                        xv = x[b, iy, ix, t]
-                        for o in range(n_out):
-                            acc[o] += popcount(xv ^ w_t[dy, dx, t, o])
+            taps = conv_popcounts(x, w_t, b, oy, ox, stride, padding, acc)
             for o in range(n_out):
                 out[b, oy, ox, o] = taps * channels - 2 * acc[o]

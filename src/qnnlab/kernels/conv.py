@@ -41,6 +41,20 @@ def padding_correction(w: torch.Tensor, height: int, width: int, stride: int, pa
     return F.conv2d(mask, signs, stride=stride)[0].round().to(torch.int32)
 
 
+def _check_operands(x_nhwc: torch.Tensor, w_packed: torch.Tensor, channels: int, kernel: tuple[int, int]) -> None:
+    if x_nhwc.dtype != torch.int64 or x_nhwc.dim() != 4 or x_nhwc.shape[-1] != words(channels):
+        raise ValueError(
+            f"input must be channel-packed int64 (B, H, W, {words(channels)}), got {x_nhwc.dtype} {tuple(x_nhwc.shape)}"
+        )
+    kh, kw = kernel
+    wc = words(channels)
+    if w_packed.dtype != torch.int64 or w_packed.dim() != 2 or w_packed.shape[1] != kh * kw * wc:
+        raise ValueError(
+            f"filters must be packed (O, {kh * kw * wc}) for {channels} channels and a "
+            f"{kh}x{kw} kernel, got {tuple(w_packed.shape)}"
+        )
+
+
 def binary_conv2d_nhwc(
     x_nhwc: torch.Tensor,
     w_packed: torch.Tensor,
@@ -55,17 +69,9 @@ def binary_conv2d_nhwc(
     (``padding_correction``) is required when padding > 0."""
     from qnnlab.kernels import ROWS_KERNEL_BYTES, _kernels, _words_view
 
-    if x_nhwc.dtype != torch.int64 or x_nhwc.dim() != 4 or x_nhwc.shape[-1] != words(channels):
-        raise ValueError(
-            f"input must be channel-packed int64 (B, H, W, {words(channels)}), got {x_nhwc.dtype} {tuple(x_nhwc.shape)}"
-        )
+    _check_operands(x_nhwc, w_packed, channels, kernel)
     kh, kw = kernel
     wc = x_nhwc.shape[-1]
-    if w_packed.dtype != torch.int64 or w_packed.dim() != 2 or w_packed.shape[1] != kh * kw * wc:
-        raise ValueError(
-            f"filters must be packed (O, {kh * kw * wc}) for {channels} channels and a "
-            f"{kh}x{kw} kernel, got {tuple(w_packed.shape)}"
-        )
     if padding and correction is None:
         raise ValueError("padding > 0 needs the padding correction (padding_correction)")
     batch = x_nhwc.shape[0]
@@ -114,17 +120,9 @@ def binary_conv2d_direct(
     ``transposed``: ``direct_filters(w_packed, kernel)``, made once by a caller that convolves often."""
     from qnnlab.kernels import _kernels, _words_view
 
-    if x_nhwc.dtype != torch.int64 or x_nhwc.dim() != 4 or x_nhwc.shape[-1] != words(channels):
-        raise ValueError(
-            f"input must be channel-packed int64 (B, H, W, {words(channels)}), got {x_nhwc.dtype} {tuple(x_nhwc.shape)}"
-        )
+    _check_operands(x_nhwc, w_packed, channels, kernel)
     kh, kw = kernel
     wc = x_nhwc.shape[-1]
-    if w_packed.dtype != torch.int64 or w_packed.dim() != 2 or w_packed.shape[1] != kh * kw * wc:
-        raise ValueError(
-            f"filters must be packed (O, {kh * kw * wc}) for {channels} channels and a "
-            f"{kh}x{kw} kernel, got {tuple(w_packed.shape)}"
-        )
     if stride < 1 or padding < 0:
         raise ValueError(f"stride={stride} must be >= 1 and padding={padding} >= 0")
     batch, height, width, _ = x_nhwc.shape

@@ -125,11 +125,8 @@ class ConvPoolThreshold:
         from qnnlab.kernels._fused import conv_pool_threshold
 
         conv = self.conv
-        kh, kw = conv.kernel
-        batch, height, width, _ = x.shape
-        conv_h = (height + 2 * conv.padding - kh) // conv.stride + 1
-        conv_w = (width + 2 * conv.padding - kw) // conv.stride + 1
-        out = np.empty((batch, conv_h // self.pool, conv_w // self.pool, kernels.words(conv.out_channels)), np.uint64)
+        _, conv_h, conv_w = conv.out_shape((conv.channels, x.shape[1], x.shape[2]))
+        out = np.empty((len(x), conv_h // self.pool, conv_w // self.pool, kernels.words(conv.out_channels)), np.uint64)
         _kernels()
         conv_pool_threshold(
             _words_view(x),
@@ -167,11 +164,8 @@ class PixelConvThreshold:
         from qnnlab.kernels._fused import pixel_conv_threshold
 
         conv = self.conv
-        kh, kw = conv.kernel
-        batch, _, height, width = x.shape
-        out_h = (height + 2 * conv.padding - kh) // conv.stride + 1
-        out_w = (width + 2 * conv.padding - kw) // conv.stride + 1
-        out = np.empty((batch, out_h, out_w, kernels.words(conv.out_channels)), np.uint64)
+        _, out_h, out_w = conv.out_shape(tuple(x.shape[1:]))
+        out = np.empty((len(x), out_h, out_w, kernels.words(conv.out_channels)), np.uint64)
         _kernels()
         pixel_conv_threshold(
             x.to(torch.float32).contiguous().numpy(),
