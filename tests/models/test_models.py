@@ -87,3 +87,29 @@ def test_the_xnor_cnn_has_the_papers_block_order():
             assert kinds[i - 2 : i] == ["BatchNorm2d", "Identity"] and m.input_quantizer.name == "xnor_act"
         if kinds[i] == "MaxPool2d":
             assert kinds[i - 1] == "QuantConv2d" and kinds[i + 1] == "BatchNorm2d"
+
+
+@pytest.mark.parametrize(
+    "model, options, rules",
+    [
+        ("mlp", {"widths": [64, 64, 64], "shortcut": True}, []),
+        ("cnn", {"width": 0.125, "shortcut": True}, [{"match": "*shortcut*", "keep": True}]),
+    ],
+)
+def test_bireal_shortcuts_carry_the_real_input_around_each_binary_layer(model, options, rules):
+    from qnnlab.analysis import profile
+    from qnnlab.data import ImageData
+    from qnnlab.models.vision import RealShortcut
+    from qnnlab.nn import QuantConv2d
+    from qnnlab.run import build_model, resolve
+
+    config = resolve("bnn", {"model": model, "model_options": options, "rules": [*resolve("bnn").rules, *rules]})
+    built = build_model(config, ImageData.empty((1, 28, 28), 10))
+    blocks = [m for m in built.modules() if isinstance(m, RealShortcut)]
+    assert blocks and all(not isinstance(m, QuantConv2d) for b in blocks for m in b.shortcut.modules())
+    block = blocks[0]
+    x = torch.randn(2, *([64] if model == "mlp" else [8, 28, 28]))
+    with torch.no_grad():
+        assert torch.allclose(block(x), block.act(block.branch(x) + block.shortcut(x)))
+    assert built(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert profile(built, torch.randn(2, 1, 28, 28)).energy_pj() > 0

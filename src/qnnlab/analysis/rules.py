@@ -17,6 +17,7 @@ from collections.abc import Callable
 from torch import nn
 
 from qnnlab.analysis.kinds import gradient_kind, mac_kind, operand_kind
+from qnnlab.models.vision import RealShortcut
 from qnnlab.nn import DropConnectLinear, ResidualSum, RPReLU, ShiftBatchNorm1d, ShiftBatchNorm2d
 from qnnlab.nn.quantized import QuantizedModule
 from qnnlab.nn.rnn import QuantLSTM, QuantRNNBase
@@ -314,7 +315,7 @@ def avgpool_rule(call: Call, cost: LayerCost) -> None:
         cost.add(BWD_IN, "mul", "fp32", call.in_numel)
 
 
-@rule(nn.Flatten, nn.Identity, nn.Sequential)
+@rule(nn.Flatten, nn.Identity, nn.Sequential, RealShortcut)
 def free_rule(call: Call, cost: LayerCost) -> None:
     """Reshapes and containers cost nothing themselves."""
 

@@ -27,12 +27,15 @@ def mlp(
     output_norm: bool = False,
     dropconnect: float = 0.0,
     dropconnect_layers: str = "classifier",
+    shortcut: bool = False,
 ) -> nn.Module:
     """Fully connected net: input -> widths... -> classes; optional output batch norm (BNN).
 
-    dropconnect > 0 makes the classifier (``dropconnect_layers="classifier"``, as Wan et al. on
-    MNIST) or every layer (``"all"``) a DropConnectLinear with that drop rate, a mask per sample;
-    the masks are drawn, never stored (``qnnlab bench train-step`` measures what they cost).
+    ``shortcut``: each hidden layer after the first, where its width is unchanged, inside a
+    ``RealShortcut`` (Bi-Real Net). dropconnect > 0 makes the classifier
+    (``dropconnect_layers="classifier"``, as Wan et al. on MNIST) or every layer (``"all"``) a
+    DropConnectLinear with that drop rate, a mask per sample; the masks are drawn, never stored
+    (``qnnlab bench train-step`` measures what they cost).
     """
     if dropconnect_layers not in ("classifier", "all"):
         raise ValueError(f"dropconnect_layers={dropconnect_layers!r}; use classifier or all")
@@ -49,6 +52,11 @@ def mlp(
         return nn.Linear(n_in, n_out, bias=bias)
 
     for i, width in enumerate(widths):
+        if shortcut and i > 0 and width == previous:  # Bi-Real Net's real-valued shortcut
+            branch = nn.Sequential(linear(i, previous, width, norm_kind == "none"), norm(norm_kind, width, 1))
+            layers.append(RealShortcut(branch, nn.Identity(), activation(act, width)))
+            previous = width
+            continue
         layers += [linear(i, previous, width, norm_kind == "none"), norm(norm_kind, width, 1), activation(act, width)]
         if dropout:
             layers.append(nn.Dropout(dropout))
@@ -68,21 +76,32 @@ def conv_net(
     act: str = "relu",
     output_norm: bool = False,
     dropout: float = 0.0,
+    shortcut: bool = False,
 ) -> nn.Module:
     """A VGG-style plan: integers are 3x3 conv widths (padding 1), "M" a 2x2 max pool after the
-    previous conv; then fully connected ``hidden`` widths and the classifier."""
+    previous conv; then fully connected ``hidden`` widths and the classifier. ``shortcut``: every
+    convolution after the first inside a ``RealShortcut`` (Bi-Real Net)."""
     channels, height, width = shape
     layers: list[nn.Module] = []
     i = 0
     while i < len(plan):
         out = plan[i]
         assert isinstance(out, int)
-        layers.append(nn.Conv2d(channels, out, 3, padding=1, bias=norm_kind == "none"))
-        if i + 1 < len(plan) and plan[i + 1] == "M":
-            layers.append(nn.MaxPool2d(2))
+        pooled = i + 1 < len(plan) and plan[i + 1] == "M"
+        branch: list[nn.Module] = [nn.Conv2d(channels, out, 3, padding=1, bias=norm_kind == "none")]
+        if pooled:
+            branch.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2
             i += 1
-        layers += [norm(norm_kind, out, 2), activation(act, out)]
+        branch.append(norm(norm_kind, out, 2))
+        if shortcut and layers:
+            layers.append(
+                RealShortcut(
+                    nn.Sequential(*branch), _conv_shortcut(channels, out, pooled, norm_kind), activation(act, out)
+                )
+            )
+        else:
+            layers += [*branch, activation(act, out)]
         channels = out
         i += 1
     layers.append(nn.Flatten())
@@ -152,6 +171,28 @@ def alexnet(
     layers += [nn.AdaptiveAvgPool2d(6), nn.Flatten()]
     layers += classifier(channels * 36, (4096, 4096), classes, norm_kind, act, dropout, output_norm)
     return nn.Sequential(*layers)
+
+
+class RealShortcut(nn.Module):
+    """Bi-Real Net's block (Liu et al. 2018, arXiv 1808.00278): the layer's branch (a binary
+    layer, its pooling and batch norm) plus its real-valued input carried around it, then the
+    activation: the real activations survive each sign. Where the branch changes the size, the
+    shortcut pools (average, as Bi-Real) and where it changes the channels, a 1x1 convolution with
+    batch norm maps them (kept real: a recipe's rules name it ``*shortcut*``)."""
+
+    def __init__(self, branch: nn.Module, shortcut: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.branch, self.shortcut, self.act, self.sum = branch, shortcut, act, ResidualSum()
+
+    def forward(self, x):
+        return self.act(self.sum(self.branch(x), self.shortcut(x)))
+
+
+def _conv_shortcut(cin: int, cout: int, pooled: bool, norm_kind: str) -> nn.Module:
+    parts: list[nn.Module] = [nn.AvgPool2d(2)] if pooled else []
+    if cin != cout:
+        parts += [nn.Conv2d(cin, cout, 1, bias=False), norm(norm_kind, cout, 2)]
+    return nn.Sequential(*parts) if parts else nn.Identity()
 
 
 class BasicBlock(nn.Module):
