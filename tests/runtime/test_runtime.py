@@ -162,7 +162,7 @@ def test_bad_files_are_refused(trained, tmp_path):
     "recipe, model, words",
     [
         ("qnn", "mlp-small", "not plain sign weights"),
-        ("dorefa", "mlp-small", "binary weights on real inputs"),
+        ("qnn-grad6", "mlp-small", "not plain sign weights"),
         ("xnor", "cnn", "Conv2d.*is not supported"),
     ],
 )
@@ -298,17 +298,26 @@ def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
     assert torch.equal(fused, packed(x))
 
 
-@pytest.mark.parametrize("recipe", ["binaryconnect", "binaryconnect-stochastic", "bwn"])
-def test_real_activation_recipes_run_packed_with_additions_only(recipe, tmp_path):
-    """BinaryConnect and BWN: binary (or scaled binary) weights on real activations run as
-    sign_weight_linear ops; float first/last layers, batch norm and ReLU as float ops."""
+@pytest.mark.parametrize(
+    "recipe, product",
+    [
+        ("binaryconnect", "sign_weight_linear"),
+        ("binaryconnect-stochastic", "sign_weight_linear"),
+        ("bwn", "sign_weight_linear"),
+        ("dorefa", "codes_linear"),
+    ],
+)
+def test_binary_weight_recipes_with_real_or_k_bit_activations_run_packed(recipe, product, tmp_path):
+    """BinaryConnect and BWN: binary (or scaled binary) weights on real activations, additions
+    only; DoReFa W1A2: the 2-bit activation codes' bit planes against the packed weights; float
+    first/last layers, batch norm and ReLU as float ops."""
     from qnnlab.run.evaluate import weight_mode
 
     torch.manual_seed(0)
     model = build_model(resolve(recipe, {"model": "mlp-small"}), data.ImageData.empty((1, 28, 28), 10)).eval()
     runtime.export(model, tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
     packed = runtime.load(tmp_path / "m.qnn")
-    assert "sign_weight_linear" in [op["op"] for op in packed.ops]
+    assert product in [op["op"] for op in packed.ops]
     x = to_unit_range(data.load("fashion-mnist-mini").test_x[:200])
     with torch.no_grad(), weight_mode(model, "binary"):
         expected = model(x)

@@ -110,6 +110,8 @@ def export_model(
         if isinstance(m, nn.Flatten):
             if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
                 ops.append({"op": "flatten"})
+        elif isinstance(m, QuantLinear) and not first and _is_grid(m.input_quantizer):
+            ops.append(_weight_only_op(name, m, tensors, m.input_quantizer.meta))
         elif isinstance(m, QuantLinear) and not first and not _is_sign(m.input_quantizer):
             ops.append(_weight_only_op(name, m, tensors))
         elif isinstance(m, (QuantLinear, QuantConv2d)):
@@ -157,10 +159,17 @@ def export_model(
     return ops, tensors
 
 
-def _weight_only_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Real inputs times binary weights, w = alpha_o sign(W) (alpha 1 for plain sign weights)."""
+def _is_grid(q: Any) -> bool:
+    """Inputs on an unsigned k-bit grid over [lo, hi] (DoReFa's activations)."""
+    meta = q.meta
+    return meta.kind == "int" and meta.grid is not None and not meta.signed and not meta.stochastic
+
+
+def _weight_only_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor], grid: Any = None) -> dict[str, Any]:
+    """Binary weights w = alpha_o sign(W) (alpha 1 for plain sign weights) times real inputs
+    (sign_weight_linear), or times inputs on a k-bit grid (codes_linear: bit-serial)."""
     q = m.weight_quantizer
-    if q.meta.kind != "binary" or m.input_quantizer.meta.kind != "float":
+    if q.meta.kind != "binary" or (grid is None and m.input_quantizer.meta.kind != "float"):
         raise ExportError(
             f"layer {name}: weights {q} on {m.input_quantizer} inputs; the packed runtime runs binary weights "
             f"on real inputs (BinaryConnect, BWN) or on sign inputs (BNN)"
@@ -171,6 +180,10 @@ def _weight_only_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor])
     if not torch.equal(values, alpha[:, None] * torch.where(values >= 0, 1.0, -1.0)):
         raise ExportError(f"layer {name}: weights {q} are not one scale per output times a sign")
     op: dict[str, Any] = {"op": "sign_weight_linear", "weight": f"{name}.weight", "k": m.in_features, "layer": name}
+    if grid is not None:
+        op.update(op="codes_linear", bits=grid.bits, lo=grid.grid[0], hi=grid.grid[1])
+        tensors[f"{name}.weight_sum"] = torch.where(values >= 0, 1.0, -1.0).sum(1).double()
+        op["weight_sum"] = f"{name}.weight_sum"
     tensors[f"{name}.weight"] = kernels.pack(values)
     if q.meta.scaled:
         tensors[f"{name}.alpha"] = alpha.contiguous()

@@ -228,6 +228,43 @@ class SignWeightLinear(Op):
 
 
 @register
+class CodesLinear(SignWeightLinear):
+    """Inputs on an unsigned k-bit grid, x = lo + (hi - lo) c / (2^k - 1) for codes c (DoReFa's
+    activations), times binary weights alpha_o sign(W): the codes' bit planes against the packed
+    weights, sum_i 2^i (c_i . s) as AND-popcounts (``kernels.bitplane_matmul``), exact in integers,
+    then y = alpha (lo sum(s) + (hi - lo) / (2^k - 1) c . s)."""
+
+    kind = "codes_linear"
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        self.bits = self._count("bits")
+        self.lo, self.hi = spec.get("lo"), spec.get("hi")
+        if not all(isinstance(v, (int, float)) for v in (self.lo, self.hi)) or not self.lo < self.hi:
+            raise ValueError(f"codes_linear op of layer {self.layer}: grid [{self.lo}, {self.hi}] is malformed")
+        self.weight_sum = self._tensor(tensors, "weight_sum", torch.float64)
+        self.levels = 2**self.bits - 1
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        n = super().out_shape(shape)
+        self._fits("weight_sum", self.weight_sum, n)
+        return n
+
+    def _codes(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x.to(torch.float32).clamp(self.lo, self.hi) - self.lo) * (self.levels / (self.hi - self.lo))).round()
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        sums = kernels.bitplane_matmul(self._codes(x).to(torch.int64), self.weight, self.k, self.bits)
+        y = self.lo * self.weight_sum + (self.hi - self.lo) / self.levels * sums.to(torch.float64)
+        y = y.to(torch.float32)
+        return self._add_bias(y if self.alpha is None else y * self.alpha)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        values = self.lo + (self.hi - self.lo) * self._codes(x) / self.levels
+        return super().reference(values)
+
+
+@register
 class Linear(Op):
     """A float fully connected layer (a first or last layer a recipe keeps in float)."""
 
