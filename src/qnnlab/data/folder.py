@@ -53,7 +53,7 @@ class LazyImages:
         try:
             from PIL import Image, UnidentifiedImageError
         except ImportError:
-            raise DatasetError("image folders are decoded with Pillow: pip install pillow") from None
+            raise DatasetError("image folders are decoded with Pillow: pip install 'qnnlab[imagefolder]'") from None
 
         try:
             with Image.open(path) as image:
