@@ -161,8 +161,8 @@ def test_bad_files_are_refused(trained, tmp_path):
 @pytest.mark.parametrize(
     "recipe, model, words",
     [
-        ("qnn", "mlp-small", "not plain sign weights"),
-        ("qnn-grad6", "mlp-small", "not plain sign weights"),
+        ("lowprec2014", "mlp-small", "not plain sign weights"),
+        ("xnor", "mlp-small", "is not supported|not a k-bit grid|binary weights"),
         ("xnor", "cnn", "Conv2d.*is not supported"),
     ],
 )
@@ -309,7 +309,8 @@ def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
 )
 def test_binary_weight_recipes_with_real_or_k_bit_activations_run_packed(recipe, product, tmp_path):
     """BinaryConnect and BWN: binary (or scaled binary) weights on real activations, additions
-    only; DoReFa W1A2: the 2-bit activation codes' bit planes against the packed weights; float
+    only; DoReFa W1A2: the 2-bit activation codes' bit planes against the packed weights; QNN:
+    2-bit weights and inputs (8-bit pixels first), bit-serial; float
     first/last layers, batch norm and ReLU as float ops."""
     from qnnlab.run.evaluate import weight_mode
 

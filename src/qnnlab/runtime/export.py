@@ -110,6 +110,9 @@ def export_model(
         if isinstance(m, nn.Flatten):
             if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
                 ops.append({"op": "flatten"})
+        elif isinstance(m, QuantLinear) and m.weight_quantizer.meta.kind == "int":
+            ops.append(_grid_op(name, m, tensors))
+            first = False
         elif isinstance(m, QuantLinear) and not first and _is_grid(m.input_quantizer):
             ops.append(_weight_only_op(name, m, tensors, m.input_quantizer.meta))
         elif isinstance(m, QuantLinear) and not first and not _is_sign(m.input_quantizer):
@@ -188,6 +191,43 @@ def _weight_only_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor],
     if q.meta.scaled:
         tensors[f"{name}.alpha"] = alpha.contiguous()
         op["alpha"] = f"{name}.alpha"
+    if m.bias is not None:
+        tensors[f"{name}.bias"] = m.bias.detach().float().clone()
+        op["bias"] = f"{name}.bias"
+    return op
+
+
+def _input_grid(name: str, q: Any) -> dict[str, Any]:
+    """How a k-bit input quantizer maps x to codes u (the runtime repeats its arithmetic): affine,
+    u = round(clip((x - lo) / (hi - lo), 0, 1) levels), x_q = lo + (hi - lo) u / levels; or
+    symmetric, u = round(clip(x / r, -1, 1) n) + n, x_q = (u - n) r / n."""
+    meta = q.meta
+    if meta.kind == "int" and meta.grid is not None and not meta.signed and not meta.stochastic:
+        return {"kind": "affine", "lo": meta.grid[0], "hi": meta.grid[1], "levels": 2**meta.bits - 1, "bits": meta.bits}
+    if meta.kind == "int" and meta.signed and not meta.stochastic and "range" in q.config:
+        return {"kind": "symmetric", "range": q.config["range"], "n": 2 ** (meta.bits - 1) - 1, "bits": meta.bits}
+    raise ExportError(f"layer {name}: input quantizer {q} is not a k-bit grid the packed runtime runs")
+
+
+def _grid_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """k-bit weights on an affine grid times k-bit inputs (QNN): codes of both, bit-serial."""
+    with torch.no_grad():
+        values = m.weight_quantizer.deterministic()(m.weight).detach().double()
+    levels = torch.unique(values)
+    step = float((levels[1:] - levels[:-1]).min()) if len(levels) > 1 else 1.0
+    codes = torch.round((values - levels[0]) / step)
+    if not torch.allclose(levels[0] + step * codes, values, rtol=0, atol=1e-6) or codes.max() > 255:
+        raise ExportError(f"layer {name}: weights {m.weight_quantizer} do not lie on an affine grid of <= 256 levels")
+    tensors[f"{name}.codes"] = codes.to(torch.uint8)
+    op: dict[str, Any] = {
+        "op": "grid_linear",
+        "codes": f"{name}.codes",
+        "w_lo": float(levels[0]),
+        "w_step": step,
+        "w_bits": max(1, int(codes.max()).bit_length()),
+        "input": _input_grid(name, m.input_quantizer),
+        "layer": name,
+    }
     if m.bias is not None:
         tensors[f"{name}.bias"] = m.bias.detach().float().clone()
         op["bias"] = f"{name}.bias"

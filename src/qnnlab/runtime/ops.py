@@ -265,6 +265,67 @@ class CodesLinear(SignWeightLinear):
 
 
 @register
+class GridLinear(Op):
+    """k-bit inputs times k-bit weights, both on affine grids (QNN): x = a_lo + a_step u and
+    w = w_lo + w_step d for integer codes, so x . w = K a_lo w_lo + a_lo w_step sum(d) +
+    w_lo a_step sum(u) + a_step w_step (u . d), the last by bit-serial AND-popcounts
+    (``kernels.bitserial_matmul``). The input codes follow the layer's quantizer (affine or
+    symmetric, see ``runtime.export``)."""
+
+    kind = "grid_linear"
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        self.codes = self._tensor(tensors, "codes", torch.uint8)
+        self.w_bits = self._count("w_bits")
+        grid = spec.get("input")
+        numbers = ("w_lo", "w_step")
+        if not all(isinstance(spec.get(k), (int, float)) for k in numbers) or not isinstance(grid, dict):
+            raise ValueError(f"grid_linear op of layer {self.layer}: malformed grid {[spec.get(k) for k in numbers]}")
+        self.w_lo, self.w_step, self.grid = float(spec["w_lo"]), float(spec["w_step"]), grid
+        if grid.get("kind") == "affine" and all(isinstance(grid.get(k), (int, float)) for k in ("lo", "hi", "levels")):
+            self.a_lo, self.a_step = float(grid["lo"]), (grid["hi"] - grid["lo"]) / grid["levels"]
+        elif grid.get("kind") == "symmetric" and all(isinstance(grid.get(k), (int, float)) for k in ("range", "n")):
+            self.a_lo, self.a_step = -float(grid["range"]), grid["range"] / grid["n"]
+        else:
+            raise ValueError(f"grid_linear op of layer {self.layer}: unknown input grid {grid!r}")
+        if type(grid.get("bits")) is not int or not 1 <= grid["bits"] <= 16:
+            raise ValueError(f"grid_linear op of layer {self.layer}: input bits {grid.get('bits')!r}")
+        self.code_sums = self.codes.to(torch.float64).sum(1) if self.codes.dim() == 2 else None
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, k = self.codes.shape if self.codes.dim() == 2 else (-1, -1)
+        _features(self, shape, k)
+        if self.codes.numel() and int(self.codes.max()) >= 2**self.w_bits:
+            raise ValueError(f"grid_linear op of layer {self.layer}: weight codes exceed {self.w_bits} bits")
+        self._bias_fits(n)
+        return (n,)
+
+    def _input_codes(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.grid
+        if g["kind"] == "affine":
+            return torch.round(((x - g["lo"]) / (g["hi"] - g["lo"])).clamp(0, 1) * g["levels"])
+        return torch.round((x / g["range"]).clamp(-1, 1) * g["n"]) + g["n"]
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        u = self._input_codes(x.to(torch.float32))
+        ud = kernels.bitserial_matmul(u.to(torch.int64), self.codes.to(torch.int64), self.grid["bits"], self.w_bits)
+        k = self.codes.shape[1]
+        y = (
+            k * self.a_lo * self.w_lo
+            + self.a_lo * self.w_step * self.code_sums
+            + self.w_lo * self.a_step * u.to(torch.float64).sum(1, keepdim=True)
+            + self.a_step * self.w_step * ud.to(torch.float64)
+        )
+        return self._add_bias(y.to(torch.float32))
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        values = self.a_lo + self.a_step * self._input_codes(x.to(torch.float32))
+        weights = self.w_lo + self.w_step * self.codes.to(torch.float32)
+        return self._add_bias(values @ weights.T)
+
+
+@register
 class Linear(Op):
     """A float fully connected layer (a first or last layer a recipe keeps in float)."""
 
