@@ -162,7 +162,7 @@ def test_bad_files_are_refused(trained, tmp_path):
     "recipe, model, words",
     [
         ("lowprec2014", "mlp-small", "not plain sign weights"),
-        ("xnor", "mlp-small", "is not supported|not a k-bit grid|binary weights"),
+        ("fewmult-ternary", "mlp-small", "not plain sign weights|affine grid|binary weights"),
         ("xnor", "cnn", "Conv2d.*is not supported"),
     ],
 )
@@ -310,7 +310,8 @@ def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
 def test_binary_weight_recipes_with_real_or_k_bit_activations_run_packed(recipe, product, tmp_path):
     """BinaryConnect and BWN: binary (or scaled binary) weights on real activations, additions
     only; DoReFa W1A2: the 2-bit activation codes' bit planes against the packed weights; QNN:
-    2-bit weights and inputs (8-bit pixels first), bit-serial; float
+    2-bit weights and inputs (8-bit pixels first), bit-serial; XNOR-Net: the input signs with their
+    scale K per sample; float
     first/last layers, batch norm and ReLU as float ops."""
     from qnnlab.run.evaluate import weight_mode
 

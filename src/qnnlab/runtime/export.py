@@ -110,6 +110,9 @@ def export_model(
         if isinstance(m, nn.Flatten):
             if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
                 ops.append({"op": "flatten"})
+        elif isinstance(m, QuantLinear) and m.input_quantizer.meta.output_scale:
+            ops.append(_xnor_op(name, m, tensors))
+            first = False
         elif isinstance(m, QuantLinear) and m.weight_quantizer.meta.kind == "int":
             ops.append(_grid_op(name, m, tensors))
             first = False
@@ -168,11 +171,14 @@ def _is_grid(q: Any) -> bool:
     return meta.kind == "int" and meta.grid is not None and not meta.signed and not meta.stochastic
 
 
-def _weight_only_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor], grid: Any = None) -> dict[str, Any]:
+def _weight_only_op(
+    name: str, m: QuantLinear, tensors: dict[str, torch.Tensor], grid: Any = None, xnor: bool = False
+) -> dict[str, Any]:
     """Binary weights w = alpha_o sign(W) (alpha 1 for plain sign weights) times real inputs
-    (sign_weight_linear), or times inputs on a k-bit grid (codes_linear: bit-serial)."""
+    (sign_weight_linear), inputs on a k-bit grid (codes_linear: bit-serial) or XNOR-Net's scaled
+    signs of the inputs (xnor_linear)."""
     q = m.weight_quantizer
-    if q.meta.kind != "binary" or (grid is None and m.input_quantizer.meta.kind != "float"):
+    if q.meta.kind != "binary" or (grid is None and not xnor and m.input_quantizer.meta.kind != "float"):
         raise ExportError(
             f"layer {name}: weights {q} on {m.input_quantizer} inputs; the packed runtime runs binary weights "
             f"on real inputs (BinaryConnect, BWN) or on sign inputs (BNN)"
@@ -194,6 +200,14 @@ def _weight_only_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor],
     if m.bias is not None:
         tensors[f"{name}.bias"] = m.bias.detach().float().clone()
         op["bias"] = f"{name}.bias"
+    return op
+
+
+def _xnor_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """XNOR-Net's fully connected layer: sign(x) against alpha_o sign(W) by popcounts, times the
+    input's scale K = mean |x| per sample, computed from x at run time as the layer does."""
+    op = _weight_only_op(name, m, tensors, xnor=True)
+    op["op"] = "xnor_linear"
     return op
 
 

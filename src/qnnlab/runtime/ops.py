@@ -228,6 +228,27 @@ class SignWeightLinear(Op):
 
 
 @register
+class XnorLinear(SignWeightLinear):
+    """XNOR-Net's fully connected layer: y = K alpha_o (sign(x) . sign(W)) with K = mean |x| per
+    sample, the product by popcounts on the packed signs (``kernels.binary_matmul``)."""
+
+    kind = "xnor_linear"
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
+        scale = x.abs().mean(1, keepdim=True)
+        y = kernels.binary_matmul(kernels.pack(x), self.weight, self.k).to(torch.float32) * scale
+        return self._add_bias(y if self.alpha is None else y * self.alpha)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
+        signs = torch.where(x >= 0, 1.0, -1.0)
+        w = kernels.unpack(self.weight, self.k)
+        y = (signs @ (w if self.alpha is None else w * self.alpha[:, None]).T) * x.abs().mean(1, keepdim=True)
+        return self._add_bias(y)
+
+
+@register
 class CodesLinear(SignWeightLinear):
     """Inputs on an unsigned k-bit grid, x = lo + (hi - lo) c / (2^k - 1) for codes c (DoReFa's
     activations), times binary weights alpha_o sign(W): the codes' bit planes against the packed
