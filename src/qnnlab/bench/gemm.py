@@ -1,7 +1,10 @@
-"""Packed binary kernels against torch float32 on the same thread count, operands prepared
-(packed or float) before timing, medians of paired repeats.
+"""Packed binary kernels against torch float32 and torch's int8 GEMM (``torch._int_mm``) on the
+same thread count, operands prepared (packed, float or int8) before timing, timed in interleaved
+rounds (medians); each row names the CPU.
 
-gemm N: binary_matmul of packed (N, N) by (N, N) against torch.matmul of float32 (N, N) matrices.
+gemm N: binary_matmul of packed (N, N) by (N, N) against float32 and int8 (N, N) products, and
+the share of the machine's binary multiply-accumulate rate it reaches (``popcount_bound``: XOR +
+popcount + add measured on an L1-resident buffer on the same threads).
 gemv K: one packed row against a (K, K) packed weight matrix (weights larger than the last-level
 cache in float32: 1 GiB at K = 16384) against a float32 matrix-vector product; and a real-valued
 row against the same +-1 weights (BinaryConnect inference, additions only).
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 
 from qnnlab import kernels
-from qnnlab.timing import paired_ms
+from qnnlab.timing import cpu_name, interleaved_ms, paired_ms
 
 
 def _pm1(*shape: int) -> torch.Tensor:
@@ -36,18 +39,53 @@ def _row(name: str, shape: str, candidate, baseline, repeats: int) -> dict[str, 
     }
 
 
+def popcount_bound() -> float:
+    """Binary multiply-accumulates per second this machine does on torch's thread count."""
+    import time
+
+    from qnnlab.kernels import _kernels
+
+    numba_kernels = _kernels()
+    words = np.random.default_rng(0).integers(0, 2**63, 2049, dtype=np.int64).view(np.uint64)  # 16 KiB
+    threads = torch.get_num_threads()
+    out = np.zeros(threads, dtype=np.uint64)
+    numba_kernels.popcount_rate(words, 2, out)
+    rounds = 4000
+    start = time.perf_counter()
+    numba_kernels.popcount_rate(words, rounds, out)
+    return threads * rounds * (len(words) - 1) * 64 / (time.perf_counter() - start)
+
+
+def _gemm_row(n: int, repeats: int, bound: float) -> dict[str, Any]:
+    a, b = _pm1(n, n), _pm1(n, n)
+    pa, pb = kernels.pack(a), kernels.pack(b)
+    a8, b8t = a.to(torch.int8), b.to(torch.int8).T.contiguous()
+    baselines = {"torch-float32": lambda: torch.matmul(a, b.T), "torch-int8": lambda: torch._int_mm(a8, b8t)}
+    try:
+        torch._int_mm(a8, b8t)
+    except (AttributeError, RuntimeError):  # torch's int8 GEMM wants sizes above 16 and multiples of 8
+        del baselines["torch-int8"]
+    q_ms, base_ms, ratios = interleaved_ms(lambda: kernels.binary_matmul(pa, pb, n), baselines, repeats)
+    strongest = min(base_ms, key=base_ms.get)
+    return {
+        "name": "binary_gemm",
+        "shape": f"{n}x{n}x{n}",
+        "cpu": cpu_name(),
+        "qnnlab_ms": round(q_ms, 4),
+        "baseline": strongest,
+        "baseline_ms": round(base_ms[strongest], 4),
+        "speedup": round(ratios[strongest], 2),
+        "baselines": {name: {"ms": round(base_ms[name], 4), "speedup": round(ratios[name], 2)} for name in base_ms},
+        "share_of_popcount_bound": round(n**3 / (q_ms / 1e3) / bound, 3),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def run(sizes: list[int], repeats: int = 7, gemv: int = 16384, bitserial: int = 4096) -> Iterator[dict[str, Any]]:
     torch.manual_seed(0)
+    bound = popcount_bound()
     for n in sizes:
-        a, b = _pm1(n, n), _pm1(n, n)
-        pa, pb = kernels.pack(a), kernels.pack(b)
-        yield _row(
-            "binary_gemm",
-            f"{n}x{n}x{n}",
-            lambda: kernels.binary_matmul(pa, pb, n),
-            lambda: torch.matmul(a, b.T),
-            repeats,
-        )
+        yield _gemm_row(n, repeats, bound)
     if gemv:
         w = _pm1(gemv, gemv)
         x = _pm1(1, gemv)
