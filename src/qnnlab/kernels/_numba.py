@@ -257,15 +257,3 @@ def binary_conv_direct(x, w_t, channels, stride, padding, out):
             taps = conv_popcounts(x, w_t, b, oy, ox, stride, padding, acc)
             for o in range(n_out):
                 out[b, oy, ox, o] = taps * channels - 2 * acc[o]
-
-
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def popcount_rate(words, rounds, out):
-    """Binary multiply-accumulates the machine does, measured: XOR + popcount + add over an
-    L1-resident buffer, 64 per word; out[t] collects thread t's total so nothing is optimised away."""
-    for t in prange(out.shape[0]):
-        total = np.uint64(0)
-        for _ in range(rounds):
-            for i in range(words.shape[0] - 1):
-                total += popcount(words[i] ^ words[i + 1])
-        out[t] = total
