@@ -162,7 +162,6 @@ def test_bad_files_are_refused(trained, tmp_path):
     "recipe, model, words",
     [
         ("lowprec2014", "mlp-small", "not plain sign weights"),
-        ("fewmult-ternary", "mlp-small", "not plain sign weights|affine grid|binary weights"),
         ("xnor", "cnn", "Conv2d.*is not supported"),
     ],
 )
@@ -311,7 +310,7 @@ def test_binary_weight_recipes_with_real_or_k_bit_activations_run_packed(recipe,
     """BinaryConnect and BWN: binary (or scaled binary) weights on real activations, additions
     only; DoReFa W1A2: the 2-bit activation codes' bit planes against the packed weights; QNN:
     2-bit weights and inputs (8-bit pixels first), bit-serial; XNOR-Net: the input signs with their
-    scale K per sample; float
+    scale K per sample; ternary weights (TernaryConnect) as two planes; float
     first/last layers, batch norm and ReLU as float ops."""
     from qnnlab.run.evaluate import weight_mode
 

@@ -110,6 +110,9 @@ def export_model(
         if isinstance(m, nn.Flatten):
             if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
                 ops.append({"op": "flatten"})
+        elif isinstance(m, QuantLinear) and m.weight_quantizer.meta.kind == "ternary":
+            ops.append(_ternary_op(name, m, tensors))
+            first = False
         elif isinstance(m, QuantLinear) and m.input_quantizer.meta.output_scale:
             ops.append(_xnor_op(name, m, tensors))
             first = False
@@ -197,6 +200,33 @@ def _weight_only_op(
     if q.meta.scaled:
         tensors[f"{name}.alpha"] = alpha.contiguous()
         op["alpha"] = f"{name}.alpha"
+    if m.bias is not None:
+        tensors[f"{name}.bias"] = m.bias.detach().float().clone()
+        op["bias"] = f"{name}.bias"
+    return op
+
+
+def _ternary_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Ternary weights alpha_o t, t in {-1, 0, +1} (TWN, TernaryConnect), on real inputs: the +1 and
+    -1 positions as two packed planes, x . t = sum of x over the first minus over the second."""
+    if m.input_quantizer.meta.kind != "float":
+        raise ExportError(f"layer {name}: ternary weights on {m.input_quantizer} inputs; the runtime takes real inputs")
+    with torch.no_grad():  # a stochastic quantizer's most probable weights
+        values = m.weight_quantizer.deterministic()(m.weight).detach().float()
+    alpha = values.abs().amax(1)
+    t = torch.sign(values)
+    if not torch.equal(values, alpha[:, None] * t):
+        raise ExportError(f"layer {name}: weights {m.weight_quantizer} are not one scale per output times -1, 0, +1")
+    tensors[f"{name}.plus"], tensors[f"{name}.minus"] = kernels.pack(t > 0), kernels.pack(t < 0)
+    tensors[f"{name}.alpha"] = alpha.contiguous()
+    op: dict[str, Any] = {
+        "op": "ternary_linear",
+        "plus": f"{name}.plus",
+        "minus": f"{name}.minus",
+        "alpha": f"{name}.alpha",
+        "k": m.in_features,
+        "layer": name,
+    }
     if m.bias is not None:
         tensors[f"{name}.bias"] = m.bias.detach().float().clone()
         op["bias"] = f"{name}.bias"

@@ -228,6 +228,39 @@ class SignWeightLinear(Op):
 
 
 @register
+class TernaryLinear(Op):
+    """Real inputs (B, K) times ternary weights alpha_o t (t in {-1, 0, +1}) stored as two packed
+    planes, where t = +1 and where t = -1: x . t = (s(x, plus) - s(x, minus)) / 2 with s the
+    additions-only sign product (``kernels.sign_weight_matmul``: sum over set bits minus the rest)."""
+
+    kind = "ternary_linear"
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        self.k = self._count("k")
+        self.plus, self.minus = self._tensor(tensors, "plus", torch.int64), self._tensor(tensors, "minus", torch.int64)
+        self.alpha = self._tensor(tensors, "alpha", torch.float32)
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        _features(self, shape, self.k)
+        n = self.plus.shape[0] if self.plus.dim() == 2 else -1
+        for what, plane in (("plus", self.plus), ("minus", self.minus)):
+            self._fits(what, plane, (n, kernels.words(self.k)))
+        self._fits("alpha", self.alpha, (n,))
+        self._bias_fits(n)
+        return (n,)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
+        t = kernels.sign_weight_matmul(x, self.plus, self.k) - kernels.sign_weight_matmul(x, self.minus, self.k)
+        return self._add_bias(t * (self.alpha / 2))
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        t = (kernels.unpack(self.plus, self.k) - kernels.unpack(self.minus, self.k)) / 2
+        return self._add_bias(x.to(torch.float32) @ (t * self.alpha[:, None]).T)
+
+
+@register
 class XnorLinear(SignWeightLinear):
     """XNOR-Net's fully connected layer: y = K alpha_o (sign(x) . sign(W)) with K = mean |x| per
     sample, the product by popcounts on the packed signs (``kernels.binary_matmul``)."""
