@@ -223,3 +223,20 @@ def test_rprelu_shifts_and_slopes_each_channel():
     assert layer(torch.randn(2, 3)).shape == (2, 3)
     layer(x).sum().backward()
     assert layer.gamma.grad is not None and layer.zeta.grad is not None
+
+
+def test_dropconnect_moment_matching_draws_the_masked_sums_gaussian():
+    torch.manual_seed(0)
+    layer = DropConnectLinear(16, 3, p=0.5, inference="moments").eval()
+    x = torch.randn(1, 16).expand(20000, 16)
+    with torch.no_grad():
+        y = layer(x)
+        mean = F.linear(x[:1], layer.weight, layer.bias)[0]
+        std = F.linear(x[:1] ** 2, layer.weight**2)[0].sqrt()  # p / (1 - p) = 1
+    assert torch.allclose(y.mean(0), mean, atol=4 * float(std.max()) / 141) and torch.allclose(y.std(0), std, rtol=0.05)
+    with torch.no_grad():  # the masks' own moments, drawn by the training path
+        layer.train()
+        masked = torch.stack([layer(x[:1].expand(4000, 16)) for _ in range(3)]).reshape(-1, 3)
+    assert torch.allclose(masked.std(0), std, rtol=0.1)
+    with pytest.raises(ValueError, match="inference='median'"):
+        DropConnectLinear(2, 2, inference="median")

@@ -18,6 +18,7 @@ PAPER_RECIPES = {
     "dropconnect-all",
     "bnn-activations-first",
     "lowprec2014-forward",
+    "dropconnect-moments",
     "bnn",
     "bnn-shift",
     "qnn",

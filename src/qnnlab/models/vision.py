@@ -27,6 +27,7 @@ def mlp(
     output_norm: bool = False,
     dropconnect: float = 0.0,
     dropconnect_layers: str = "classifier",
+    dropconnect_inference: str = "mean",
     shortcut: bool = False,
 ) -> nn.Module:
     """Fully connected net: input -> widths... -> classes; optional output batch norm (BNN).
@@ -35,7 +36,8 @@ def mlp(
     ``RealShortcut`` (Bi-Real Net). dropconnect > 0 makes the classifier
     (``dropconnect_layers="classifier"``, as Wan et al. on MNIST) or every layer (``"all"``) a
     DropConnectLinear with that drop rate, a mask per sample; the masks are drawn, never stored
-    (``qnnlab bench train-step`` measures what they cost).
+    (``qnnlab bench train-step`` measures what they cost); ``dropconnect_inference``: mean or
+    moments (Wan et al.'s moment matching, see ``DropConnectLinear``).
     """
     if dropconnect_layers not in ("classifier", "all"):
         raise ValueError(f"dropconnect_layers={dropconnect_layers!r}; use classifier or all")
@@ -48,7 +50,7 @@ def mlp(
 
     def linear(i: int, n_in: int, n_out: int, bias: bool) -> nn.Module:
         if dropconnect and (i == len(widths) or dropconnect_layers == "all"):
-            return DropConnectLinear(n_in, n_out, bias, p=dropconnect)
+            return DropConnectLinear(n_in, n_out, bias, p=dropconnect, inference=dropconnect_inference)
         return nn.Linear(n_in, n_out, bias=bias)
 
     for i, width in enumerate(widths):

@@ -109,7 +109,7 @@ def _quantized_copy(name: str, m: nn.Module, settings: dict[str, Any]) -> nn.Mod
         if "state" in settings:
             raise ValueError(f"layer {name}: 'state' quantizers apply to LSTM and GRU layers only")
         if isinstance(m, DropConnectLinear):
-            new = DropConnectLinear(m.in_features, m.out_features, m.bias is not None, m.p, **q)
+            new = DropConnectLinear(m.in_features, m.out_features, m.bias is not None, m.p, m.inference, **q)
         elif isinstance(m, nn.Linear):
             new = QuantLinear(m.in_features, m.out_features, m.bias is not None, **q)
         else:

@@ -61,28 +61,47 @@ class DropConnectLinear(QuantLinear):
     """DropConnect: each sample sees its own random mask on the weights, y_b = (M_b * W) x_b.
 
     Masks keep each weight with probability 1 - p and scale kept weights by 1/(1 - p), so
-    evaluation uses W itself (the mean network; Wan et al. also describe a Gaussian moment-matching
-    inference, not implemented here). On the CPU the masks are never stored: the kernels of
-    ``qnnlab.kernels.masks`` draw each sample's mask from a seed in the forward product and again
-    in both backward products, so memory stays that of a plain layer and the cost is about three
-    unblocked products. Elsewhere the masked weights are materialised in chunks of samples.
+    evaluation uses W itself (``inference="mean"``, the mean network) or, as Wan et al. infer,
+    matches the moments of the masked sum (``inference="moments"``): u ~ N(W x, p / (1 - p)
+    (W * W)(x * x)), one draw per call, so the evaluation mode ``ensemble:N`` averages the
+    softmax over N draws (the paper's averaged activations, exact for the classifier). In
+    training on the CPU the masks are never stored: the kernels of ``qnnlab.kernels.masks`` draw
+    each sample's mask from a seed in the forward product and again in both backward products, so
+    memory stays that of a plain layer and the cost is about three unblocked products. Elsewhere
+    the masked weights are materialised in chunks of samples.
     Wan et al. 2013, ICML, "Regularization of Neural Networks using DropConnect".
     """
 
     chunk_elements = 1 << 24  # masked weight elements materialised at once (off the CPU)
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, p: float = 0.5, **quantizers: QuantSpec
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        p: float = 0.5,
+        inference: str = "mean",
+        **quantizers: QuantSpec,
     ) -> None:
         if not 0.0 <= p < 1.0:
             raise ValueError(f"DropConnectLinear: p={p} must be in [0, 1)")
+        if inference not in ("mean", "moments"):
+            raise ValueError(f"DropConnectLinear: inference={inference!r}; use mean or moments")
         super().__init__(in_features, out_features, bias, **quantizers)
-        self.p = p
+        self.p, self.inference = p, inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
+        if self.p == 0.0 or (not self.training and self.inference == "mean"):
             return super().forward(x)
-        return self._quantized_forward(x, self._masked_linear, lambda b: b)
+        op = self._masked_linear if self.training else self._moment_matched
+        return self._quantized_forward(x, op, lambda b: b)
+
+    def _moment_matched(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """One draw of the Gaussian with the masked sum's mean and variance."""
+        mean = F.linear(x, w)
+        std = (F.linear(x * x, w * w) * (self.p / (1.0 - self.p))).sqrt()
+        y = mean + std * torch.randn_like(mean)
+        return y if bias is None else y + bias
 
     def _masked_linear(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
@@ -105,4 +124,4 @@ class DropConnectLinear(QuantLinear):
         return torch.cat(outputs)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, p={self.p}"
+        return f"{super().extra_repr()}, p={self.p}, inference={self.inference}"
