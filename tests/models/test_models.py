@@ -113,3 +113,17 @@ def test_bireal_shortcuts_carry_the_real_input_around_each_binary_layer(model, o
         assert torch.allclose(block(x), block.act(block.branch(x) + block.shortcut(x)))
     assert built(torch.randn(3, 1, 28, 28)).shape == (3, 10)
     assert profile(built, torch.randn(2, 1, 28, 28)).energy_pj() > 0
+
+
+def test_maxout_units_take_the_largest_of_their_pieces():
+    from qnnlab.data import ImageData
+    from qnnlab.nn import Maxout
+    from qnnlab.run import build_model, resolve
+
+    x = torch.tensor([[1.0, 5.0, -2.0, 0.0, 3.0, 3.5]])
+    assert torch.equal(Maxout(3)(x), torch.tensor([[5.0, 3.5]]))
+    with pytest.raises(ValueError, match="pieces=0"):
+        Maxout(0)
+    model = build_model(resolve("lowprec2014-maxout"), ImageData.empty((1, 28, 28), 10))
+    assert sum(isinstance(m, Maxout) for m in model.modules()) == 2
+    assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)

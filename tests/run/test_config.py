@@ -19,6 +19,7 @@ PAPER_RECIPES = {
     "bnn-activations-first",
     "lowprec2014-forward",
     "dropconnect-moments",
+    "lowprec2014-maxout",
     "bnn",
     "bnn-shift",
     "qnn",

@@ -18,7 +18,7 @@ from torch import nn
 
 from qnnlab.analysis.kinds import gradient_kind, mac_kind, operand_kind
 from qnnlab.models.vision import RealShortcut
-from qnnlab.nn import DropConnectLinear, ResidualSum, RPReLU, ShiftBatchNorm1d, ShiftBatchNorm2d
+from qnnlab.nn import DropConnectLinear, Maxout, ResidualSum, RPReLU, ShiftBatchNorm1d, ShiftBatchNorm2d
 from qnnlab.nn.quantized import QuantizedModule
 from qnnlab.nn.rnn import QuantLSTM, QuantRNNBase
 from qnnlab.quant import Quantizer
@@ -286,6 +286,16 @@ def rprelu_rule(call: Call, cost: LayerCost) -> None:
     cost.add(FWD, "add", "fp32", 2 * n)
     if call.train:
         cost.add(BWD_W, "add", "fp32", 2 * n)
+
+
+@rule(Maxout)
+def maxout_rule(call: Call, cost: LayerCost) -> None:
+    """The maximum of k pieces: k - 1 comparisons per output; backward routes each gradient to its
+    argmax (one comparison per input to rebuild the mask)."""
+    cost.add(FWD, "cmp", "fp32", call.in_numel - call.out_numel)
+    if call.train:
+        cost.add(BWD_IN, "cmp", "fp32", call.in_numel)
+        cost.memory["activations"] += call.in_numel
 
 
 @rule(nn.Dropout)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from qnnlab.models.blocks import activation, norm
-from qnnlab.nn import DropConnectLinear, ResidualSum
+from qnnlab.nn import DropConnectLinear, Maxout, ResidualSum
 
 
 def mlp(
@@ -29,6 +29,7 @@ def mlp(
     dropconnect_layers: str = "classifier",
     dropconnect_inference: str = "mean",
     shortcut: bool = False,
+    maxout: int = 0,
 ) -> nn.Module:
     """Fully connected net: input -> widths... -> classes; optional output batch norm (BNN).
 
@@ -37,7 +38,8 @@ def mlp(
     (``dropconnect_layers="classifier"``, as Wan et al. on MNIST) or every layer (``"all"``) a
     DropConnectLinear with that drop rate, a mask per sample; the masks are drawn, never stored
     (``qnnlab bench train-step`` measures what they cost); ``dropconnect_inference``: mean or
-    moments (Wan et al.'s moment matching, see ``DropConnectLinear``).
+    moments (Wan et al.'s moment matching, see ``DropConnectLinear``). ``maxout`` > 0: each hidden
+    unit is the maximum of that many linear pieces (Goodfellow et al. 2013) instead of an activation.
     """
     if dropconnect_layers not in ("classifier", "all"):
         raise ValueError(f"dropconnect_layers={dropconnect_layers!r}; use classifier or all")
@@ -54,6 +56,13 @@ def mlp(
         return nn.Linear(n_in, n_out, bias=bias)
 
     for i, width in enumerate(widths):
+        if maxout:  # each unit the maximum of `maxout` linear pieces, no other activation
+            layers += [linear(i, previous, width * maxout, norm_kind == "none"), norm(norm_kind, width * maxout, 1)]
+            layers.append(Maxout(maxout))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            previous = width
+            continue
         if shortcut and i > 0 and width == previous:  # Bi-Real Net's real-valued shortcut
             branch = nn.Sequential(linear(i, previous, width, norm_kind == "none"), norm(norm_kind, width, 1))
             layers.append(RealShortcut(branch, nn.Identity(), activation(act, width)))
