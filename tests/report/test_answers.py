@@ -30,3 +30,12 @@ def test_without_records_the_record_backed_answers_are_open(tmp_path):
     (tmp_path / "speed.json").write_text("{}")
     records = Records.find([tmp_path])
     assert answers.generalisation(records) is None and answers.xnor_against_bnn(records) is None
+
+
+@pytest.mark.skipif(not (RESULTS / "cpu" / "bench").is_dir(), reason="the committed benchmark records")
+def test_the_report_reads_the_benchmark_records_and_draws_them():
+    from qnnlab.report import figures
+
+    records = Records.find([RESULTS])
+    assert records.bench and all("baselines" in row and row["cpu"] for row in records.bench)
+    assert figures.measured_speedups(records.bench).axes[0].get_xscale() == "log"

@@ -410,3 +410,33 @@ def training_curves(curves: dict[str, list[list[float]]], title: str) -> Any:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def measured_speedups(rows: list[dict[str, Any]]) -> Any:
+    """The packed BNN's measured speed-up over each baseline (log scale), per model, batch and
+    thread count, from ``qnnlab bench model`` records; 1 marks parity."""
+    plt = pyplot()
+    rows = [r for r in rows if not r.get("beside_a_busy_process")]
+    labels = [f"{r['name'].split('/')[-1]} b{r['shape'].split()[-1]} t{r['threads']}" for r in rows]
+    baselines = sorted({name for r in rows for name in r["baselines"]})
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) * len(baselines) + 1.4))
+    height = 0.8 / max(1, len(baselines))
+    for j, name in enumerate(baselines):
+        values = [r["baselines"].get(name, {}).get("speedup", float("nan")) for r in rows]
+        ax.barh(
+            [i + j * height for i in range(len(rows))],
+            values,
+            height=height,
+            color=GREYS[j % len(GREYS)],
+            edgecolor="black",
+            hatch=("", "//", "..", "xx")[j % 4],
+            label=name,
+        )
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))], labels)
+    ax.set_xlabel("speed-up of the packed BNN over the baseline (x, log scale; right of 1: faster)")
+    ax.set_title(f"Measured on {rows[0]['cpu']}: packed BNN against float32 and int8 deployments")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -18,6 +18,7 @@ class Records:
     sweeps: dict[str, Path]  # study name (the sweep folder's name) -> folder
     estimator_rows: list[dict[str, Any]]
     speed: dict[str, Any] | None = None  # the demo's speed.json: the packed BNN timed against float
+    bench: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # bench/model-*.jsonl rows
 
     @classmethod
     def find(cls, folders: list[str | Path]) -> Records:
@@ -42,10 +43,16 @@ class Records:
             speed = json.loads(speeds[0].read_text()) if speeds else None
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{speeds[0]}: unreadable speed record ({exc})") from None
-        if not sweeps and not estimator_rows and speed is None:
+        bench = []
+        for file in sorted(p for folder in map(Path, folders) for p in folder.glob("*/bench/model-*.jsonl")):
+            try:
+                bench += [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{file}: unreadable benchmark record ({exc})") from None
+        if not sweeps and not estimator_rows and speed is None and not bench:
             names = ", ".join(map(str, folders))
             raise ValueError(f"{names}: no study records (sweep folders with sweep.json, {ESTIMATOR_FILE}, speed.json)")
-        return cls(sweeps, estimator_rows, speed)
+        return cls(sweeps, estimator_rows, speed, bench)
 
     def table(self, study: str, reference: str | None = None) -> list[dict[str, Any]]:
         """Seed-aggregated rows of ``study`` (empty when it has no finished run)."""

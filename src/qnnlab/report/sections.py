@@ -228,6 +228,16 @@ def costs(records: Records) -> Section:
         items.append(
             _missing("Pareto fronts of accuracy against energy and memory", "qnnlab sweep cpu/tricks-mlp --out DIR")
         )
+    if records.bench:
+        items.append(
+            Item(
+                "Measured speed of the packed BNN against float32 and int8 deployments of the float model",
+                "qnnlab bench model --model mlp|cnn --batch 1,100 --threads T --json (results/cpu/bench)",
+                figure=figures.measured_speedups(records.bench),
+            )
+        )
+    else:
+        items.append(_missing("Measured speed against float32 and int8", "qnnlab bench model --json"))
     return Section("costs", "Costs and gains", items)
 
 
