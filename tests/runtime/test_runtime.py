@@ -281,7 +281,10 @@ def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, tmp_path
     assert runtime.load(tmp_path / "any.qnn").fused is None
 
 
-def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
+def test_the_fused_cnn_plan_equals_the_ops(tmp_path):
+    """The first convolution with its threshold, each binary convolution with its pooling and
+    threshold (the last in the classifier's flat order) and the classifier's binary layers: seven
+    kernel calls whose logits equal the op-by-op path's bit for bit."""
     torch.manual_seed(1)
     model = build_model(
         resolve("bnn", {"model": "cnn", "model_options": {"width": 0.25}}), data.ImageData.empty((1, 28, 28), 10)
@@ -289,8 +292,9 @@ def test_fused_convolution_pooling_and_threshold_equal_the_ops(tmp_path):
     _spread_batchnorm(model, (-5, 5), (10, 100))
     runtime.export(model.eval(), tmp_path / "c.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
     packed = runtime.load(tmp_path / "c.qnn")
-    assert sum(isinstance(step, runtime.fused.ConvPoolThreshold) for step in packed.plan) == 4
+    assert sum(isinstance(step, runtime.fused.ConvPoolThreshold) for step in packed.plan) == 5
     assert isinstance(packed.plan[0], runtime.fused.PixelConvThreshold)
+    assert isinstance(packed.plan[-1], runtime.fused.BinaryTail) and len(packed.plan) == 7
     x = torch.randint(0, 256, (3, 1, 28, 28)).float() / 127.5 - 1
     fused = packed(x)
     packed.plan = [step.packed for step in packed.steps]

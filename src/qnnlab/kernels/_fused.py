@@ -30,18 +30,38 @@ def _first_layer(centred, w0, offset0, bias0, sign0, bound0, keep):
         keep[n] = np.float64(y) * sign0[n] >= bound0[n]
 
 
+@njit(inline="always")
+def _binary_layers(bits, following, b, shapes, words, biases, signs, bounds, scale, shift, out):
+    """The binary layers of a chain for sample b, from the packed bits of its input: layer i has
+    shapes[i] = (N, K, offset of its packed words, offset of its N values), weights words[...]
+    (N rows of ceil(K / 64) words), y = K - 2 popcount(a XOR w) + bias; every layer but the last
+    thresholded as bit = (sign y >= bound), the last scaled and shifted into out[b]."""
+    layers = shapes.shape[0]
+    for i in range(layers):
+        n_out, k, word_at, value_at = shapes[i, 0], shapes[i, 1], shapes[i, 2], shapes[i, 3]
+        wk = (k + 63) // 64
+        following[:] = 0
+        for n in range(n_out):
+            row = word_at + n * wk
+            pop = 0
+            for t in range(wk):
+                pop += popcount(bits[t] ^ words[row + t])
+            y = np.float32(k - 2 * pop) + biases[value_at + n]
+            if i == layers - 1:
+                out[b, n] = y * scale[n] + shift[n]
+            elif np.float64(y) * signs[value_at + n] >= bounds[value_at + n]:
+                following[n // 64] |= np.uint64(1) << np.uint64(n % 64)
+        bits, following = following, bits
+
+
 @njit(cache=True, nogil=True)
 def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, biases, signs, bounds, scale, shift, out):
-    """x (B, K0) float32 on the 8-bit pixel grid; layer 0: +-1 weights w0 (N1, K0) as float32,
-    y = (c - 128) . w / 127.5 + offset (float64, then float32) + bias. Binary layer i has
-    shapes[i] = (N, K, offset of its packed words, offset of its N values): weights words[...]
-    (N rows of ceil(K / 64) words) against the packed bits of the previous layer's thresholded
-    outputs, y = K - 2 popcount(a XOR w) + bias; every layer but the last thresholded as
-    bit = (sign y >= bound), the last scaled and shifted into the logits out (B, C). The
-    arithmetic is the op-by-op path's, step for step."""
+    """x (B, K0) float32 on the 8-bit pixel grid; layer 0: +-1 weights w0 (N1, K0) as int8,
+    y = (c - 128) . w / 127.5 + offset (float64, then float32) + bias, thresholded into packed
+    bits; then the binary layers (``_binary_layers``) into the logits out (B, C). The arithmetic
+    is the op-by-op path's, step for step."""
     batch, k0 = x.shape
     n1 = w0.shape[0]
-    layers = shapes.shape[0]
     widest = max(n1, shapes[:, 0].max())
     centred = np.empty(k0, dtype=np.float32)
     keep = np.empty(n1, dtype=np.bool_)
@@ -55,21 +75,19 @@ def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, biases, sig
         for n in range(n1):
             if keep[n]:
                 bits[n // 64] |= np.uint64(1) << np.uint64(n % 64)
-        for i in range(layers):
-            n_out, k, word_at, value_at = shapes[i, 0], shapes[i, 1], shapes[i, 2], shapes[i, 3]
-            wk = (k + 63) // 64
-            following[:] = 0
-            for n in range(n_out):
-                row = word_at + n * wk
-                pop = 0
-                for t in range(wk):
-                    pop += popcount(bits[t] ^ words[row + t])
-                y = np.float32(k - 2 * pop) + biases[value_at + n]
-                if i == layers - 1:
-                    out[b, n] = y * scale[n] + shift[n]
-                elif np.float64(y) * signs[value_at + n] >= bounds[value_at + n]:
-                    following[n // 64] |= np.uint64(1) << np.uint64(n % 64)
-            bits, following = following, bits
+        _binary_layers(bits, following, b, shapes, words, biases, signs, bounds, scale, shift, out)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def binary_tail(packed, shapes, words, biases, signs, bounds, scale, shift, out):
+    """The binary layers of a chain (``_binary_layers``) from packed input bits (B, W), the
+    samples split across threads."""
+    widest = max(packed.shape[1] * 64, shapes[:, 0].max())
+    for b in prange(packed.shape[0]):
+        bits = np.zeros((widest + 63) // 64, dtype=np.uint64)
+        following = np.zeros((widest + 63) // 64, dtype=np.uint64)
+        bits[: packed.shape[1]] = packed[b]
+        _binary_layers(bits, following, b, shapes, words, biases, signs, bounds, scale, shift, out)
 
 
 @njit(inline="always")
@@ -144,3 +162,35 @@ def pixel_conv_threshold(x, w, stride, padding, bias, sign, bound, out):
             for o in range(n_out):
                 values[o] = np.float32(codes[o] / 127.5 - weights[o]) + bias[o]
             pack_threshold(values, sign, bound, out, b, oy, ox)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def conv_pool_threshold_flat(x, w_t, channels, stride, padding, pool, bias, sign, bound, out):
+    """``conv_pool_threshold`` for the last convolution before the classifier: the thresholded
+    bits packed in the classifier's (C, H'', W'') order, out (B, ceil(C H'' W'' / 64)), with one
+    threshold per feature; the samples split across threads."""
+    n_out = w_t.shape[3]
+    out_h = (x.shape[1] + 2 * padding - w_t.shape[0]) // stride + 1
+    out_w = (x.shape[2] + 2 * padding - w_t.shape[1]) // stride + 1
+    pooled_h, pooled_w = out_h // pool, out_w // pool
+    for b in prange(x.shape[0]):
+        acc = np.zeros(n_out, dtype=np.int64)
+        values = np.empty(n_out * pooled_h * pooled_w, dtype=np.float32)
+        values[:] = np.float32(-3.0e38)
+        for py in range(pooled_h):
+            for px in range(pooled_w):
+                for qy in range(pool):
+                    for qx in range(pool):
+                        taps = conv_popcounts(x, w_t, b, py * pool + qy, px * pool + qx, stride, padding, acc)
+                        for o in range(n_out):
+                            value = np.float32(taps * channels - 2 * acc[o]) + bias[o]
+                            at = (o * pooled_h + py) * pooled_w + px
+                            if value > values[at]:
+                                values[at] = value
+        for word in range(out.shape[1]):
+            packed = np.uint64(0)
+            for j in range(min(64, values.shape[0] - word * 64)):
+                f = word * 64 + j
+                if np.float64(values[f]) * sign[f] >= bound[f]:
+                    packed |= np.uint64(1) << np.uint64(j)
+            out[b, word] = packed

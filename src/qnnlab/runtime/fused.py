@@ -23,18 +23,12 @@ from qnnlab.runtime import ops as runtime_ops
 BATCH_LIMIT = 1  # from batch 2 the op-by-op path, with its int8 GEMM, is faster
 
 
-class FusedDense:
-    def __init__(self, first: runtime_ops.RealLinear, pairs: list[tuple[Any, Any]], affine: Any) -> None:
-        """``pairs``: (threshold, binary_linear) per binary layer, the threshold acting on the
-        previous layer's output; ``affine``: the output batch norm or None."""
-        self.first = first
-        n1 = first.weight.shape[0]
-        self.w0 = kernels.unpack(first.weight, first.k).to(torch.int8).contiguous().numpy()  # +-1, a byte each
-        self.offset0 = ((128 / 127.5 - 1) * first.weight_sum.to(torch.float64)).numpy()
-        self.bias0 = _bias(first, n1)
-        self.sign0, self.bound0 = kernels.threshold_tables(pairs[0][0].t, pairs[0][0].positive, pairs[0][0].constant)
-        layers = [pair[1] for pair in pairs]
-        thresholds = [pair[0] for pair in pairs[1:]]  # each binary layer's but the last
+class BinaryChain:
+    """The tables of a run of binary layers as flat buffers for one kernel call: per layer (N, K,
+    offset of its packed words, offset of its N values), the packed weights, biases and the
+    threshold tables between layers, and the output batch norm (identity without one)."""
+
+    def __init__(self, layers: list[Any], thresholds: list[Any], affine: Any) -> None:
         sizes = [layer.weight.shape[0] for layer in layers]
         word_starts = np.cumsum([0] + [layer.weight.numel() for layer in layers])[:-1]
         value_starts = np.cumsum([0] + sizes)[:-1]
@@ -47,24 +41,47 @@ class FusedDense:
         padding = np.zeros(sizes[-1])  # the last layer has no threshold: its slots are never read
         self.signs = np.concatenate([sign for sign, _ in tables] + [padding])
         self.bounds = np.concatenate([bound for _, bound in tables] + [padding])
-        classes = layers[-1].weight.shape[0]
-        self.scale = affine.scale.numpy() if affine else np.ones(classes, dtype=np.float32)
-        self.shift = affine.shift.numpy() if affine else np.zeros(classes, dtype=np.float32)
+        self.scale = affine.scale.numpy() if affine else np.ones(sizes[-1], dtype=np.float32)
+        self.shift = affine.shift.numpy() if affine else np.zeros(sizes[-1], dtype=np.float32)
+
+    def tables(self) -> tuple[np.ndarray, ...]:
+        return self.shapes, self.words, self.biases, self.signs, self.bounds, self.scale, self.shift
+
+    @staticmethod
+    def split(steps: list[Any]) -> tuple[list[Any], list[Any], Any] | None:
+        """(binary layers, thresholds between them, affine or None) when ``steps`` are
+        binary_linear, (rows threshold, binary_linear)*, [affine]; else None."""
+        kinds = [step.kind for step in steps]
+        body, affine = (steps[:-1], steps[-1]) if kinds and kinds[-1] == "affine" else (steps, None)
+        if not body or len(body) % 2 == 0:
+            return None
+        layers, thresholds = body[0::2], body[1::2]
+        if any(layer.kind != "binary_linear" for layer in layers) or any(
+            t.kind != "threshold" or t.layout != "rows" for t in thresholds
+        ):
+            return None
+        return layers, thresholds, affine
+
+
+class FusedDense:
+    def __init__(self, first: runtime_ops.RealLinear, threshold: Any, chain: BinaryChain) -> None:
+        """``first``: the 8-bit first layer; ``threshold``: its outputs' threshold; ``chain``: the
+        binary layers after it."""
+        self.first, self.chain = first, chain
+        self.w0 = kernels.unpack(first.weight, first.k).to(torch.int8).contiguous().numpy()  # +-1, a byte each
+        self.offset0 = ((128 / 127.5 - 1) * first.weight_sum.to(torch.float64)).numpy()
+        self.bias0 = _bias(first, first.weight.shape[0])
+        self.sign0, self.bound0 = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
 
     @classmethod
     def match(cls, steps: list[Any]) -> FusedDense | None:
-        """The fused form of ``steps`` when they are flatten, real_linear, (rows threshold,
-        binary_linear) one or more times, and an optional affine; else None."""
+        """The fused form of ``steps`` when they are flatten, real_linear, rows threshold and a
+        binary chain (``BinaryChain.split``); else None."""
         kinds = [step.kind for step in steps]
-        if kinds[:2] != ["flatten", "real_linear"]:
+        if kinds[:3] != ["flatten", "real_linear", "threshold"] or steps[2].layout != "rows":
             return None
-        rest, affine = (steps[2:-1], steps[-1]) if kinds[-1] == "affine" else (steps[2:], None)
-        if not rest or len(rest) % 2:
-            return None
-        pairs = [(rest[i], rest[i + 1]) for i in range(0, len(rest), 2)]
-        if any(t.kind != "threshold" or t.layout != "rows" or b.kind != "binary_linear" for t, b in pairs):
-            return None
-        return cls(steps[1], pairs, affine)
+        parts = BinaryChain.split(steps[3:])
+        return cls(steps[1], steps[2], BinaryChain(*parts)) if parts else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of x (B, ...) on the 8-bit pixel grid, B <= BATCH_LIMIT."""
@@ -73,23 +90,29 @@ class FusedDense:
 
         _kernels()
         flat = x.reshape(x.shape[0], -1).to(torch.float32).contiguous().numpy()
-        out = np.empty((flat.shape[0], len(self.scale)), dtype=np.float32)
-        dense_chain(
-            flat,
-            self.w0,
-            self.offset0,
-            self.bias0,
-            self.sign0,
-            self.bound0,
-            self.shapes,
-            self.words,
-            self.biases,
-            self.signs,
-            self.bounds,
-            self.scale,
-            self.shift,
-            out,
-        )
+        out = np.empty((flat.shape[0], len(self.chain.scale)), dtype=np.float32)
+        dense_chain(flat, self.w0, self.offset0, self.bias0, self.sign0, self.bound0, *self.chain.tables(), out)
+        return torch.from_numpy(out)
+
+
+class BinaryTail:
+    """The binary layers that end a model (a CNN's classifier), from packed bits, in one call."""
+
+    def __init__(self, chain: BinaryChain) -> None:
+        self.chain = chain
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[BinaryTail, int] | None:
+        parts = BinaryChain.split(steps[i:])
+        return (cls(BinaryChain(*parts)), len(steps) - i) if parts else None
+
+    def __call__(self, packed: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels import _kernels
+        from qnnlab.kernels._fused import binary_tail
+
+        _kernels()
+        out = np.empty((packed.shape[0], len(self.chain.scale)), dtype=np.float32)
+        binary_tail(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
         return torch.from_numpy(out)
 
 
@@ -98,10 +121,11 @@ def _bias(op: Any, n: int) -> np.ndarray:
 
 
 class ConvPoolThreshold:
-    """binary_conv [+ maxpool with kernel = stride] + threshold (nhwc) as one kernel call."""
+    """binary_conv [+ maxpool with kernel = stride] + threshold (nhwc, or flat before the
+    classifier) as one kernel call."""
 
     def __init__(self, conv: runtime_ops.BinaryConv, pool: int, threshold: runtime_ops.Threshold) -> None:
-        self.conv, self.pool = conv, pool
+        self.conv, self.pool, self.flat = conv, pool, threshold.layout == "flat"
         self.bias = _bias(conv, conv.out_channels)
         self.sign, self.bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
 
@@ -116,19 +140,23 @@ class ConvPoolThreshold:
             if kernel != stride or not isinstance(kernel, int):
                 return None
             pool, j = kernel, j + 1
-        if j < len(steps) and steps[j].kind == "threshold" and steps[j].layout == "nhwc":
+        if j < len(steps) and steps[j].kind == "threshold" and steps[j].layout in ("nhwc", "flat"):
             return cls(steps[i], pool, steps[j]), j + 1 - i
         return None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels import _kernels, _words_view
-        from qnnlab.kernels._fused import conv_pool_threshold
+        from qnnlab.kernels._fused import conv_pool_threshold, conv_pool_threshold_flat
 
         conv = self.conv
         _, conv_h, conv_w = conv.out_shape((conv.channels, x.shape[1], x.shape[2]))
-        out = np.empty((len(x), conv_h // self.pool, conv_w // self.pool, kernels.words(conv.out_channels)), np.uint64)
+        pooled = (conv.out_channels, conv_h // self.pool, conv_w // self.pool)
+        if self.flat:
+            out = np.empty((len(x), kernels.words(pooled[0] * pooled[1] * pooled[2])), np.uint64)
+        else:
+            out = np.empty((len(x), pooled[1], pooled[2], kernels.words(conv.out_channels)), np.uint64)
         _kernels()
-        conv_pool_threshold(
+        (conv_pool_threshold_flat if self.flat else conv_pool_threshold)(
             _words_view(x),
             _words_view(conv.transposed),
             conv.channels,
@@ -185,7 +213,11 @@ def packed_plan(steps: list[Any], on_pixel_grid: bool) -> list[Any]:
     convolution only where inputs are checked to lie on the pixel grid)."""
     plan, i = [], 0
     while i < len(steps):
-        fused = ConvPoolThreshold.match(steps, i) or (PixelConvThreshold.match(steps, i) if on_pixel_grid else None)
+        fused = (
+            ConvPoolThreshold.match(steps, i)
+            or (PixelConvThreshold.match(steps, i) if on_pixel_grid else None)
+            or (BinaryTail.match(steps, i) if i > 0 else None)
+        )
         if fused:
             plan.append(fused[0])
             i += fused[1]
