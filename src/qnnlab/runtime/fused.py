@@ -21,6 +21,7 @@ from qnnlab import kernels
 from qnnlab.runtime import ops as runtime_ops
 
 BATCH_LIMIT = 1  # from batch 2 the op-by-op path, with its int8 GEMM, is faster
+TAIL_BATCH_LIMIT = 2  # from here the binary layers' blocked products beat one call per sample
 
 
 class BinaryChain:
@@ -96,20 +97,26 @@ class FusedDense:
 
 
 class BinaryTail:
-    """The binary layers that end a model (a CNN's classifier), from packed bits, in one call."""
+    """The binary layers that end a model (a CNN's classifier), from packed bits, in one call at
+    small batches; from ``TAIL_BATCH_LIMIT`` up the ops' blocked products, which read each weight
+    once for many samples, are faster."""
 
-    def __init__(self, chain: BinaryChain) -> None:
-        self.chain = chain
+    def __init__(self, chain: BinaryChain, steps: list[Any]) -> None:
+        self.chain, self.steps = chain, steps
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[BinaryTail, int] | None:
         parts = BinaryChain.split(steps[i:])
-        return (cls(BinaryChain(*parts)), len(steps) - i) if parts else None
+        return (cls(BinaryChain(*parts), steps[i:]), len(steps) - i) if parts else None
 
     def __call__(self, packed: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels import _kernels
         from qnnlab.kernels._fused import binary_tail
 
+        if packed.shape[0] >= TAIL_BATCH_LIMIT:
+            for step in self.steps:
+                packed = step.packed(packed)
+            return packed
         _kernels()
         out = np.empty((packed.shape[0], len(self.chain.scale)), dtype=np.float32)
         binary_tail(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
