@@ -175,18 +175,20 @@ def conv_pool_threshold_flat(x, w_t, channels, stride, padding, pool, bias, sign
     pooled_h, pooled_w = out_h // pool, out_w // pool
     for b in prange(x.shape[0]):
         acc = np.zeros(n_out, dtype=np.int64)
+        best = np.empty(n_out, dtype=np.float32)
         values = np.empty(n_out * pooled_h * pooled_w, dtype=np.float32)
-        values[:] = np.float32(-3.0e38)
         for py in range(pooled_h):
             for px in range(pooled_w):
+                best[:] = np.float32(-3.0e38)
                 for qy in range(pool):
                     for qx in range(pool):
                         taps = conv_popcounts(x, w_t, b, py * pool + qy, px * pool + qx, stride, padding, acc)
                         for o in range(n_out):
                             value = np.float32(taps * channels - 2 * acc[o]) + bias[o]
-                            at = (o * pooled_h + py) * pooled_w + px
-                            if value > values[at]:
-                                values[at] = value
+                            if value > best[o]:
+                                best[o] = value
+                for o in range(n_out):  # into the classifier's (C, H, W) order
+                    values[(o * pooled_h + py) * pooled_w + px] = best[o]
         for word in range(out.shape[1]):
             packed = np.uint64(0)
             for j in range(min(64, values.shape[0] - word * 64)):
