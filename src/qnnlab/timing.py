@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _check_repeats(repeats: int) -> None:
@@ -86,3 +87,19 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def versus(candidate_ms: float, baseline_ms: dict[str, float], ratios: dict[str, float]) -> dict[str, Any]:
+    """The fields a benchmark row reports for an ``interleaved_ms`` result: the strongest (fastest)
+    baseline, its time and speed-up, every baseline's, and the CPU."""
+    strongest = min(baseline_ms, key=baseline_ms.get)
+    return {
+        "cpu": cpu_name(),
+        "qnnlab_ms": round(candidate_ms, 4),
+        "baseline": strongest,
+        "baseline_ms": round(baseline_ms[strongest], 4),
+        "speedup": round(ratios[strongest], 2),
+        "baselines": {
+            name: {"ms": round(baseline_ms[name], 4), "speedup": round(ratios[name], 2)} for name in baseline_ms
+        },
+    }

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from qnnlab import kernels
-from qnnlab.timing import cpu_name, interleaved_ms, paired_ms
+from qnnlab.timing import interleaved_ms, paired_ms, versus
 
 
 def _pm1(*shape: int) -> torch.Tensor:
@@ -48,16 +48,10 @@ def _gemm_row(n: int, repeats: int) -> dict[str, Any]:
     except (AttributeError, RuntimeError):  # torch's int8 GEMM wants sizes above 16 and multiples of 8
         del baselines["torch-int8"]
     q_ms, base_ms, ratios = interleaved_ms(lambda: kernels.binary_matmul(pa, pb, n), baselines, repeats)
-    strongest = min(base_ms, key=base_ms.get)
     return {
         "name": "binary_gemm",
         "shape": f"{n}x{n}x{n}",
-        "cpu": cpu_name(),
-        "qnnlab_ms": round(q_ms, 4),
-        "baseline": strongest,
-        "baseline_ms": round(base_ms[strongest], 4),
-        "speedup": round(ratios[strongest], 2),
-        "baselines": {name: {"ms": round(base_ms[name], 4), "speedup": round(ratios[name], 2)} for name in base_ms},
+        **versus(q_ms, base_ms, ratios),
         "binary_macs_per_second": round(n**3 / (q_ms / 1e3)),
         "threads": torch.get_num_threads(),
     }

@@ -22,7 +22,7 @@ from qnnlab import runtime
 from qnnlab.bench import onnx
 from qnnlab.run.config import resolve
 from qnnlab.run.model import build_model
-from qnnlab.timing import cpu_name, interleaved_ms
+from qnnlab.timing import interleaved_ms, versus
 
 
 def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
@@ -83,18 +83,10 @@ def run(
             q_ms, base_ms, ratios = interleaved_ms(
                 lambda: packed(x), {name: lambda m=m: m(x) for name, m in baselines.items()}, repeats
             )
-        strongest = min(base_ms, key=base_ms.get)
         yield {
             "name": f"model/{model}",
             "shape": f"batch {batch}",
-            "cpu": cpu_name(),
-            "qnnlab_ms": round(q_ms, 4),
-            "baseline": strongest,
-            "baseline_ms": round(base_ms[strongest], 4),
-            "speedup": round(ratios[strongest], 2),
-            "baselines": {
-                name: {"ms": round(base_ms[name], 4), "speedup": round(ratios[name], 2)} for name in baselines
-            },
+            **versus(q_ms, base_ms, ratios),
             "threads": torch.get_num_threads(),
             "beside_a_busy_process": busy,
             **({"missing": missing} if missing else {}),

@@ -103,6 +103,20 @@ def pack_threshold(values, sign, bound, out, b, y, x):
         out[b, y, x, word] = packed
 
 
+@njit(inline="always")
+def pooled_max(x, w_t, channels, stride, padding, pool, bias, b, py, px, acc, best):
+    """best[o] = the largest of the pool x pool convolution outputs (plus bias, float32) of pooled
+    position (py, px), for every output channel o."""
+    best[:] = np.float32(-3.0e38)  # below any value: a sum of at most 2^31 terms plus a bias
+    for qy in range(pool):
+        for qx in range(pool):
+            taps = conv_popcounts(x, w_t, b, py * pool + qy, px * pool + qx, stride, padding, acc)
+            for o in range(best.shape[0]):
+                value = np.float32(taps * channels - 2 * acc[o]) + bias[o]
+                if value > best[o]:
+                    best[o] = value
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def conv_pool_threshold(x, w_t, channels, stride, padding, pool, bias, sign, bound, out):
     """A binary convolution (as ``_numba.binary_conv_direct``), plus bias, max-pooled over
@@ -117,14 +131,7 @@ def conv_pool_threshold(x, w_t, channels, stride, padding, pool, bias, sign, bou
         acc = np.zeros(n_out, dtype=np.int64)
         best = np.empty(n_out, dtype=np.float32)
         for px in range(out_w):
-            best[:] = np.float32(-3.0e38)  # below any value: a sum of at most 2^31 terms plus a bias
-            for qy in range(pool):
-                for qx in range(pool):
-                    taps = conv_popcounts(x, w_t, b, py * pool + qy, px * pool + qx, stride, padding, acc)
-                    for o in range(n_out):
-                        value = np.float32(taps * channels - 2 * acc[o]) + bias[o]
-                        if value > best[o]:
-                            best[o] = value
+            pooled_max(x, w_t, channels, stride, padding, pool, bias, b, py, px, acc, best)
             pack_threshold(best, sign, bound, out, b, py, px)
 
 
@@ -179,14 +186,7 @@ def conv_pool_threshold_flat(x, w_t, channels, stride, padding, pool, bias, sign
         values = np.empty(n_out * pooled_h * pooled_w, dtype=np.float32)
         for py in range(pooled_h):
             for px in range(pooled_w):
-                best[:] = np.float32(-3.0e38)
-                for qy in range(pool):
-                    for qx in range(pool):
-                        taps = conv_popcounts(x, w_t, b, py * pool + qy, px * pool + qx, stride, padding, acc)
-                        for o in range(n_out):
-                            value = np.float32(taps * channels - 2 * acc[o]) + bias[o]
-                            if value > best[o]:
-                                best[o] = value
+                pooled_max(x, w_t, channels, stride, padding, pool, bias, b, py, px, acc, best)
                 for o in range(n_out):  # into the classifier's (C, H, W) order
                     values[(o * pooled_h + py) * pooled_w + px] = best[o]
         for word in range(out.shape[1]):
