@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("gemm", help="packed binary GEMM / GEMV / bit-serial against torch float32")
     p.add_argument("--sizes", default="256,1024,4096")
     p.add_argument("--gemv", type=int, default=16384, help="K of the batch-1 product (0: skip)")
-    p.add_argument("--bitserial", type=int, default=4096, help="N of the 2-bit x 2-bit product (0: skip)")
+    p.add_argument("--bitserial", type=int, default=2048, help="N of the bit-serial k-bit products (0: skip)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, help="threads for both (default: torch's)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

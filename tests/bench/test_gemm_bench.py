@@ -16,7 +16,10 @@ def test_bench_gemm_json(capsys):
         "binary_gemm",
         "binary_gemv",
         "weight_only_gemv",
+        "bitserial_1x1_gemm",
         "bitserial_2x2_gemm",
+        "bitserial_4x4_gemm",
+        "bitserial_8x1_gemm",
     ]
     for row in rows:
         assert {"name", "shape", "qnnlab_ms", "baseline_ms", "speedup"} <= set(row) and row["qnnlab_ms"] > 0

@@ -7,7 +7,9 @@ the binary multiply-accumulates per second it reaches.
 gemv K: one packed row against a (K, K) packed weight matrix (weights larger than the last-level
 cache in float32: 1 GiB at K = 16384) against a float32 matrix-vector product; and a real-valued
 row against the same +-1 weights (BinaryConnect inference, additions only).
-bitserial N: 2-bit x 2-bit codes by bit-serial AND-popcount against float32 N^3.
+bitserial N: k-bit x k-bit codes (1x1, 2x2, 4x4, 8x1 bits) by bit-serial AND-popcount, one
+binary product per pair of bit planes, against float32 and int8 N^3: what an int8 -> int4 shift
+costs on binary hardware.
 """
 
 from __future__ import annotations
@@ -81,16 +83,30 @@ def run(sizes: list[int], repeats: int = 7, gemv: int = 16384, bitserial: int = 
             repeats,
         )
         del w
-    if bitserial:
-        a = torch.randint(0, 4, (bitserial, bitserial))
-        b = torch.randint(0, 4, (bitserial, bitserial))
-        fa, fb = a.float(), b.float()
-        planes_a, planes_b = kernels._planes(a, 2, "a"), kernels._planes(b, 2, "b")
-        weights = np.array([[1, 2], [2, 4]], dtype=np.int64)
-        yield _row(
-            "bitserial_2x2_gemm",
-            f"{bitserial}x{bitserial}x{bitserial}",
-            lambda: kernels._and_planes(planes_a, planes_b, weights),
-            lambda: torch.matmul(fa, fb.T),
-            max(3, repeats // 2),
-        )
+    for a_bits, b_bits in BIT_SERIAL if bitserial else ():
+        yield _bitserial_row(bitserial, a_bits, b_bits, max(3, repeats // 2))
+
+
+BIT_SERIAL = ((1, 1), (2, 2), (4, 4), (8, 1))  # activation x weight bits: how k-bit products cost
+
+
+def _bitserial_row(n: int, a_bits: int, b_bits: int, repeats: int) -> dict[str, Any]:
+    """a_bits x b_bits codes multiplied as sum_ij 2^(i+j) popcount(a_i AND b_j) over bit planes
+    (planes made before timing), against float32 and int8 products of the same (N, N) matrices."""
+    a, b = torch.randint(0, 2**a_bits, (n, n)), torch.randint(0, 2**b_bits, (n, n))
+    planes_a, planes_b = kernels._planes(a, a_bits, "a"), kernels._planes(b, b_bits, "b")
+    weights = np.array([[1 << (i + j) for j in range(b_bits)] for i in range(a_bits)], dtype=np.int64)
+    fa, fb = a.float(), b.float()
+    a8, b8t = (a - 2 ** (a_bits - 1)).to(torch.int8), (b - 2 ** (b_bits - 1)).to(torch.int8).T.contiguous()
+    q_ms, base_ms, ratios = interleaved_ms(
+        lambda: kernels._and_planes(planes_a, planes_b, weights),
+        {"torch-float32": lambda: torch.matmul(fa, fb.T), "torch-int8": lambda: torch._int_mm(a8, b8t)},
+        repeats,
+    )
+    return {
+        "name": f"bitserial_{a_bits}x{b_bits}_gemm",
+        "shape": f"{n}x{n}x{n}",
+        **versus(q_ms, base_ms, ratios),
+        "binary_products": a_bits * b_bits,
+        "threads": torch.get_num_threads(),
+    }
