@@ -319,7 +319,14 @@ def first_layer_weights(runs: dict[str, Any], units: int = 8) -> Any:
     return fig
 
 
-def heatmap(table: list[dict[str, Any]], rows: str, columns: str, panels: str | None, title: str) -> Any:
+def heatmap(
+    table: list[dict[str, Any]],
+    rows: str,
+    columns: str,
+    panels: str | None,
+    title: str,
+    labels: tuple[str, str] | None = None,
+) -> Any:
     """Mean accuracy (%) of each configuration on a grid of two of its labels, one panel per value
     of a third; each cell shows the mean and the seed count."""
     plt = pyplot()
@@ -350,8 +357,8 @@ def heatmap(table: list[dict[str, Any]], rows: str, columns: str, panels: str | 
         ax.set_xticks(range(len(column_values)), column_values, fontsize=7, rotation=30)
         ax.set_yticks(range(len(row_values)), row_values, fontsize=7)
         ax.set_title(f"{panels} = {panel}" if panels else "", fontsize=8)
-        ax.set_xlabel(columns, fontsize=8)
-        ax.set_ylabel(rows, fontsize=8)
+        ax.set_xlabel(labels[1] if labels else columns, fontsize=8)
+        ax.set_ylabel(labels[0] if labels else rows, fontsize=8)
     fig.colorbar(image, ax=axes[0].tolist(), label="test accuracy (%), mean over seeds")
     fig.suptitle(title)
     return fig

@@ -41,6 +41,7 @@ def _split(table: list[dict[str, Any]], pattern: str, keys: tuple[str, str]) -> 
     return found
 
 
+PRECISION_AXES = ("propagation bits P (weights, inputs, errors)", "update bits U (latent weights)")
 STUDY_FIGURES = {  # (table, title, curves) -> figure; curves() reads the runs' metrics per epoch
     "dorefa-mlp": lambda t, title, _curves: figures.heatmap(
         t, "rules[*].weight", "rules[*].input", "rules[*].grad", title
@@ -55,8 +56,12 @@ STUDY_FIGURES = {  # (table, title, curves) -> figure; curves() reads the runs' 
     "width-cnn": lambda t, title, _curves: figures.curves(
         t, "model_options.width", "case", title, "channel multiplier"
     ),
-    "precision-dfxp-mlp": lambda t, title, _curves: figures.heatmap(t, "zip", "latent_quantizer", None, title),
-    "precision-fixed-mlp": lambda t, title, _curves: figures.heatmap(t, "zip", "latent_quantizer", None, title),
+    "precision-dfxp-mlp": lambda t, title, _curves: figures.heatmap(
+        t, "zip", "latent_quantizer", None, title, PRECISION_AXES
+    ),
+    "precision-fixed-mlp": lambda t, title, _curves: figures.heatmap(
+        t, "zip", "latent_quantizer", None, title, PRECISION_AXES
+    ),
     "input-mlp": lambda t, title, _curves: figures.curves(
         _split(t, r"(uniform|zipml|lloydmax)-(\d+)", ("levels", "bits")), "bits", "levels", title, "input bits"
     ),
