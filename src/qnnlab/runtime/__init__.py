@@ -59,6 +59,9 @@ class PackedModel:
         # the whole MLP in one kernel call at small batches, where inputs are checked to be on the grid
         self.fused = FusedDense.match(self.steps) if input_grid == PIXELS else None
         self.plan = packed_plan(self.steps, input_grid == PIXELS)
+        for step in self.steps:  # check_input has verified the grid: the first layer need not again
+            if isinstance(step, runtime_ops.RealLinear):
+                step.grid_checked = input_grid == PIXELS
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of one output for one input of ``shape``, every op's tables checked on the way."""
