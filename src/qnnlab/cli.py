@@ -99,8 +99,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from qnnlab.run.evaluate import evaluate_checkpoint
+    from qnnlab.run.evaluate import evaluate_checkpoint, record_inside
 
+    if args.inside:
+        if args.packed or args.mode != "binary" or args.split != "test":
+            raise ValueError("--inside records the trained model as it is; drop --packed, --mode and --split")
+        print(json.dumps({"inside": record_inside(args.checkpoint, args.data_root)}))
+        return 0
     if args.packed:
         if args.mode != "binary" or args.split != "test":
             raise ValueError("--packed compares the binary model on the test set; drop --mode and --split")
@@ -470,6 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also run this packed export of the checkpoint (qnnlab export) "
         "and count the test images on which both predict the same",
+    )
+    p.add_argument(
+        "--inside",
+        action="store_true",
+        help="instead write inside.json next to the checkpoint: histograms of the latent weights and of what "
+        "each quantizer receives, and first-layer weights (what sweeps record; the report draws them)",
     )
     p.add_argument("--split", default="test", help="test (images) or valid/test (text)")
     p.add_argument("--data-root", help="folder holding the data set's files")

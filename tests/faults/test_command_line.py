@@ -29,6 +29,8 @@ CASES = {
     "sweep with an unknown engine": (["sweep", "cpu/tricks-mlp", "--out", "{dir}/s", "--engine", "dask"], "dask"),
     "report to a non-html file": (["report", "{dir}", "--out", "{dir}/r.pdf"], ".html"),
     "eval --packed with a missing file": (["eval", "{dir}", "--packed", "{dir}/none.qnn"], "{dir}"),
+    "eval --inside with --mode": (["eval", "{dir}", "--inside", "--mode", "latent"], "--inside"),
+    "eval --inside of a missing run": (["eval", "{dir}/none", "--inside"], "none"),
     "export to a folder": (["export", "{dir}", "{dir}"], "{dir}"),
 }
 

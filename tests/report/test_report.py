@@ -8,12 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from qnnlab.analysis.estimators import measure
+from qnnlab.analysis.inside import inside
 from qnnlab.cli import main
-from qnnlab.data import load
+from qnnlab.data import ImageData, load
 from qnnlab.report.records import Records
 from qnnlab.report.sections import outline
+from qnnlab.run.config import resolve
+from qnnlab.run.model import build_model
 from qnnlab.sweep import run_sweep
 
 SECTIONS = ("motivation", "how-it-works", "results", "costs", "inside", "findings", "questions")
@@ -152,3 +156,21 @@ def test_each_study_gets_its_figure(tmp_path):
     assert "The most sensitive is first" in markdown and "Float minus BNN accuracy (points) by width: w128" in markdown
     bnn_row = next(line for line in markdown.splitlines() if line.startswith("| bnn |"))
     assert "51.05 +- 0.07 (n=2)" in bnn_row and "0.96% error" in bnn_row  # ours beside the BNN paper's figure
+    assert "Left out: no records yet. `qnnlab demo, or qnnlab eval RUN --inside" in markdown
+
+
+def test_inside_the_networks_is_drawn_from_the_runs_inside_records(tmp_path):
+    results = tmp_path / "results"
+    _fake_sweep(results / "recipes-mlp", {c: {"case": c} for c in ("float", "bnn")})
+    for recipe in ("float", "bnn"):
+        model = build_model(resolve(recipe, {"model": "mlp-small"}), ImageData.empty((1, 28, 28), 10))
+        (results / "recipes-mlp" / recipe / "seed0" / "inside.json").write_text(
+            json.dumps(inside(model, torch.rand(20, 1, 28, 28) * 2 - 1))
+        )
+    assert main(["report", str(results), "--out", str(tmp_path / "r.html")]) == 0
+    markdown = (tmp_path / "r.md").read_text()
+    for title in ("First-layer weights: float, BNN", "Latent weights by layer: float, BNN", "Activations before"):
+        assert f"![{title}" in markdown
+    assert "In the trained bnn network (recipes-mlp, 20 test images), the inputs of sign lie outside" in markdown
+    (results / "recipes-mlp" / "bnn" / "seed0" / "inside.json").write_text('{"layers": [{"weights": 3}]}')
+    assert main(["report", str(results), "--out", str(tmp_path / "r.html")]) == 2

@@ -67,6 +67,8 @@ def test_a_sweep_writes_a_record_per_run_and_a_rerun_trains_nothing(finished):
     assert 0 <= record["final"]["test_accuracy"] <= record["best"]["test_accuracy"] <= 1
     assert record["costs"]["train_step_pj_per_sample"] > record["costs"]["inference_pj"] > 0
     assert record["costs"]["deployed_weight_bits"] < record["costs"]["latent_weight_bits"]
+    held = json.loads((out / "no-bn" / "seed1" / "inside.json").read_text())  # histograms for the report
+    assert [layer["weights"]["weight"]["quantizer"] for layer in held["layers"]] == ["sign", "sign"]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
     assert run_sweep(file, out, jobs=1, progress=False) == {"done": 4}
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == before

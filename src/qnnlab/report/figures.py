@@ -24,7 +24,15 @@ def pyplot() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 110})
+    plt.rcParams.update(
+        {
+            "font.size": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "figure.dpi": 110,
+            "figure.max_open_warning": 0,  # a report draws every figure before the page closes them
+        }
+    )
     return plt
 
 
@@ -295,26 +303,73 @@ def training_step(recipes: tuple[str, ...] = ("float", "bnn", "dorefa"), widths:
     return fig
 
 
-def first_layer_weights(runs: dict[str, Any], units: int = 8) -> Any:
-    """The first layer's weights of trained MLPs as 28x28 images, one row per run (BinaryConnect's
-    figure on feature co-adaptation), and the histogram of each run's latent weights."""
-    from qnnlab.run import load_trained
-
+def first_layer_weights(runs: dict[str, dict[str, Any]]) -> Any | None:
+    """The first layer's recorded units (``inside.json``) of trained networks as images, one row per
+    run: BinaryConnect's figure on feature co-adaptation. None when no run's first layer reads an
+    image (a square number of pixels, or convolution filters)."""
+    shown = {name: _unit_images(record.get("first_layer")) for name, record in runs.items()}
+    shown = {name: images for name, images in shown.items() if images}
+    if not shown:
+        return None
     plt = pyplot()
-    fig, axes = plt.subplots(len(runs), units + 1, figsize=(1.25 * (units + 2.5), 1.45 * len(runs)), squeeze=False)
-    for row, (name, folder) in enumerate(runs.items()):
-        model, _, _ = load_trained(str(folder), need_images=False)
-        weight = next(p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() == 2).detach()
+    units = max(len(images) for images in shown.values())
+    fig, axes = plt.subplots(len(shown), units, figsize=(1.2 * units + 0.5, 1.45 * len(shown)), squeeze=False)
+    for row, (name, images) in enumerate(shown.items()):
         for unit in range(units):
-            image = weight[unit].reshape(28, 28).numpy()
-            limit = float(abs(image).max()) or 1.0
-            axes[row][unit].imshow(image, cmap="gray", vmin=-limit, vmax=limit)
             axes[row][unit].axis("off")
-        axes[row][0].set_title(name, fontsize=8, loc="left")
-        axes[row][units].hist(weight.flatten().numpy(), bins=60, color=GREYS[1])
-        axes[row][units].set_xlabel("latent weight", fontsize=7)
-        axes[row][units].tick_params(labelsize=6)
-    fig.suptitle("First-layer weights of the first 8 hidden units (grey: 0, white +, black -) and their histogram")
+            if unit < len(images):
+                limit = float(images[unit].abs().max()) or 1.0
+                axes[row][unit].imshow(images[unit].numpy(), cmap="gray", vmin=-limit, vmax=limit)
+        axes[row][0].set_title(f"{name} ({runs[name]['study']})", fontsize=8, loc="left")
+    fig.suptitle(f"First-layer weights of the first {units} units (grey: 0, white: +, black: -)")
+    fig.tight_layout()
+    return fig
+
+
+def _unit_images(first: dict[str, Any] | None) -> list[torch.Tensor]:
+    if not first:
+        return []
+    shape = first["shape"]
+    side = round(shape[0] ** 0.5) if len(shape) == 1 else 0
+    if len(shape) == 1 and side * side == shape[0]:
+        return [torch.tensor(unit).reshape(side, side) for unit in first["units"]]
+    if len(shape) == 3:  # convolution filters: the first input channel
+        return [torch.tensor(unit).reshape(shape)[0] for unit in first["units"]]
+    return []
+
+
+def layer_histograms(runs: dict[str, dict[str, Any]], what: str, layers: int = 5) -> Any:
+    """Histograms from ``inside.json``, one row per run and one panel per quantized layer (the first
+    ``layers``): ``what`` is ``weights`` (latent weights) or ``activations`` (what each layer's input
+    quantizer receives). Each panel names the quantizer and the share of values outside [-1, 1]."""
+    plt = pyplot()
+    columns = min(layers, max(len(r["layers"]) for r in runs.values()))
+    fig, axes = plt.subplots(len(runs), columns, figsize=(2.5 * columns + 0.5, 1.9 * len(runs)), squeeze=False)
+    for row, (name, record) in enumerate(runs.items()):
+        for column in range(columns):
+            ax = axes[row][column]
+            entries = record["layers"][column][what] if column < len(record["layers"]) else {}
+            histogram = next(iter(entries.values()), None)
+            if not histogram or not histogram["count"]:
+                ax.axis("off")
+                continue
+            counts = torch.tensor(histogram["counts"], dtype=torch.float64)
+            edges = torch.linspace(histogram["low"], histogram["high"], len(counts) + 1)
+            ax.stairs((counts / counts.sum()).numpy(), edges.numpy(), fill=True, color=GREYS[2], edgecolor=GREYS[0])
+            for bound in (-1, 1):
+                if histogram["low"] < bound < histogram["high"]:
+                    ax.axvline(bound, color=GREYS[0], linestyle=":", linewidth=0.8)
+            ax.set_title(
+                f"layer {column + 1}: {histogram['quantizer']}, {100 * histogram['outside_unit']:.0f}% outside [-1, 1]",
+                fontsize=7,
+            )
+            ax.tick_params(labelsize=6)
+            if column == 0:
+                ax.set_ylabel(f"{name}\nshare of values", fontsize=7)
+            if row == len(runs) - 1:
+                ax.set_xlabel("latent weight" if what == "weights" else "quantizer input", fontsize=7)
+    subject = "Latent weights" if what == "weights" else "Activations reaching each layer's input quantizer"
+    fig.suptitle(f"{subject} (dotted: -1 and +1)")
     fig.tight_layout()
     return fig
 

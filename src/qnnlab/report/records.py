@@ -1,5 +1,6 @@
-"""What a report reads: the sweeps (folders with ``sweep.json``) and the estimator measurements
-(``estimator-bias-variance.json``) found under the folders it is given."""
+"""What a report reads: the sweeps (folders with ``sweep.json``, their runs' ``result.json``,
+``metrics.jsonl`` and ``inside.json``), the estimator measurements (``estimator-bias-variance.json``),
+the demo's ``speed.json`` and benchmark records found under the folders it is given."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from qnnlab.analysis.inside import INSIDE
 from qnnlab.sweep.table import records, rows
 
 ESTIMATOR_FILE = "estimator-bias-variance.json"
@@ -63,15 +65,16 @@ class Records:
             reference = None  # a study still running: its reference has not finished yet
         return rows(self.sweeps[study], reference=reference)
 
-    def trained(self, configurations: tuple[str, ...]) -> dict[str, Path]:
-        """A run folder with a checkpoint for each of ``configurations`` found in any sweep (its
-        first seed), e.g. the demo's float, binaryconnect and bnn runs."""
-        found: dict[str, Path] = {}
-        for folder in self.sweeps.values():
+    def inside(self, configurations: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """The ``inside.json`` record (``qnnlab.analysis.inside``) of each of ``configurations``
+        found in any sweep, from its first seed that has one, e.g. the float, BinaryConnect and BNN
+        runs; each carries the sweep's name under ``"study"``."""
+        found: dict[str, dict[str, Any]] = {}
+        for study, folder in self.sweeps.items():
             for name in configurations:
-                checkpoints = sorted(folder.glob(f"{name}/seed*/checkpoint.safetensors"))
-                if checkpoints and name not in found:
-                    found[name] = checkpoints[0].parent
+                files = sorted(folder.glob(f"{name}/seed*/{INSIDE}"))
+                if files and name not in found:
+                    found[name] = {**_read_inside(files[0]), "study": study}
         return found
 
     def curves(self, study: str) -> dict[str, list[list[float]]]:
@@ -88,3 +91,17 @@ class Records:
 
     def results(self, study: str) -> list[dict[str, Any]]:
         return records(self.sweeps[study]) if study in self.sweeps else []
+
+
+def _read_inside(file: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(file.read_text())
+        if not isinstance(record, dict) or not isinstance(record.get("layers"), list):
+            raise ValueError("no list of layers")
+        for layer in record["layers"]:
+            for histogram in [*layer["weights"].values(), *layer["activations"].values()]:
+                if histogram["count"] and len(histogram["counts"]) < 1:
+                    raise ValueError("a histogram without counts")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{file}: unreadable record ({exc}); `qnnlab eval RUN --inside` writes it anew") from None
+    return record

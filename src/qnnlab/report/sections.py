@@ -266,25 +266,37 @@ def _configurations(records: Records) -> list[dict[str, Any]]:
     return points
 
 
+INSIDE_RUNS = {
+    "float": ("float",),
+    "BinaryConnect": ("binaryconnect", "binaryconnect-paper"),
+    "BNN": ("bnn", "bnn-paper"),
+}
+
+
 def inside(records: Records) -> Section:
-    runs = records.trained(("float", "binaryconnect", "bnn"))
+    runs = {}
+    for label, names in INSIDE_RUNS.items():
+        found = records.inside(names)
+        name = next((n for n in names if n in found), None)
+        if name:
+            runs[label if label == name else f"{label}: {name}"] = found[name]
+    command = "qnnlab demo, or qnnlab eval RUN --inside on a study's run folders"
     if not runs:
-        return Section(
-            "inside",
-            "Inside the networks",
-            [_missing("First-layer weights of float, BinaryConnect and BNN", "qnnlab demo")],
-        )
-    return Section(
-        "inside",
-        "Inside the networks",
-        [
-            Item(
-                "First-layer weights of the trained " + ", ".join(runs) + " MLPs",
-                "qnnlab demo (its run folders)",
-                figure=figures.first_layer_weights(runs),
-            )
-        ],
-    )
+        return Section("inside", "Inside the networks", [_missing("First-layer weights and histograms", command)])
+    shown = ", ".join(runs)
+    weights = figures.first_layer_weights(runs)
+    items = [
+        Item(f"First-layer weights: {shown}", command, figure=weights)
+        if weights
+        else _missing("First-layer weights of an MLP or CNN on images", command),
+        Item(f"Latent weights by layer: {shown}", command, figure=figures.layer_histograms(runs, "weights")),
+        Item(
+            f"Activations before each input quantizer: {shown}",
+            command,
+            figure=figures.layer_histograms(runs, "activations"),
+        ),
+    ]
+    return Section("inside", "Inside the networks", items)
 
 
 def findings(records: Records) -> Section:
@@ -304,8 +316,31 @@ def findings(records: Records) -> Section:
         )
     if records.estimator_rows:
         sentences.append(_estimator_finding(records.estimator_rows))
+    sentences += _blocked_gradients(records)
     text = " ".join(sentences) if sentences else "No study records were given."
     return Section("findings", "Findings", [Item("Generated from the records", "qnnlab report DIR...", text=text)])
+
+
+def _blocked_gradients(records: Records) -> list[str]:
+    """The share of a binarized layer's inputs outside [-1, 1], where the clipped STE passes none."""
+    found = records.inside(INSIDE_RUNS["BNN"])
+    if not found:
+        return []
+    name, record = next(iter(found.items()))
+    shares = [
+        (number, activation["outside_unit"])
+        for number, layer in enumerate(record["layers"], 1)
+        for activation in layer["activations"].values()
+        if activation["quantizer"].startswith("sign") and activation["count"]
+    ]
+    if not shares:
+        return []
+    listed = ", ".join(f"layer {n} {100 * share:.0f}%" for n, share in shares)
+    return [
+        f"In the trained {name} network ({record['study']}, {record['samples']} test images), the inputs of sign lie "
+        f"outside [-1, 1], where the clipped straight-through estimator passes no gradient, for {listed} "
+        f"(`qnnlab eval RUN --inside`; the histograms under 'Inside the networks')."
+    ]
 
 
 def _estimator_finding(rows: list[dict[str, Any]]) -> str:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from qnnlab import quant
+from qnnlab.analysis.inside import INSIDE, inside_of_run, write_inside
 from qnnlab.data import ImageData, TextData
 from qnnlab.data.batches import eval_batches, lm_batches, to_unit_range
 from qnnlab.models.ebp import EBPNetwork
@@ -167,3 +169,15 @@ def evaluate_checkpoint(
                 raise ValueError(f"split={split!r}; image data sets are evaluated on test")
             result = evaluate_images(model, data, mode)
     return {"checkpoint": info["checkpoint"], "mode": mode, "epoch": info["epoch"] + 1, **result}
+
+
+def record_inside(path: str, data_root: str | None = None) -> str:
+    """Write ``inside.json`` (``qnnlab.analysis.inside``) next to the checkpoint of ``path``, as
+    sweeps do when a run ends; returns the file written."""
+    model, data, info = load_trained(path, data_root)
+    found = inside_of_run(model, data)
+    if found is None:
+        raise ValueError(f"{path}: inside.json records image classifiers; this run reads {type(data).__name__}")
+    file = Path(info["checkpoint"]).parent / INSIDE
+    write_inside(file, found)
+    return str(file)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from qnnlab.analysis.inside import INSIDE, inside_of_run, write_inside
 from qnnlab.run.config import from_dict
 from qnnlab.sweep.records import RESULT, claim, result, what_is_trained, write_json
 
@@ -72,6 +73,9 @@ def _train(run: dict[str, Any], folder: Path, threads: int, device: str | None) 
         environment["device"] = device
     trainer = Trainer(config, folder, resume=True, quiet=True, environment=environment)
     metrics = trainer.run()
+    found = inside_of_run(trainer.model, trainer.data)
+    if found is not None:
+        write_inside(folder / INSIDE, found)
     return {
         "status": "done",
         "name": run["name"],

@@ -3,7 +3,8 @@
 ``OUT/sweep.json`` lists every planned run (name, labels, seed, resolved config). Each run is an
 ordinary run folder (``qnnlab train``'s config, metrics, checkpoint) plus, when it ends,
 ``result.json``: status ``done`` (config, labels, final and best metrics, times, cost figures) or
-``failed`` (error and traceback). All are written atomically. ``claimed`` holds the process that
+``failed`` (error and traceback), and for an image classifier ``inside.json``, its weight and
+activation histograms (``qnnlab.analysis.inside``). All are written atomically. ``claimed`` holds the process that
 trains the run now; an exclusive lock on ``.sweep.lock`` makes sure only one does.
 """
 
