@@ -244,8 +244,9 @@ def cmd_bench_gemm(args: argparse.Namespace) -> int:
     from qnnlab.bench import gemm
 
     sizes = _int_list(args.sizes, "--sizes", "256,1024,4096")
+    gemv = [] if args.gemv.strip() == "0" else _int_list(args.gemv, "--gemv", "4096,16384")
     _set_threads(args.threads)
-    _print_bench(gemm.run(sizes, args.repeats, args.gemv, args.bitserial), args.json)
+    _print_bench(gemm.run(sizes, args.repeats, gemv, args.bitserial), args.json)
     return 0
 
 
@@ -397,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = bench.add_parser("gemm", help="packed binary GEMM / GEMV / bit-serial against torch float32")
     p.add_argument("--sizes", default="256,1024,4096")
-    p.add_argument("--gemv", type=int, default=16384, help="K of the batch-1 product (0: skip)")
+    p.add_argument(
+        "--gemv", default="4096,16384", help="K of the batch-1 K x K products, binary and weight-only (0: skip)"
+    )
     p.add_argument("--bitserial", type=int, default=2048, help="N of the bit-serial k-bit products (0: skip)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, help="threads for both (default: torch's)")

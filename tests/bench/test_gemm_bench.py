@@ -16,6 +16,7 @@ def test_bench_gemm_json(capsys):
         "binary_gemm",
         "binary_gemv",
         "weight_only_gemv",
+        "weight_only_gemv_int8",
         "bitserial_1x1_gemm",
         "bitserial_2x2_gemm",
         "bitserial_4x4_gemm",
@@ -25,5 +26,9 @@ def test_bench_gemm_json(capsys):
         assert {"name", "shape", "qnnlab_ms", "baseline_ms", "speedup"} <= set(row) and row["qnnlab_ms"] > 0
     assert set(rows[0]["baselines"]) == {"torch-float32", "torch-int8"} and rows[0]["cpu"]
     assert rows[0]["binary_macs_per_second"] > 0
+    assert set(rows[3]["baselines"]) == {"torch-float32", "torch-int8"} and set(rows[4]["baselines"]) == {"torch-int8"}
+    assert rows[4]["stream_ms"] > 0 and rows[4]["times_stream"] > 0
+    assert main(["bench", "gemm", "--sizes", "64", "--gemv", "0", "--bitserial", "0", "--repeats", "2"]) == 0
+    assert main(["bench", "gemm", "--gemv", "-3"]) == 2
     assert main(["bench", "gemm", "--sizes", "a,b"]) == 2
     assert main(["bench", "gemm", "--sizes", "0"]) == 2

@@ -60,11 +60,24 @@ def test_bitplane_first_layer(k):
     assert torch.equal(bitplane_matmul(x, pack(w), k), (x.double() @ w.double().T).long())
 
 
-@pytest.mark.parametrize("k", [1, 64, 100])
-def test_sign_weight_matmul(k):
-    torch.manual_seed(k)
-    x, w = torch.randn(3, k), pm1(9, k)
+@pytest.mark.parametrize("k", [1, 63, 64, 65, 100, 1000])
+@pytest.mark.parametrize("n", [1, 4, 9])
+def test_sign_weight_matmul(k, n):
+    torch.manual_seed(k + n)
+    x, w = torch.randn(3, k), pm1(n, k)
     assert torch.allclose(sign_weight_matmul(x, pack(w), k), x @ w.T, atol=1e-4)
+    x8 = torch.randint(-128, 128, (2, k), dtype=torch.int8)
+    exact = sign_weight_matmul(x8, pack(w), k)
+    assert exact.dtype == torch.int32 and torch.equal(exact, (x8.long() @ w.long().T).int())
+
+
+def test_int8_weight_only_sums_stay_exact_past_the_int16_lanes():
+    k = 64 * 600  # several blocks of int16 accumulation, each folded into int32 lanes
+    x8 = torch.full((1, k), -128, dtype=torch.int8)
+    w = torch.ones(5, k)
+    w[1] = -1
+    out = sign_weight_matmul(x8, pack(w), k)
+    assert out.tolist() == [[-128 * k, 128 * k, -128 * k, -128 * k, -128 * k]]
 
 
 def test_bad_input_is_rejected_clearly():

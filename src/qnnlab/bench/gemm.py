@@ -5,8 +5,9 @@ rounds (medians); each row names the CPU.
 gemm N: binary_matmul of packed (N, N) by (N, N) against float32 and int8 (N, N) products, with
 the binary multiply-accumulates per second it reaches.
 gemv K: one packed row against a (K, K) packed weight matrix (weights larger than the last-level
-cache in float32: 1 GiB at K = 16384) against a float32 matrix-vector product; and a real-valued
-row against the same +-1 weights (BinaryConnect inference, additions only).
+cache in float32: 1 GiB at K = 16384) against a float32 matrix-vector product; and float32 and
+int8 rows against the same +-1 weights (BinaryConnect inference, additions only) against float32
+and int8 products, beside the time one read of the packed weights takes.
 bitserial N: k-bit x k-bit codes (1x1, 2x2, 4x4, 8x1 bits) by bit-serial AND-popcount, one
 binary product per pair of bit planes, against float32 and int8 N^3: what an int8 -> int4 shift
 costs on binary hardware.
@@ -59,32 +60,47 @@ def _gemm_row(n: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def run(sizes: list[int], repeats: int = 7, gemv: int = 16384, bitserial: int = 4096) -> Iterator[dict[str, Any]]:
+def run(
+    sizes: list[int], repeats: int = 7, gemv: tuple[int, ...] = (4096, 16384), bitserial: int = 4096
+) -> Iterator[dict[str, Any]]:
     torch.manual_seed(0)
     for n in sizes:
         yield _gemm_row(n, repeats)
-    if gemv:
-        w = _pm1(gemv, gemv)
-        x = _pm1(1, gemv)
-        pw, px = kernels.pack(w), kernels.pack(x)
-        yield _row(
-            "binary_gemv",
-            f"1x{gemv}x{gemv}",
-            lambda: kernels.binary_matmul(px, pw, gemv),
-            lambda: torch.matmul(x, w.T),
-            repeats,
-        )
-        real = torch.randn(1, gemv)
-        yield _row(
-            "weight_only_gemv",
-            f"1x{gemv}x{gemv}",
-            lambda: kernels.sign_weight_matmul(real, pw, gemv),
-            lambda: torch.matmul(real, w.T),
-            repeats,
-        )
-        del w
+    for k in gemv:
+        yield from _gemv_rows(k, repeats)
     for a_bits, b_bits in BIT_SERIAL if bitserial else ():
         yield _bitserial_row(bitserial, a_bits, b_bits, max(3, repeats // 2))
+
+
+def _gemv_rows(k: int, repeats: int) -> Iterator[dict[str, Any]]:
+    """Batch-1 products with a (K, K) weight matrix: +-1 inputs (XNOR-popcount) against float32,
+    then weight-only products (BinaryConnect inference, 1-bit LLM layers) of float32 and of int8
+    inputs against torch's float32 and int8 products, with the time one read of the packed weights
+    takes (``stream_ms``), the bound of a product that must read them."""
+    w = _pm1(k, k)
+    pw = kernels.pack(w)
+    x = _pm1(1, k)
+    px = kernels.pack(x)
+    yield _row(
+        "binary_gemv", f"1x{k}x{k}", lambda: kernels.binary_matmul(px, pw, k), lambda: torch.matmul(x, w.T), repeats
+    )
+    w8t = w.to(torch.int8).T
+    real, real8 = torch.randn(1, k), torch.randint(-128, 128, (1, k), dtype=torch.int8)
+    stream_ms = kernels.read_time_ms(pw, repeats)
+    for name, inputs, baselines in (
+        ("weight_only_gemv", real, {"torch-float32": lambda: torch.matmul(real, w.T)}),
+        ("weight_only_gemv_int8", real8, {}),
+    ):
+        baselines["torch-int8"] = lambda: torch._int_mm(real8, w8t)
+        q_ms, base_ms, ratios = interleaved_ms(lambda: kernels.sign_weight_matmul(inputs, pw, k), baselines, repeats)
+        yield {
+            "name": name,
+            "shape": f"1x{k}x{k}",
+            **versus(q_ms, base_ms, ratios),
+            "stream_ms": round(stream_ms, 4),
+            "times_stream": round(q_ms / stream_ms, 2),
+            "threads": torch.get_num_threads(),
+        }
 
 
 BIT_SERIAL = ((1, 1), (2, 2), (4, 4), (8, 1))  # activation x weight bits: how k-bit products cost

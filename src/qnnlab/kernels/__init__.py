@@ -36,6 +36,7 @@ __all__ = [
     "pack_nhwc",
     "padding_correction",
     "pixel_matmul",
+    "read_time_ms",
     "sign_weight_matmul",
     "threshold_pack",
     "threshold_pack_tables",
@@ -63,7 +64,9 @@ def _kernels():  # imported lazily: numba compiles on first use
         _numba.launch_pool(2)
         torch.set_num_threads(threads)
         _pool_started = True
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)
     return _numba
 
 
@@ -196,19 +199,42 @@ def threshold_pack_tables(y: torch.Tensor, sign: np.ndarray, bound: np.ndarray) 
 
 def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch.Tensor:
     """BinaryConnect inference: real activations x (M, K) times +-1 weights packed (N, W), with
-    additions only: x . w = 2 (sum of x over the set bits) - sum(x), the first sum read from a
-    per-row table of all 256 subset sums of each 8 inputs, one lookup per weight byte.
-    Returns float32 (M, N)."""
+    additions only: x . w = 2 (sum of x over the set bits) - sum(x), each weight word's bits used
+    as the lane masks of vector additions of the 64 inputs it covers (``kernels._masked``).
+    float x gives float32 (M, N) within float rounding; int8 x gives the exact int32 product."""
     check_packed(w_packed, k, "w_packed")
-    if x.dim() != 2 or x.shape[1] != k or not x.dtype.is_floating_point:
-        raise ValueError(f"x must be a float (M, {k}) tensor, got {x.dtype} {tuple(x.shape)}")
-    kernels = _kernels()
-    xs = x.detach().to(torch.float32).contiguous().numpy()
-    w_bytes = w_packed.contiguous().numpy().view(np.uint8)  # little-endian: byte g holds inputs 8g..8g+7
-    groups = w_bytes.shape[1]
-    table = np.empty((groups, 256), dtype=np.float32)
-    out = np.empty((x.shape[0], w_packed.shape[0]), dtype=np.float32)
-    for i in range(x.shape[0]):
-        kernels.byte_sums(xs[i], k, table)
-        kernels.sign_weight_rows(table, float(xs[i].sum(dtype=np.float64)), w_bytes, out[i])
+    if x.dim() != 2 or x.shape[1] != k or not (x.dtype.is_floating_point or x.dtype == torch.int8):
+        raise ValueError(f"x must be a float or int8 (M, {k}) tensor, got {x.dtype} {tuple(x.shape)}")
+    _kernels()  # sets the thread count
+    from qnnlab.kernels import _masked
+
+    w_words = w_packed.contiguous().numpy().view(np.uint64)
+    padded = w_words.shape[1] * WORD
+    integer = x.dtype == torch.int8
+    xs = x.detach() if integer else x.detach().to(torch.float32)
+    xs = xs.contiguous().numpy()
+    if padded != k:  # whole words of inputs; the packed tail bits are clear
+        xs = np.pad(xs, ((0, 0), (0, padded - k)))
+    out = np.empty((x.shape[0], w_words.shape[0]), dtype=np.int32 if integer else np.float32)
+    totals = xs.sum(axis=1, dtype=np.int64 if integer else np.float64).astype(np.int64 if integer else np.float32)
+    (_masked.sign_weight_int if integer else _masked.sign_weight_float)(xs, w_words, totals, out)
     return torch.from_numpy(out)
+
+
+def read_time_ms(w_packed: torch.Tensor, repeats: int = 7) -> float:
+    """Median time (ms) of one parallel read of the packed words (OR over each row): the bound of
+    any product that must read them, measured on the same threads."""
+    import time
+
+    _kernels()
+    from qnnlab.kernels import _masked
+
+    words = w_packed.contiguous().numpy().view(np.uint64)
+    out = np.empty(words.shape[0], dtype=np.uint64)
+    _masked.read_words(words, out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _masked.read_words(words, out)
+        times.append(time.perf_counter() - start)
+    return 1e3 * sorted(times)[len(times) // 2]

@@ -135,33 +135,6 @@ def and_gemm_planes(a, b, weights, out):
             out[i, j] = total
 
 
-@njit(fastmath=True, cache=True, nogil=True)
-def byte_sums(x_row, k, table):
-    """table[g, byte] = sum of x_row[8 g + b] over the set bits b of byte: each entry is a smaller
-    entry (its lowest bit cleared) plus one input, so the whole table costs one add per entry."""
-    groups = table.shape[0]
-    for g in range(groups):
-        table[g, 0] = 0.0
-        for byte in range(1, 256):
-            low = byte & (-byte)
-            bit = 0
-            while (1 << bit) != low:
-                bit += 1
-            t = 8 * g + bit
-            table[g, byte] = table[g, byte & (byte - 1)] + (x_row[t] if t < k else 0.0)
-
-
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def sign_weight_rows(table, total, w_bytes, out_row):
-    """out_row[j] = 2 sum_g table[g, w_bytes[j, g]] - total: one lookup and add per weight byte."""
-    n, groups = w_bytes.shape
-    for j in prange(n):
-        acc = 0.0
-        for g in range(groups):
-            acc += table[g, w_bytes[j, g]]
-        out_row[j] = 2.0 * acc - total
-
-
 @njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def pixel_planes_matmul(codes, w_t, k, bits, planes, sums, out):
     """out[i, j] = sum_t codes[i, t] w[j, t] for unsigned ``bits``-bit codes and +-1 weights given
