@@ -90,9 +90,10 @@ def cpu_name() -> str:
 
 
 def versus(candidate_ms: float, baseline_ms: dict[str, float], ratios: dict[str, float]) -> dict[str, Any]:
-    """The fields a benchmark row reports for an ``interleaved_ms`` result: the strongest (fastest)
-    baseline, its time and speed-up, every baseline's, and the CPU."""
-    strongest = min(baseline_ms, key=baseline_ms.get)
+    """The fields a benchmark row reports for an ``interleaved_ms`` result: the strongest baseline
+    (the one the candidate gains least against), its time and speed-up, every baseline's, and the
+    CPU."""
+    strongest = min(ratios, key=ratios.get)
     return {
         "cpu": cpu_name(),
         "qnnlab_ms": round(candidate_ms, 4),

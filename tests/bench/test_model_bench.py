@@ -10,6 +10,8 @@ from qnnlab.bench import onnx
 from qnnlab.cli import main
 from qnnlab.timing import interleaved_ms
 
+OPENVINO = onnx.openvino_available()
+
 
 def test_interleaved_timing_gives_each_baseline_its_ratio():
     cand, base, ratios = interleaved_ms(
@@ -23,16 +25,21 @@ def test_bench_model_names_the_strongest_baseline_and_the_cpu(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["shape"] for r in rows] == ["batch 1", "batch 8"]
     for row in rows:
-        expected = {"torch-float32", "torch-int8-dynamic"} | (
-            {"ort-float32", "ort-int8-static"} if onnx.available() else set()
+        expected = (
+            {"torch-float32", "torch-int8-dynamic"}
+            | ({"ort-float32", "ort-int8-static"} if onnx.available() else set())
+            | ({"openvino-float32", "openvino-int8"} if onnx.available() and OPENVINO else set())
         )
         assert set(row["baselines"]) == expected and row["cpu"] and ("missing" in row) != onnx.available()
-        fastest = min(row["baselines"], key=lambda name: row["baselines"][name]["ms"])
-        assert row["baseline"] == fastest and row["speedup"] == row["baselines"][fastest]["speedup"]
+        assert row.get("timed_apart", []) == sorted(
+            expected - {"torch-float32", "torch-int8-dynamic", "ort-float32", "ort-int8-static"}
+        )
+        strongest = min(row["baselines"], key=lambda name: row["baselines"][name]["speedup"])
+        assert row["baseline"] == strongest and row["speedup"] == row["baselines"][strongest]["speedup"]
 
 
 @pytest.mark.skipif(not onnx.available(), reason="needs the bench extra (onnxruntime, onnx)")
-def test_onnx_runtime_baselines_compute_the_float_model():
+def test_onnx_runtime_baselines_compute_the_float_model(tmp_path):
     from qnnlab.data import ImageData
     from qnnlab.run import build_model, resolve
 
@@ -43,11 +50,17 @@ def test_onnx_runtime_baselines_compute_the_float_model():
     x = torch.randint(0, 256, (64, 1, 28, 28)).float() / 127.5 - 1
     with torch.no_grad():
         expected = model.eval()(x)
-    runs = onnx.sessions(model, x, threads=1)
+    runs = onnx.sessions(model, x, threads=1, folder=tmp_path)
     torch.testing.assert_close(torch.from_numpy(runs["ort-float32"](x)), expected, atol=1e-4, rtol=1e-4)
     int8 = torch.from_numpy(runs["ort-int8-static"](x))
     assert (int8.argmax(1) == expected.argmax(1)).float().mean() > 0.8  # int8 of an untrained net: close, not equal
     assert (int8 - expected).abs().max() < 0.5 * expected.abs().max()
+    if OPENVINO:  # the same two files in OpenVINO's CPU plugin
+        outputs = onnx.openvino_outputs(tmp_path, x)
+        torch.testing.assert_close(torch.from_numpy(outputs["openvino-float32"]), expected, atol=1e-4, rtol=1e-4)
+        openvino_int8 = torch.from_numpy(outputs["openvino-int8"])
+        assert (openvino_int8.argmax(1) == expected.argmax(1)).float().mean() > 0.8
+        assert (openvino_int8 - expected).abs().max() < 0.5 * expected.abs().max()
 
 
 def test_bench_model_can_time_beside_a_busy_process(capsys):

@@ -2,8 +2,11 @@
 (``float`` recipe, eval mode, same thread count) in torch float32, in torch's dynamic int8 (its
 Linear layers quantized per tensor, as a user would deploy it in-process) and, with the ``bench``
 extra, in ONNX Runtime float32 and static int8 (``qnnlab.bench.onnx``), timed in interleaved
-rounds on inputs on the 8-bit pixel grid. ``baseline_ms`` and ``speedup`` are against the fastest
-baseline; each baseline's own figures are in ``baselines``; ``missing`` says which could not run."""
+rounds on inputs on the 8-bit pixel grid, and in OpenVINO float32 and int8, timed back to back in
+a process of their own right after (``timed_apart``: its spinning workers would slow the others),
+their ratios taken against the packed model timed back to back too (``qnnlab_alone_ms``).
+``baseline_ms`` and ``speedup`` are against the strongest baseline (the smallest speed-up); each
+baseline's own figures are in ``baselines``; ``missing`` says which could not run."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from qnnlab import runtime
 from qnnlab.bench import onnx
 from qnnlab.run.config import resolve
 from qnnlab.run.model import build_model
-from qnnlab.timing import interleaved_ms, versus
+from qnnlab.timing import interleaved_ms, median_ms, versus
 
 
 def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
@@ -71,25 +74,29 @@ def run(
         packed_bytes = path.stat().st_size
     float_bytes = sum(p.numel() * 4 for p in float_model.state_dict().values() if p.dtype.is_floating_point)
     baselines = {"torch-float32": float_model, "torch-int8-dynamic": int8_dynamic(float_model)}
-    missing = None
-    if onnx.available():
-        calibration = torch.randint(0, 256, (64, *shape)).float() / 127.5 - 1
-        baselines.update(onnx.sessions(float_model, calibration, torch.get_num_threads()))
-    else:
-        missing = onnx.INSTALL
-    for batch in batches:
-        x = torch.randint(0, 256, (batch, *shape)).float() / 127.5 - 1
-        with torch.no_grad(), busy_core(busy):
-            q_ms, base_ms, ratios = interleaved_ms(
-                lambda: packed(x), {name: lambda m=m: m(x) for name, m in baselines.items()}, repeats
-            )
-        yield {
-            "name": f"model/{model}",
-            "shape": f"batch {batch}",
-            **versus(q_ms, base_ms, ratios),
-            "threads": torch.get_num_threads(),
-            "beside_a_busy_process": busy,
-            **({"missing": missing} if missing else {}),
-            "packed_bytes": packed_bytes,
-            "float32_bytes": float_bytes,
-        }
+    missing = None if onnx.available() else onnx.INSTALL
+    with tempfile.TemporaryDirectory() as onnx_files:
+        if onnx.available():
+            calibration = torch.randint(0, 256, (64, *shape)).float() / 127.5 - 1
+            baselines.update(onnx.sessions(float_model, calibration, torch.get_num_threads(), Path(onnx_files)))
+        for batch in batches:
+            x = torch.randint(0, 256, (batch, *shape)).float() / 127.5 - 1
+            with torch.no_grad(), busy_core(busy):
+                q_ms, base_ms, ratios = interleaved_ms(
+                    lambda: packed(x), {name: lambda m=m: m(x) for name, m in baselines.items()}, repeats
+                )
+                apart = onnx.openvino_ms(Path(onnx_files), x, torch.get_num_threads(), repeats) if not missing else {}
+                alone_ms = median_ms(lambda: packed(x), repeats, warmup=3) if apart else None
+            base_ms.update(apart)
+            ratios.update({name: ms / alone_ms for name, ms in apart.items()})
+            yield {
+                "name": f"model/{model}",
+                "shape": f"batch {batch}",
+                **versus(q_ms, base_ms, ratios),
+                "threads": torch.get_num_threads(),
+                "beside_a_busy_process": busy,
+                **({"timed_apart": sorted(apart), "qnnlab_alone_ms": round(alone_ms, 4)} if apart else {}),
+                **({"missing": missing} if missing else {}),
+                "packed_bytes": packed_bytes,
+                "float32_bytes": float_bytes,
+            }

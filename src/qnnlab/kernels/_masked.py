@@ -105,15 +105,19 @@ def _masked_sums(rows: int, lane_bits: int, widen_every: int):
                 folded = vectors[0]
                 for v in vectors[1:]:
                     folded = builder.fadd(folded, v, flags=["fast"]) if is_float else builder.add(folded, v)
-                lanes_of = [builder.extract_element(folded, ir.Constant(ir.IntType(32), lane)) for lane in range(lanes)]
                 if is_float:
-                    s = lanes_of[0]
-                    for value in lanes_of[1:]:
-                        s = builder.fadd(s, value, flags=["fast"])
-                else:
-                    s = builder.sext(lanes_of[0], ir.IntType(64))
-                    for value in lanes_of[1:]:
-                        s = builder.add(s, builder.sext(value, ir.IntType(64)))
+                    reduce = cgutils.get_or_insert_function(
+                        builder.module,
+                        ir.FunctionType(element, [element, vector]),
+                        f"llvm.vector.reduce.fadd.v{lanes}f32",
+                    )
+                    s = builder.call(reduce, [ir.Constant(element, 0.0), folded], fastmath=("fast",))
+                else:  # in int64 lanes, so no K overflows the sum
+                    longs = ir.VectorType(ir.IntType(64), lanes)
+                    reduce = cgutils.get_or_insert_function(
+                        builder.module, ir.FunctionType(ir.IntType(64), [longs]), f"llvm.vector.reduce.add.v{lanes}i64"
+                    )
+                    s = builder.call(reduce, [builder.sext(folded, longs)])
                 sums.append(s)
             return context.make_tuple(builder, signature.return_type, sums)
 
@@ -150,8 +154,9 @@ def _products(sums, one):
     return products
 
 
+int_sums, int_sum = _masked_sums(ROWS, 16, INT16_WORDS), _masked_sums(1, 16, INT16_WORDS)
 sign_weight_float = _products(_masked_sums(ROWS, 32, 0), _masked_sums(1, 32, 0))
-sign_weight_int = _products(_masked_sums(ROWS, 16, INT16_WORDS), _masked_sums(1, 16, INT16_WORDS))
+sign_weight_int = _products(int_sums, int_sum)
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -491,7 +491,7 @@ def measured_speedups(rows: list[dict[str, Any]]) -> Any:
             height=height,
             color=GREYS[j % len(GREYS)],
             edgecolor="black",
-            hatch=("", "//", "..", "xx")[j % 4],
+            hatch=HATCHES[j % len(HATCHES)],
             label=name,
         )
     ax.axvline(1, color="black", linewidth=0.8)

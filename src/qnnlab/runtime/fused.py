@@ -69,7 +69,7 @@ class FusedDense:
         """``first``: the 8-bit first layer; ``threshold``: its outputs' threshold; ``chain``: the
         binary layers after it."""
         self.first, self.chain = first, chain
-        self.w0 = kernels.unpack(first.weight, first.k).to(torch.int8).contiguous().numpy()  # +-1, a byte each
+        self.w0 = first.weight.contiguous().numpy().view(np.uint64)  # packed +-1, tail bits clear
         self.offset0 = ((128 / 127.5 - 1) * first.weight_sum.to(torch.float64)).numpy()
         self.bias0 = _bias(first, first.weight.shape[0])
         self.sign0, self.bound0 = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
@@ -111,7 +111,7 @@ class BinaryTail:
 
     def __call__(self, packed: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels import _kernels
-        from qnnlab.kernels._fused import binary_tail
+        from qnnlab.kernels._fused import binary_tail, binary_tail_serial
 
         if packed.shape[0] >= TAIL_BATCH_LIMIT:
             for step in self.steps:
@@ -119,7 +119,8 @@ class BinaryTail:
             return packed
         _kernels()
         out = np.empty((packed.shape[0], len(self.chain.scale)), dtype=np.float32)
-        binary_tail(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
+        kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail
+        kernel(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
         return torch.from_numpy(out)
 
 
