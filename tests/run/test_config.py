@@ -48,6 +48,9 @@ def test_inheritance_and_overrides():
     assert config.norm == "shift" and config.optimizer == "shift_adamax" and config.clip_latent == 1.0
     assert config.lr == 0.01 and config.epochs == 3
     assert resolve("bnn", {"lr": 1}).lr == 1.0  # an integer where a float is expected
+    plus = resolve("bnn-plus", {"model_options": {"widths": [64], "shortcut": True}})
+    assert plus.model_options == {"shortcut": True, "widths": [64]}  # merged key by key, not replaced
+    assert resolve("bnn-plus", {"model_options": {"shortcut": False}}).model_options == {"shortcut": False}
 
 
 def test_recipe_file(tmp_path):

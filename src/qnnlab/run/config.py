@@ -193,9 +193,13 @@ def recipe_values(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, An
 
 
 def resolve(recipe: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The full config of ``recipe`` (a name or a .yaml path) with ``overrides`` applied and checked."""
-    values = {**recipe_values(recipe), **(overrides or {})}
-    return from_dict(values, source=f"recipe {recipe}")
+    """The full config of ``recipe`` (a name or a .yaml path) with ``overrides`` applied and checked;
+    ``model_options`` merge key by key (a recipe's Bi-Real shortcut survives a caller's widths)."""
+    values = recipe_values(recipe)
+    overrides = dict(overrides or {})
+    if isinstance(values.get("model_options"), dict) and isinstance(overrides.get("model_options"), dict):
+        overrides["model_options"] = {**values["model_options"], **overrides["model_options"]}
+    return from_dict({**values, **overrides}, source=f"recipe {recipe}")
 
 
 def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
