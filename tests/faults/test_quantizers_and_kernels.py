@@ -147,9 +147,8 @@ def test_threshold_packing_equals_comparing(m, n):
 def test_binary_convolution_equals_torch(batch, channels, out, size, kernel, stride, padding):
     kernel = min(kernel, size + 2 * padding)
     x, w = signs(batch, channels, size, size), signs(out, channels, kernel, kernel)
-    correction = kernels.padding_correction(w, size, size, stride, padding) if padding else None
     got = kernels.binary_conv2d(
-        kernels.pack_nhwc(x), kernels.pack_filters(w), channels, (kernel, kernel), stride, padding, correction
+        kernels.pack_nhwc(x), kernels.pack_filters(w), channels, (kernel, kernel), stride, padding
     )
     assert torch.equal(got, F.conv2d(x, w, stride=stride, padding=padding).to(torch.int32))
 
@@ -183,11 +182,9 @@ BAD_KERNEL_CALLS = {
     "conv filters of another size": lambda: kernels.binary_conv2d(
         kernels.pack_nhwc(signs(1, 70, 4, 4)), PACKED, 70, (3, 3)
     ),
-    "padding without its correction": lambda: kernels.binary_conv2d(
-        kernels.pack_nhwc(signs(1, 70, 4, 4)), PACKED, 70, (1, 1), 1, 1
-    ),
-    "a correction for another size": lambda: kernels.binary_conv2d(
-        kernels.pack_nhwc(signs(1, 70, 4, 4)), PACKED, 70, (1, 1), 1, 1, torch.zeros(3, 3, 3, dtype=torch.int32)
+    "negative padding": lambda: kernels.binary_conv2d(kernels.pack_nhwc(signs(1, 70, 4, 4)), PACKED, 70, (1, 1), 1, -1),
+    "an input smaller than the kernel": lambda: kernels.binary_conv2d(
+        kernels.pack_nhwc(signs(1, 70, 2, 2)), kernels.pack_filters(signs(3, 70, 3, 3)), 70, (3, 3)
     ),
 }
 

@@ -115,13 +115,12 @@ def test_bad_input_is_rejected_clearly():
     ],
 )
 def test_binary_conv2d_matches_zero_padded_conv(channels, size, kernel, stride, padding):
-    from qnnlab.kernels import binary_conv2d, pack_filters, pack_nhwc, padding_correction
+    from qnnlab.kernels import binary_conv2d, pack_filters, pack_nhwc
 
     torch.manual_seed(channels + size)
     x, w = pm1(2, channels, size, size + 1), pm1(5, channels, kernel, kernel)
     expected = torch.nn.functional.conv2d(x, w, stride=stride, padding=padding).round().to(torch.int32)
-    correction = padding_correction(w, size, size + 1, stride, padding) if padding else None
-    got = binary_conv2d(pack_nhwc(x), pack_filters(w), channels, (kernel, kernel), stride, padding, correction)
+    got = binary_conv2d(pack_nhwc(x), pack_filters(w), channels, (kernel, kernel), stride, padding)
     assert got.dtype == torch.int32 and torch.equal(got, expected)
 
 
@@ -129,8 +128,8 @@ def test_binary_conv2d_bad_input():
     from qnnlab.kernels import binary_conv2d, pack_filters, pack_nhwc
 
     x, w = pack_nhwc(pm1(1, 3, 4, 4)), pack_filters(pm1(2, 3, 3, 3))
-    with pytest.raises(ValueError, match="padding correction"):
-        binary_conv2d(x, w, 3, (3, 3), 1, 1)
+    with pytest.raises(ValueError, match="smaller than the 3x3 kernel"):
+        binary_conv2d(pack_nhwc(pm1(1, 3, 2, 2)), w, 3, (3, 3))
     with pytest.raises(ValueError, match="channel-packed"):
         binary_conv2d(x, w, 70, (3, 3))
     with pytest.raises(ValueError, match="filters must be packed"):

@@ -14,11 +14,9 @@ import torch
 from qnnlab.kernels.conv import (
     binary_conv2d,
     binary_conv2d_direct,
-    binary_conv2d_nhwc,
     direct_filters,
     pack_filters,
     pack_nhwc,
-    padding_correction,
 )
 from qnnlab.kernels.packing import WORD, check_packed, pack, unpack, words
 
@@ -26,7 +24,6 @@ __all__ = [
     "WORD",
     "binary_conv2d",
     "binary_conv2d_direct",
-    "binary_conv2d_nhwc",
     "binary_matmul",
     "bitplane_matmul",
     "bitserial_matmul",
@@ -34,7 +31,6 @@ __all__ = [
     "pack",
     "pack_filters",
     "pack_nhwc",
-    "padding_correction",
     "pixel_matmul",
     "read_time_ms",
     "sign_weight_matmul",
