@@ -172,3 +172,15 @@ def test_a_kernel_call_leaves_torchs_thread_count_alone():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "1"  # numba's thread pool, started on first use, used to reset it to the core count
+
+
+def test_the_popcount_rate_is_a_rate_and_counts_every_thread():
+    import numba
+    import numpy as np
+
+    from qnnlab.kernels import _rates
+
+    out = np.zeros(2, dtype=np.uint64)
+    _rates.run_loops(3, out)
+    assert out[0] == out[1] > 0  # every thread ran the same loop; its total is not folded away
+    assert kernels.popcount_rate(repeats=1, steps=1 << 12) > 1e8 * numba.get_num_threads()

@@ -3,7 +3,8 @@ same thread count, operands prepared (packed, float or int8) before timing, time
 rounds (medians); each row names the CPU.
 
 gemm N: binary_matmul of packed (N, N) by (N, N) against float32 and int8 (N, N) products, with
-the binary multiply-accumulates per second it reaches.
+the binary multiply-accumulates per second it reaches and their share of the machine's measured
+arithmetic bound (``kernels.popcount_rate``: XOR, popcount and add on registers, same threads).
 gemv K: one packed row against a (K, K) packed weight matrix (weights larger than the last-level
 cache in float32: 1 GiB at K = 16384) against a float32 matrix-vector product; and float32 and
 int8 rows against the same +-1 weights (BinaryConnect inference, additions only) against float32
@@ -41,7 +42,7 @@ def _row(name: str, shape: str, candidate, baseline, repeats: int) -> dict[str, 
     }
 
 
-def _gemm_row(n: int, repeats: int) -> dict[str, Any]:
+def _gemm_row(n: int, repeats: int, bound: float) -> dict[str, Any]:
     a, b = _pm1(n, n), _pm1(n, n)
     pa, pb = kernels.pack(a), kernels.pack(b)
     a8, b8t = a.to(torch.int8), b.to(torch.int8).T.contiguous()
@@ -56,6 +57,8 @@ def _gemm_row(n: int, repeats: int) -> dict[str, Any]:
         "shape": f"{n}x{n}x{n}",
         **versus(q_ms, base_ms, ratios),
         "binary_macs_per_second": round(n**3 / (q_ms / 1e3)),
+        "bound_macs_per_second": round(bound),
+        "of_bound": round(n**3 / (q_ms / 1e3) / bound, 3),
         "threads": torch.get_num_threads(),
     }
 
@@ -64,8 +67,9 @@ def run(
     sizes: list[int], repeats: int = 7, gemv: tuple[int, ...] = (4096, 16384), bitserial: int = 4096
 ) -> Iterator[dict[str, Any]]:
     torch.manual_seed(0)
+    bound = kernels.popcount_rate() if sizes else 0.0
     for n in sizes:
-        yield _gemm_row(n, repeats)
+        yield _gemm_row(n, repeats, bound)
     for k in gemv:
         yield from _gemv_rows(k, repeats)
     for a_bits, b_bits in BIT_SERIAL if bitserial else ():

@@ -32,6 +32,7 @@ __all__ = [
     "pack_filters",
     "pack_nhwc",
     "pixel_matmul",
+    "popcount_rate",
     "read_time_ms",
     "sign_weight_matmul",
     "threshold_pack",
@@ -234,3 +235,23 @@ def read_time_ms(w_packed: torch.Tensor, repeats: int = 7) -> float:
         _masked.read_words(words, out)
         times.append(time.perf_counter() - start)
     return 1e3 * sorted(times)[len(times) // 2]
+
+
+def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
+    """Binary multiply-accumulates per second that XOR, popcount and add reach on registers alone
+    (``kernels._rates``), on ``torch.get_num_threads()`` threads: the arithmetic bound of a GEMM."""
+    import time
+
+    import numba
+
+    _kernels()
+    from qnnlab.kernels import _rates
+
+    out = np.empty(numba.get_num_threads(), dtype=np.uint64)
+    _rates.run_loops(steps // 8, out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _rates.run_loops(steps, out)
+        times.append(time.perf_counter() - start)
+    return len(out) * steps * _rates.MACS_PER_STEP / sorted(times)[len(times) // 2]
