@@ -1,5 +1,6 @@
 """Packed kernels against PyTorch on the unpacked values, odd sizes included, and bad input."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -45,18 +46,20 @@ def test_binary_matmul_equals_float_product(k, m, n):
 
 @pytest.mark.parametrize("a_bits, b_bits", [(1, 1), (2, 2), (2, 3), (4, 1)])
 @pytest.mark.parametrize("k", [1, 65, 300])
-def test_bitserial_matmul(a_bits, b_bits, k):
+@pytest.mark.parametrize("m, n", [(7, 5), (13, 70)])  # small: AND-popcounts; from a tile up: XOR tiles
+def test_bitserial_matmul(a_bits, b_bits, k, m, n):
     torch.manual_seed(k)
-    a = torch.randint(0, 2**a_bits, (7, k))
-    b = torch.randint(0, 2**b_bits, (5, k))
+    a = torch.randint(0, 2**a_bits, (m, k))
+    b = torch.randint(0, 2**b_bits, (n, k))
     assert torch.equal(bitserial_matmul(a, b, a_bits, b_bits), a @ b.T)
 
 
 @pytest.mark.parametrize("k", [1, 63, 784])
-def test_bitplane_first_layer(k):
+@pytest.mark.parametrize("m, n", [(4, 6), (8, 40)])
+def test_bitplane_first_layer(k, m, n):
     torch.manual_seed(k)
-    x = torch.randint(0, 256, (4, k))
-    w = pm1(6, k)
+    x = torch.randint(0, 256, (m, k))
+    w = pm1(n, k)
     assert torch.equal(bitplane_matmul(x, pack(w), k), (x.double() @ w.double().T).long())
 
 
@@ -176,7 +179,6 @@ def test_a_kernel_call_leaves_torchs_thread_count_alone():
 
 def test_the_popcount_rate_is_a_rate_and_counts_every_thread():
     import numba
-    import numpy as np
 
     from qnnlab.kernels import _rates
 
@@ -184,3 +186,25 @@ def test_the_popcount_rate_is_a_rate_and_counts_every_thread():
     _rates.run_loops(3, out)
     assert out[0] == out[1] > 0  # every thread ran the same loop; its total is not folded away
     assert kernels.popcount_rate(repeats=1, steps=1 << 12) > 1e8 * numba.get_num_threads()
+
+
+@pytest.mark.parametrize("m, n, k", [(5, 33, 65), (9, 70, 1000), (64, 64, 64), (33, 97, 130), (4, 32, 1), (3, 31, 63)])
+def test_register_tiled_gemm_is_exact_on_full_tiles_and_edges(m, n, k):
+    from qnnlab.kernels import _panels
+
+    torch.manual_seed(m + n + k)
+    a, b = pm1(m, k), pm1(n, k)
+    pa, pb = pack(a).numpy().view(np.uint64), pack(b).numpy().view(np.uint64)
+    out = np.empty((m, n), dtype=np.int32)
+    _panels.gemm(pa, _panels.panels(pb), pb, k, out)
+    assert np.array_equal(out, (a @ b.T).numpy().astype(np.int32))
+
+
+def test_binary_matmul_takes_the_tiled_path_for_large_b_and_checks_its_panels():
+    torch.manual_seed(0)
+    a, b = pm1(6, 1000), pm1(600, 1000)  # b: 600 rows of 16 words, past the small-b kernel
+    expected = (a @ b.T).to(torch.int32)
+    assert torch.equal(binary_matmul(pack(a), pack(b), 1000), expected)
+    assert torch.equal(binary_matmul(pack(a), pack(b), 1000, kernels.binary_panels(pack(b))), expected)
+    with pytest.raises(ValueError, match="binary_panels"):
+        binary_matmul(pack(a), pack(b), 1000, kernels.binary_panels(pack(b[:100])))

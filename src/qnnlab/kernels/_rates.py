@@ -1,5 +1,5 @@
 """The machine's binary multiply-accumulate rate, measured rather than assumed: a loop on registers
-only (no memory), eight independent chains of 512-bit vectors, each step XOR, popcount (VPOPCNTQ
+only (no memory), sixteen independent chains of 512-bit vectors, each step XOR, popcount (VPOPCNTQ
 where the CPU has it) and add, i.e. 512 binary multiply-accumulates; each count is the next
 step's operand, so the compiler cannot fold the loop. A GEMM's rate divided by this one says how close to
 the arithmetic bound it runs."""
@@ -11,7 +11,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-CHAINS = 8
+CHAINS = 16
 LANES = 8  # 64-bit lanes of a 512-bit vector
 MACS_PER_STEP = CHAINS * LANES * 64
 

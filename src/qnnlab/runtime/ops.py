@@ -21,6 +21,7 @@ Ops:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -112,8 +113,20 @@ def _features(op: Op, shape: tuple[int, ...], k: int) -> None:
         raise ValueError(f"{op.kind} op of layer {op.layer} takes {k} features, its input has shape {shape}")
 
 
+class PackedWeight:
+    """An op whose packed +-1 weight (N, W) multiplies packed bits: the weight's register-tile
+    layout (``kernels.binary_panels``), made at the first packed call, once the load has checked
+    the weight's shape."""
+
+    weight: torch.Tensor
+
+    @functools.cached_property
+    def panels(self) -> torch.Tensor:
+        return kernels.binary_panels(self.weight)
+
+
 @register
-class BinaryLinear(Op):
+class BinaryLinear(PackedWeight, Op):
     """Packed input bits (B, W) x packed +-1 weights (N, W) -> (B, N) + bias."""
 
     kind = "binary_linear"
@@ -130,7 +143,7 @@ class BinaryLinear(Op):
         return (n,)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        return self._add_bias(kernels.binary_matmul(x, self.weight, self.k).to(torch.float32))
+        return self._add_bias(kernels.binary_matmul(x, self.weight, self.k, self.panels).to(torch.float32))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:  # x holds +-1 floats from the reference threshold
         return self._add_bias(x @ kernels.unpack(self.weight, self.k).T)
@@ -263,7 +276,7 @@ class TernaryLinear(Op):
 
 
 @register
-class XnorLinear(SignWeightLinear):
+class XnorLinear(PackedWeight, SignWeightLinear):
     """XNOR-Net's fully connected layer: y = K alpha_o (sign(x) . sign(W)) with K = mean |x| per
     sample, the product by popcounts on the packed signs (``kernels.binary_matmul``)."""
 
@@ -272,7 +285,7 @@ class XnorLinear(SignWeightLinear):
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
         scale = x.abs().mean(1, keepdim=True)
-        y = kernels.binary_matmul(kernels.pack(x), self.weight, self.k).to(torch.float32) * scale
+        y = kernels.binary_matmul(kernels.pack(x), self.weight, self.k, self.panels).to(torch.float32) * scale
         return self._add_bias(y if self.alpha is None else y * self.alpha)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:

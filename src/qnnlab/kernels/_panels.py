@@ -1,0 +1,262 @@
+"""The binary GEMM as outer products on registers: out[i, j] = k - 2 popcount(a[i] XOR b[j]).
+
+b is laid out in panels of ``COLUMNS`` rows, transposed (panel, word, column), so one panel word
+for 32 columns is four 512-bit vectors. A tile of ``ROWS`` rows of a by one panel keeps its 24
+accumulator vectors in registers (with the panel's four and a broadcast: 29 of the 32): per word,
+each row's word is broadcast, XORed with the four vectors, popcounted (VPOPCNTQ) and added, three
+vector operations per 512 binary multiply-accumulates (the bound ``kernels._rates`` measures)
+and no horizontal reduction. A panel (32 columns x K bits) stays in L1 while every row of a
+streams past it."""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from qnnlab.kernels._numba import popcount
+
+ROWS = 6
+COLUMNS = 32
+LANES = 8  # 64-bit lanes per 512-bit vector
+
+
+def _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc) -> None:
+    """Emit acc[r][v] (lanes 8 v .. 8 v + 7) += sum_t popcount(a[r, t] XOR panel[t, column]) for
+    the ROWS rows of a (``a_stride`` words apart) and the panel's COLUMNS columns."""
+    word = ir.IntType(64)
+    vector = ir.VectorType(word, LANES)
+    parts = COLUMNS // LANES
+    index = count.type
+    ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector]), f"llvm.ctpop.v{LANES}i64")
+    with cgutils.for_range(builder, count) as loop:
+        row_start = builder.mul(loop.index, ir.Constant(index, parts))
+        columns = [
+            builder.load(builder.gep(panel_ptr, [builder.add(row_start, ir.Constant(index, p))]), align=8)
+            for p in range(parts)
+        ]
+        for r in range(ROWS):
+            at = builder.add(builder.mul(a_stride, ir.Constant(index, r)), loop.index)
+            spread = _splat(builder, builder.load(builder.gep(a_ptr, [at]), align=8), vector)
+            for p in range(parts):
+                counted = builder.call(ctpop, [builder.xor(spread, columns[p])])
+                builder.store(builder.add(builder.load(acc[r][p]), counted), acc[r][p])
+
+
+def _vectors(builder, count: int = ROWS) -> list[list[ir.Value]]:
+    """ROWS x (COLUMNS / LANES) zeroed <LANES x i64> accumulators."""
+    zero = ir.Constant(ir.VectorType(ir.IntType(64), LANES), [0] * LANES)
+    return [[cgutils.alloca_once_value(builder, zero) for _ in range(COLUMNS // LANES)] for _ in range(count)]
+
+
+def _store_rows(builder, out_addr, out_step, lane_type, values) -> None:
+    """Store values[r][v] (vectors of ``lane_type``) at out row r (``out_step`` apart), lanes 8 v.."""
+    lanes = ir.VectorType(lane_type, LANES)
+    out_ptr = builder.inttoptr(out_addr, lane_type.as_pointer())
+    index = out_step.type
+    for r, row_values in enumerate(values):
+        row = builder.gep(out_ptr, [builder.mul(out_step, ir.Constant(index, r))])
+        for p, value in enumerate(row_values):
+            target = builder.bitcast(builder.gep(row, [ir.Constant(index, p * LANES)]), lanes.as_pointer())
+            builder.store(value, target, align=4)
+
+
+@intrinsic
+def signed_tile(typingctx, a_address, a_words, panel_address, words, out_address, out_stride, k):
+    """out[r, j] (int32, rows ``out_stride`` apart) = k - 2 sum_t popcount(a[r, t] XOR panel[t, j])
+    over ROWS rows of a (``a_words`` apart) and one panel's COLUMNS columns: the +-1 product."""
+    sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        a_addr, a_stride, panel_addr, count, out_addr, out_step, k_value = args
+        vector = ir.VectorType(ir.IntType(64), LANES)
+        acc = _vectors(builder)
+        a_ptr = builder.inttoptr(a_addr, ir.IntType(64).as_pointer())
+        _count_tile(builder, a_ptr, a_stride, builder.inttoptr(panel_addr, vector.as_pointer()), count, acc)
+        halves = ir.VectorType(ir.IntType(32), LANES)
+        k_lanes = builder.trunc(_splat(builder, k_value, vector), halves)
+        one = ir.Constant(halves, [1] * LANES)
+        values = [
+            [builder.sub(k_lanes, builder.shl(builder.trunc(builder.load(v), halves), one)) for v in row] for row in acc
+        ]
+        _store_rows(builder, out_addr, out_step, ir.IntType(32), values)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def planes_tile(
+    typingctx,
+    a_address,
+    a_words,
+    a_plane_words,
+    a_planes,
+    panel_address,
+    panel_plane_words,
+    b_planes,
+    weights_address,
+    words,
+    out_address,
+    out_stride,
+):
+    """out[r, j] (int64) = sum_pq weights[p, q] sum_t popcount(a_p[r, t] XOR panel_q[t, j]) over the
+    bit planes of a (``a_plane_words`` apart) and of the panel (``panel_plane_words`` apart): each
+    pair's counts are weighted into totals kept beside the registers, out written once."""
+    sig = types.void(
+        types.uintp,
+        types.intp,
+        types.intp,
+        types.intp,
+        types.uintp,
+        types.intp,
+        types.intp,
+        types.uintp,
+        types.intp,
+        types.uintp,
+        types.intp,
+    )
+
+    def codegen(context, builder, signature, args):
+        (
+            a_addr,
+            a_stride,
+            a_plane,
+            a_count,
+            panel_addr,
+            panel_plane,
+            b_count,
+            weights_addr,
+            count,
+            out_addr,
+            out_step,
+        ) = args
+        word = ir.IntType(64)
+        vector = ir.VectorType(word, LANES)
+        totals, acc = _vectors(builder), _vectors(builder)
+        a_base = builder.inttoptr(a_addr, word.as_pointer())
+        panel_base = builder.inttoptr(panel_addr, vector.as_pointer())
+        weights = builder.inttoptr(weights_addr, word.as_pointer())
+        zero = ir.Constant(vector, [0] * LANES)
+        parts = ir.Constant(count.type, LANES)
+        with cgutils.for_range(builder, a_count) as p_loop, cgutils.for_range(builder, b_count) as q_loop:
+            for row in acc:
+                for v in row:
+                    builder.store(zero, v)
+            a_ptr = builder.gep(a_base, [builder.mul(p_loop.index, a_plane)])
+            panel_ptr = builder.gep(panel_base, [builder.udiv(builder.mul(q_loop.index, panel_plane), parts)])
+            _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc)
+            pair = builder.add(builder.mul(p_loop.index, b_count), q_loop.index)
+            weight = _splat(builder, builder.load(builder.gep(weights, [pair])), vector)
+            for total_row, acc_row in zip(totals, acc):
+                for total, v in zip(total_row, acc_row):
+                    builder.store(builder.add(builder.load(total), builder.mul(weight, builder.load(v))), total)
+        _store_rows(builder, out_addr, out_step, word, [[builder.load(v) for v in row] for row in totals])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
+    """``value`` in every lane of ``vector``."""
+    first = builder.insert_element(ir.Constant(vector, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(
+        first, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+    )
+
+
+def panels_shape(b_shape: tuple[int, int]) -> tuple[int, int, int]:
+    return ((b_shape[0] + COLUMNS - 1) // COLUMNS, b_shape[1], COLUMNS)
+
+
+def panels(b: np.ndarray) -> np.ndarray:
+    """b (N, W) uint64 -> (ceil(N / COLUMNS), W, COLUMNS): each panel transposed, missing rows zero."""
+    out = np.zeros(panels_shape(b.shape), dtype=np.uint64)
+    _transpose_panels(b, out)
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _transpose_panels(b, out):
+    n, words = b.shape
+    for p in prange(out.shape[0]):
+        for c in range(min(COLUMNS, n - p * COLUMNS)):
+            for t in range(words):
+                out[p, t, c] = b[p * COLUMNS + c, t]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def gemm(a, b_panels, b_rows, k, out):
+    """out (M, N) int32 = k - 2 popcount(a XOR b) for a (M, W) and b as ``panels(b)`` (and as rows,
+    for the edges): full tiles on registers, the last rows and columns one product at a time."""
+    m, words = a.shape
+    n = out.shape[1]
+    full_rows, full_panels = m - m % ROWS, n // COLUMNS
+    for p in prange(full_panels):
+        panel = b_panels.ctypes.data + p * words * COLUMNS * 8
+        for i in range(0, full_rows, ROWS):
+            target = out.ctypes.data + (i * n + p * COLUMNS) * 4
+            signed_tile(a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
+    for i in prange(m):
+        for j in range(0 if i >= full_rows else full_panels * COLUMNS, n):
+            count = np.uint64(0)
+            for t in range(words):
+                count += popcount(a[i, t] ^ b_rows[j, t])
+            out[i, j] = k - 2 * np.int64(count)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def weighted_plane_counts(a, b_panels, b_rows, weights, out):
+    """out (M, N) int64 = sum_pq weights[p, q] popcount(a_p XOR b_q) for bit planes a (P, M, W) and
+    b (Q, N, W), b also as panels (Q, panels, W, COLUMNS): one pass over out for all plane pairs."""
+    planes_a, m, words = a.shape
+    planes_b, n = b_rows.shape[0], out.shape[1]
+    panel_count = b_panels.shape[1]
+    full_rows, full_panels = m - m % ROWS, n // COLUMNS
+    for p in prange(full_panels):
+        panel = b_panels.ctypes.data + p * words * COLUMNS * 8
+        for i in range(0, full_rows, ROWS):
+            target = out.ctypes.data + (i * n + p * COLUMNS) * 8
+            planes_tile(
+                a.ctypes.data + i * words * 8,
+                words,
+                m * words,
+                planes_a,
+                panel,
+                panel_count * words * COLUMNS,
+                planes_b,
+                weights.ctypes.data,
+                words,
+                target,
+                n,
+            )
+    for i in prange(m):
+        for j in range(0 if i >= full_rows else full_panels * COLUMNS, n):
+            total = np.int64(0)
+            for pa in range(planes_a):
+                for pb in range(planes_b):
+                    count = np.uint64(0)
+                    for t in range(words):
+                        count += popcount(a[pa, i, t] ^ b_rows[pb, j, t])
+                    total += weights[pa, pb] * np.int64(count)
+            out[i, j] = total
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def row_popcounts(words, out):
+    """out[i] = the number of set bits in row i of ``words`` (R, W)."""
+    for i in prange(words.shape[0]):
+        count = np.uint64(0)
+        for t in range(words.shape[1]):
+            count += popcount(words[i, t])
+        out[i] = np.int64(count)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def halve_with_margins(twice, rows, columns):
+    """twice[i, j] = (twice[i, j] + rows[i] + columns[j]) / 2, in place (the sum is even)."""
+    for i in prange(twice.shape[0]):
+        for j in range(twice.shape[1]):
+            twice[i, j] = (twice[i, j] + rows[i] + columns[j]) >> 1
