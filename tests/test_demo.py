@@ -21,10 +21,15 @@ def test_the_demo_trains_measures_and_reports(tmp_path, monkeypatch, capsys):
     assert {"recipe", "float", "bnn", "bnn-no-bn"} <= set(lines) and "x /" in lines["bnn"]
     speed = json.loads((tmp_path / "demo" / "speed.json").read_text())
     assert speed["batch1"]["packed_ms"] > 0 and speed["batch100"]["float_ms"] > 0 and speed["ratio"] > 10
-    assert speed["batch100"]["int8_ms"] > 0 and "against the faster int8 of the float model" in out
-    expected = {"float", "torch-int8-dynamic"} | ({"ort-float32", "ort-int8-static"} if onnx.available() else set())
+    assert speed["batch100"]["int8_ms"] > 0 and "against the strongest int8 of the float model" in out
+    expected = (
+        {"torch-float32", "torch-int8-dynamic"}
+        | ({"ort-float32", "ort-int8-static"} if onnx.available() else set())
+        | ({"openvino-float32", "openvino-int8"} if onnx.available() and onnx.openvino_available() else set())
+    )
     assert set(speed["batch1"]["baselines"]) == expected and speed["batch1"]["int8_baseline"] in expected
-    assert "Against the faster int8 of the float model" in (tmp_path / "demo" / "report.md").read_text()
+    assert "Against the strongest int8 of the float model" in (tmp_path / "demo" / "report.md").read_text()
     assert (tmp_path / "demo" / "report.html").is_file() and "report: " in out
+    assert "![Latent weights by layer: float, BNN]" in (tmp_path / "demo" / "report.md").read_text()
     assert "by qnnlab demo: the packed BNN against the same MLP" in (tmp_path / "demo" / "report.md").read_text()
     assert main(["demo", "--out", str(tmp_path / "demo"), "--repeats", "3"]) == 0  # a rerun retrains nothing

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import multiprocessing
 import tempfile
 import warnings
@@ -73,30 +74,56 @@ def run(
         packed = runtime.load(path)
         packed_bytes = path.stat().st_size
     float_bytes = sum(p.numel() * 4 for p in float_model.state_dict().values() if p.dtype.is_floating_point)
-    baselines = {"torch-float32": float_model, "torch-int8-dynamic": int8_dynamic(float_model)}
+    calibration = torch.randint(0, 256, (64, *shape)).float() / 127.5 - 1
+    inputs = {batch: torch.randint(0, 256, (batch, *shape)).float() / 127.5 - 1 for batch in batches}
     missing = None if onnx.available() else onnx.INSTALL
+    for batch, timing in side_by_side(packed, float_model, calibration, inputs, repeats, busy):
+        yield {
+            "name": f"model/{model}",
+            "shape": f"batch {batch}",
+            **versus(timing.packed_ms, timing.baseline_ms, timing.ratios),
+            "threads": torch.get_num_threads(),
+            "beside_a_busy_process": busy,
+            **({"timed_apart": timing.apart, "qnnlab_alone_ms": round(timing.alone_ms, 4)} if timing.apart else {}),
+            **({"missing": missing} if missing else {}),
+            "packed_bytes": packed_bytes,
+            "float32_bytes": float_bytes,
+        }
+
+
+@dataclasses.dataclass
+class Timing:
+    packed_ms: float  # median, interleaved with the in-process baselines
+    baseline_ms: dict[str, float]
+    ratios: dict[str, float]  # per baseline: its time over the packed model's
+    apart: list[str]  # baselines timed in a process of their own (OpenVINO), against alone_ms
+    alone_ms: float | None  # the packed model timed back to back
+
+
+def side_by_side(
+    packed: Any,
+    float_model: torch.nn.Module,
+    calibration: torch.Tensor,
+    inputs: dict[int, torch.Tensor],
+    repeats: int,
+    busy: bool = False,
+) -> Iterator[tuple[int, Timing]]:
+    """The packed model against the float model in torch float32 and dynamic int8 and, with the
+    bench extra, ONNX Runtime float32 and static int8 (calibrated on ``calibration``) in
+    interleaved rounds, and OpenVINO float32 and int8 apart; one ``Timing`` per batch of ``inputs``."""
+    baselines = {"torch-float32": float_model, "torch-int8-dynamic": int8_dynamic(float_model)}
     with tempfile.TemporaryDirectory() as onnx_files:
         if onnx.available():
-            calibration = torch.randint(0, 256, (64, *shape)).float() / 127.5 - 1
             baselines.update(onnx.sessions(float_model, calibration, torch.get_num_threads(), Path(onnx_files)))
-        for batch in batches:
-            x = torch.randint(0, 256, (batch, *shape)).float() / 127.5 - 1
+        for batch, x in inputs.items():
             with torch.no_grad(), busy_core(busy):
                 q_ms, base_ms, ratios = interleaved_ms(
                     lambda: packed(x), {name: lambda m=m: m(x) for name, m in baselines.items()}, repeats
                 )
-                apart = onnx.openvino_ms(Path(onnx_files), x, torch.get_num_threads(), repeats) if not missing else {}
+                apart = (
+                    onnx.openvino_ms(Path(onnx_files), x, torch.get_num_threads(), repeats) if onnx.available() else {}
+                )
                 alone_ms = median_ms(lambda: packed(x), repeats, warmup=3) if apart else None
             base_ms.update(apart)
             ratios.update({name: ms / alone_ms for name, ms in apart.items()})
-            yield {
-                "name": f"model/{model}",
-                "shape": f"batch {batch}",
-                **versus(q_ms, base_ms, ratios),
-                "threads": torch.get_num_threads(),
-                "beside_a_busy_process": busy,
-                **({"timed_apart": sorted(apart), "qnnlab_alone_ms": round(alone_ms, 4)} if apart else {}),
-                **({"missing": missing} if missing else {}),
-                "packed_bytes": packed_bytes,
-                "float32_bytes": float_bytes,
-            }
+            yield batch, Timing(q_ms, base_ms, ratios, sorted(apart), alone_ms)

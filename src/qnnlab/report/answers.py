@@ -136,7 +136,7 @@ def where_benefits_come_from(records: Records) -> str | None:
             f" Measured (qnnlab demo, {speed['cpu']}): the packed BNN runs {speed['batch100']['speedup']:.1f}x "
             f"faster than torch float32 at batch 100 and its file is {speed['ratio']:.1f}x smaller"
             + (
-                f"; against the faster int8 deployment it is {speed['batch100']['speedup_vs_int8']:.2f}x"
+                f"; against the strongest int8 deployment it is {speed['batch100']['speedup_vs_int8']:.2f}x"
                 if "speedup_vs_int8" in speed["batch100"]
                 else ""
             )

@@ -279,7 +279,7 @@ def inside(records: Records) -> Section:
         found = records.inside(names)
         name = next((n for n in names if n in found), None)
         if name:
-            runs[label if label == name else f"{label}: {name}"] = found[name]
+            runs[label if name == names[0] else f"{label}: {name}"] = found[name]
     command = "qnnlab demo, or qnnlab eval RUN --inside on a study's run folders"
     if not runs:
         return Section("inside", "Inside the networks", [_missing("First-layer weights and histograms", command)])
@@ -492,7 +492,7 @@ def _gains(speed: dict[str, Any] | None) -> str | None:
         f"{speed['batch100']['speedup']:.1f}x at batch 100, in a file {speed['ratio']:.1f}x smaller; the "
         f"energy model's figures per configuration are in the Costs section."
         + (
-            f" Against the faster int8 of the float model ({speed['batch1']['int8_baseline']} at batch 1, "
+            f" Against the strongest int8 of the float model ({speed['batch1']['int8_baseline']} at batch 1, "
             f"{speed['batch100']['int8_baseline']} at batch 100): {speed['batch1']['speedup_vs_int8']:.2f}x and "
             f"{speed['batch100']['speedup_vs_int8']:.2f}x; below 1 the int8 model is faster."
             if "int8_baseline" in speed["batch1"]
