@@ -381,9 +381,11 @@ def heatmap(
     panels: str | None,
     title: str,
     labels: tuple[str, str] | None = None,
+    panel_label: str | None = None,
 ) -> Any:
     """Mean accuracy (%) of each configuration on a grid of two of its labels, one panel per value
-    of a third; each cell shows the mean and the seed count."""
+    of a third; each cell shows the mean and the seed count. ``labels``: the axes' names (rows,
+    columns); ``panel_label``: the panels' name (default: the labels' keys)."""
     plt = pyplot()
     panel_values = list(dict.fromkeys(r[panels] for r in table)) if panels else [None]
     row_values = list(dict.fromkeys(r[rows] for r in table))
@@ -411,7 +413,7 @@ def heatmap(
                     )
         ax.set_xticks(range(len(column_values)), column_values, fontsize=7, rotation=30)
         ax.set_yticks(range(len(row_values)), row_values, fontsize=7)
-        ax.set_title(f"{panels} = {panel}" if panels else "", fontsize=8)
+        ax.set_title(f"{panel_label or panels} = {panel}" if panels else "", fontsize=8)
         ax.set_xlabel(labels[1] if labels else columns, fontsize=8)
         ax.set_ylabel(labels[0] if labels else rows, fontsize=8)
     fig.colorbar(image, ax=axes[0].tolist(), label="test accuracy (%), mean over seeds")

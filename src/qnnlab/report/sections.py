@@ -41,10 +41,11 @@ def _split(table: list[dict[str, Any]], pattern: str, keys: tuple[str, str]) -> 
     return found
 
 
+DOREFA_AXES = ("weight bits", "activation bits")
 PRECISION_AXES = ("propagation bits P (weights, inputs, errors)", "update bits U (latent weights)")
 STUDY_FIGURES = {  # (table, title, curves) -> figure; curves() reads the runs' metrics per epoch
     "dorefa-mlp": lambda t, title, _curves: figures.heatmap(
-        t, "rules[*].weight", "rules[*].input", "rules[*].grad", title
+        t, "rules[*].weight", "rules[*].input", "rules[*].grad", title, DOREFA_AXES, "gradient bits"
     ),
     "sensitivity-mlp": lambda t, title, _curves: figures.heatmap(
         _split(t, r"(only|all-but)-(\w+)", ("binarized", "layer")), "binarized", "layer", None, title
