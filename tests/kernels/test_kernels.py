@@ -188,7 +188,10 @@ def test_the_popcount_rate_is_a_rate_and_counts_every_thread():
     assert kernels.popcount_rate(repeats=1, steps=1 << 12) > 1e8 * numba.get_num_threads()
 
 
-@pytest.mark.parametrize("m, n, k", [(5, 33, 65), (9, 70, 1000), (64, 64, 64), (33, 97, 130), (4, 32, 1), (3, 31, 63)])
+@pytest.mark.parametrize(
+    "m, n, k",
+    [(5, 33, 65), (9, 70, 1000), (64, 64, 64), (33, 97, 130), (4, 32, 1), (3, 31, 63), (7, 64, 100), (8, 40, 70)],
+)
 def test_register_tiled_gemm_is_exact_on_full_tiles_and_edges(m, n, k):
     from qnnlab.kernels import _panels
 

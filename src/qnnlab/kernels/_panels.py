@@ -25,7 +25,8 @@ LANES = 8  # 64-bit lanes per 512-bit vector
 
 def _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc) -> None:
     """Emit acc[r][v] (lanes 8 v .. 8 v + 7) += sum_t popcount(a[r, t] XOR panel[t, column]) for
-    the ROWS rows of a (``a_stride`` words apart) and the panel's COLUMNS columns."""
+    the rows r of a (``a_stride`` words apart; one per row of ``acc``) and the panel's COLUMNS
+    columns."""
     word = ir.IntType(64)
     vector = ir.VectorType(word, LANES)
     parts = COLUMNS // LANES
@@ -37,7 +38,7 @@ def _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc) -> None:
             builder.load(builder.gep(panel_ptr, [builder.add(row_start, ir.Constant(index, p))]), align=8)
             for p in range(parts)
         ]
-        for r in range(ROWS):
+        for r in range(len(acc)):
             at = builder.add(builder.mul(a_stride, ir.Constant(index, r)), loop.index)
             spread = _splat(builder, builder.load(builder.gep(a_ptr, [at]), align=8), vector)
             for p in range(parts):
@@ -46,7 +47,7 @@ def _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc) -> None:
 
 
 def _vectors(builder, count: int = ROWS) -> list[list[ir.Value]]:
-    """ROWS x (COLUMNS / LANES) zeroed <LANES x i64> accumulators."""
+    """``count`` rows x (COLUMNS / LANES) zeroed <LANES x i64> accumulators."""
     zero = ir.Constant(ir.VectorType(ir.IntType(64), LANES), [0] * LANES)
     return [[cgutils.alloca_once_value(builder, zero) for _ in range(COLUMNS // LANES)] for _ in range(count)]
 
@@ -63,28 +64,39 @@ def _store_rows(builder, out_addr, out_step, lane_type, values) -> None:
             builder.store(value, target, align=4)
 
 
-@intrinsic
-def signed_tile(typingctx, a_address, a_words, panel_address, words, out_address, out_stride, k):
-    """out[r, j] (int32, rows ``out_stride`` apart) = k - 2 sum_t popcount(a[r, t] XOR panel[t, j])
-    over ROWS rows of a (``a_words`` apart) and one panel's COLUMNS columns: the +-1 product."""
-    sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp, types.int64)
+def _signed_tile(rows: int):
+    """An intrinsic ``(a_address, a_words, panel_address, words, out_address, out_stride, k)``:
+    out[r, j] (int32, rows ``out_stride`` apart) = k - 2 sum_t popcount(a[r, t] XOR panel[t, j])
+    over ``rows`` rows of a (``a_words`` apart) and one panel's COLUMNS columns: the +-1 product."""
 
-    def codegen(context, builder, signature, args):
-        a_addr, a_stride, panel_addr, count, out_addr, out_step, k_value = args
-        vector = ir.VectorType(ir.IntType(64), LANES)
-        acc = _vectors(builder)
-        a_ptr = builder.inttoptr(a_addr, ir.IntType(64).as_pointer())
-        _count_tile(builder, a_ptr, a_stride, builder.inttoptr(panel_addr, vector.as_pointer()), count, acc)
-        halves = ir.VectorType(ir.IntType(32), LANES)
-        k_lanes = builder.trunc(_splat(builder, k_value, vector), halves)
-        one = ir.Constant(halves, [1] * LANES)
-        values = [
-            [builder.sub(k_lanes, builder.shl(builder.trunc(builder.load(v), halves), one)) for v in row] for row in acc
-        ]
-        _store_rows(builder, out_addr, out_step, ir.IntType(32), values)
-        return context.get_dummy_value()
+    @intrinsic
+    def tile(typingctx, a_address, a_words, panel_address, words, out_address, out_stride, k):
+        sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp, types.int64)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            a_addr, a_stride, panel_addr, count, out_addr, out_step, k_value = args
+            vector = ir.VectorType(ir.IntType(64), LANES)
+            acc = _vectors(builder, rows)
+            a_ptr = builder.inttoptr(a_addr, ir.IntType(64).as_pointer())
+            _count_tile(builder, a_ptr, a_stride, builder.inttoptr(panel_addr, vector.as_pointer()), count, acc)
+            halves = ir.VectorType(ir.IntType(32), LANES)
+            k_lanes = builder.trunc(_splat(builder, k_value, vector), halves)
+            one = ir.Constant(halves, [1] * LANES)
+            values = [
+                [builder.sub(k_lanes, builder.shl(builder.trunc(builder.load(v), halves), one)) for v in row]
+                for row in acc
+            ]
+            _store_rows(builder, out_addr, out_step, ir.IntType(32), values)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+signed_tile = _signed_tile(ROWS)
+_tail_tiles = [_signed_tile(rows) for rows in range(1, ROWS)]  # the last m % ROWS rows of a
+tile_1, tile_2, tile_3, tile_4, tile_5 = _tail_tiles
 
 
 @intrinsic
@@ -190,7 +202,8 @@ def _transpose_panels(b, out):
 @njit(parallel=True, cache=True, nogil=True)
 def gemm(a, b_panels, b_rows, k, out):
     """out (M, N) int32 = k - 2 popcount(a XOR b) for a (M, W) and b as ``panels(b)`` (and as rows,
-    for the edges): full tiles on registers, the last rows and columns one product at a time."""
+    for the edges): tiles on registers (the last M % ROWS rows by a shorter tile), the last N %
+    COLUMNS columns one product at a time."""
     m, words = a.shape
     n = out.shape[1]
     full_rows, full_panels = m - m % ROWS, n // COLUMNS
@@ -199,8 +212,23 @@ def gemm(a, b_panels, b_rows, k, out):
         for i in range(0, full_rows, ROWS):
             target = out.ctypes.data + (i * n + p * COLUMNS) * 4
             signed_tile(a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
-    for i in prange(m):
-        for j in range(0 if i >= full_rows else full_panels * COLUMNS, n):
+    for p in prange(full_panels if full_rows < m else 0):  # the last rows: one short tile per panel
+        panel = b_panels.ctypes.data + p * words * COLUMNS * 8
+        a_rows = a.ctypes.data + full_rows * words * 8
+        target = out.ctypes.data + (full_rows * n + p * COLUMNS) * 4
+        rest = m - full_rows
+        if rest == 1:
+            tile_1(a_rows, words, panel, words, target, n, k)
+        elif rest == 2:
+            tile_2(a_rows, words, panel, words, target, n, k)
+        elif rest == 3:
+            tile_3(a_rows, words, panel, words, target, n, k)
+        elif rest == 4:
+            tile_4(a_rows, words, panel, words, target, n, k)
+        else:
+            tile_5(a_rows, words, panel, words, target, n, k)
+    for i in prange(m):  # the last columns
+        for j in range(full_panels * COLUMNS, n):
             count = np.uint64(0)
             for t in range(words):
                 count += popcount(a[i, t] ^ b_rows[j, t])
