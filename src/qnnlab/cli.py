@@ -200,7 +200,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         from qnnlab.storage import atomic_write
 
-        atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(prof.to_dict(), indent=1)))
+        record = prof.to_dict()
+        if args.measure:
+            from qnnlab.timing import cpu_name
+
+            record["measured_on"] = {"cpu": cpu_name(), "threads": torch.get_num_threads()}
+        atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(record, indent=1)))
     if args.plot:
         plot(prof, args.plot)
     return 0

@@ -157,6 +157,19 @@ def test_each_study_gets_its_figure(tmp_path):
     bnn_row = next(line for line in markdown.splitlines() if line.startswith("| bnn |"))
     assert "51.05 +- 0.07 (n=2)" in bnn_row and "0.96% error" in bnn_row  # ours beside the BNN paper's figure
     assert "Left out: no records yet. `qnnlab demo, or qnnlab eval RUN --inside" in markdown
+    assert "Left out: no records yet. `qnnlab analyze --recipe bnn --model cnn --measure" in markdown
+
+
+def test_the_xnor_net_model_sits_beside_the_measured_convolutions(tmp_path):
+    bench = tmp_path / "results" / "cpu" / "bench"
+    bench.mkdir(parents=True)
+    rows = [{"layer": "3", "channels": 64, "kernel_area": 9, "theoretical_speedup": 57.6, "measured_speedup": 10.2}]
+    record = {"xnor_speedup": rows, "measured_on": {"cpu": "Test CPU", "threads": 2}}
+    (bench / "analyze-bnn-cnn.json").write_text(json.dumps(record))
+    assert main(["report", str(tmp_path / "results"), "--out", str(tmp_path / "r.html")]) == 0
+    markdown = (tmp_path / "r.md").read_text()
+    assert "XNOR-Net's speed-up model beside the measured binary convolution (bnn-cnn, measured on Test CPU" in markdown
+    assert "| 3 | 64 | 9 | 57.60 | 10.20 |" in markdown
 
 
 def test_inside_the_networks_is_drawn_from_the_runs_inside_records(tmp_path):

@@ -1,6 +1,7 @@
 """What a report reads: the sweeps (folders with ``sweep.json``, their runs' ``result.json``,
 ``metrics.jsonl`` and ``inside.json``), the estimator measurements (``estimator-bias-variance.json``),
-the demo's ``speed.json`` and benchmark records found under the folders it is given."""
+the demo's ``speed.json`` and benchmark records (``bench/model-*.jsonl``, ``bench/analyze-*.json``)
+found under the folders it is given."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Records:
     estimator_rows: list[dict[str, Any]]
     speed: dict[str, Any] | None = None  # the demo's speed.json: the packed BNN timed against float
     bench: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # bench/model-*.jsonl rows
+    analyses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # bench/analyze-*.json by name
 
     @classmethod
     def find(cls, folders: list[str | Path]) -> Records:
@@ -51,10 +53,16 @@ class Records:
                 bench += [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
             except (OSError, json.JSONDecodeError) as exc:
                 raise ValueError(f"{file}: unreadable benchmark record ({exc})") from None
-        if not sweeps and not estimator_rows and speed is None and not bench:
+        analyses = {}
+        for file in sorted(p for folder in map(Path, folders) for p in folder.glob("*/bench/analyze-*.json")):
+            try:
+                analyses[file.stem.removeprefix("analyze-")] = json.loads(file.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{file}: unreadable analysis record ({exc})") from None
+        if not sweeps and not estimator_rows and speed is None and not bench and not analyses:
             names = ", ".join(map(str, folders))
             raise ValueError(f"{names}: no study records (sweep folders with sweep.json, {ESTIMATOR_FILE}, speed.json)")
-        return cls(sweeps, estimator_rows, speed, bench)
+        return cls(sweeps, estimator_rows, speed, bench, analyses)
 
     def table(self, study: str, reference: str | None = None) -> list[dict[str, Any]]:
         """Seed-aggregated rows of ``study`` (empty when it has no finished run)."""

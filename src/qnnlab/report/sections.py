@@ -244,7 +244,35 @@ def costs(records: Records) -> Section:
         )
     else:
         items.append(_missing("Measured speed against float32 and int8", "qnnlab bench model --json"))
+    items.append(_xnor_model(records))
     return Section("costs", "Costs and gains", items)
+
+
+XNOR_COMMAND = "qnnlab analyze --recipe bnn --model cnn --measure --json results/cpu/bench/analyze-bnn-cnn.json"
+
+
+def _xnor_model(records: Records) -> Item:
+    """XNOR-Net's operation-count speed-up of each binary convolution beside the measured kernel."""
+    title = "XNOR-Net's speed-up model beside the measured binary convolution"
+    for name, analysis in records.analyses.items():
+        rows = [r for r in analysis.get("xnor_speedup", []) if r.get("measured_speedup") is not None]
+        if rows:
+            where = analysis.get("measured_on", {})
+            return Item(
+                f"{title} ({name}, measured on {where.get('cpu', '?')}, {where.get('threads', '?')} threads)",
+                XNOR_COMMAND,
+                table=[
+                    {
+                        "layer": r["layer"],
+                        "input channels": r["channels"],
+                        "kernel area": r["kernel_area"],
+                        "model (x over float)": round(r["theoretical_speedup"], 1),
+                        "measured (x over torch conv2d)": r["measured_speedup"],
+                    }
+                    for r in rows
+                ],
+            )
+    return _missing(title, XNOR_COMMAND)
 
 
 def _configurations(records: Records) -> list[dict[str, Any]]:
