@@ -182,6 +182,21 @@ BAD_KERNEL_CALLS = {
     "conv filters of another size": lambda: kernels.binary_conv2d(
         kernels.pack_nhwc(signs(1, 70, 4, 4)), PACKED, 70, (3, 3)
     ),
+    "panels of another matrix": lambda: kernels.binary_matmul(
+        kernels.pack(signs(7, 1000)),
+        kernels.pack(signs(600, 1000)),
+        1000,
+        kernels.binary_panels(kernels.pack(signs(64, 1000))),
+    ),
+    "panels as floats": lambda: kernels.binary_matmul(
+        kernels.pack(signs(7, 1000)),
+        kernels.pack(signs(600, 1000)),
+        1000,
+        kernels.binary_panels(kernels.pack(signs(600, 1000))).double(),
+    ),
+    "weight-only product of int32 inputs": lambda: kernels.sign_weight_matmul(
+        torch.ones(2, 70, dtype=torch.int32), PACKED, 70
+    ),
     "negative padding": lambda: kernels.binary_conv2d(kernels.pack_nhwc(signs(1, 70, 4, 4)), PACKED, 70, (1, 1), 1, -1),
     "an input smaller than the kernel": lambda: kernels.binary_conv2d(
         kernels.pack_nhwc(signs(1, 70, 2, 2)), kernels.pack_filters(signs(3, 70, 3, 3)), 70, (3, 3)

@@ -101,8 +101,10 @@ def binary_matmul(
 
         if b_panels is None:
             b_panels = binary_panels(b_packed)
-        elif tuple(b_panels.shape) != _panels.panels_shape(b.shape):
-            raise ValueError(f"b_panels has shape {tuple(b_panels.shape)}; make it with binary_panels(b_packed)")
+        elif b_panels.dtype != torch.int64 or tuple(b_panels.shape) != _panels.panels_shape(b.shape):
+            raise ValueError(
+                f"b_panels is {b_panels.dtype} {tuple(b_panels.shape)}; make it with binary_panels(b_packed)"
+            )
         _panels.gemm(a, _words_view(b_panels), b, k, out)
     return torch.from_numpy(out)
 
