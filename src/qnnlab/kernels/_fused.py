@@ -10,6 +10,7 @@ from numba import njit, prange
 
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import conv_popcounts, popcount
+from qnnlab.kernels._panels import COLUMNS, tile_1
 
 
 @njit(cache=True, nogil=True)
@@ -41,22 +42,33 @@ def _unit_fires(acc, n, offset0, bias0, sign0, bound0):
 
 
 @njit(inline="always")
-def _binary_layers(bits, following, b, shapes, words, biases, signs, bounds, scale, shift, out):
+def _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bounds, scale, shift, out):
     """The binary layers of a chain for sample b, from the packed bits of its input: layer i has
-    shapes[i] = (N, K, offset of its packed words, offset of its N values), weights words[...]
-    (N rows of ceil(K / 64) words), y = K - 2 popcount(a XOR w) + bias; every layer but the last
-    thresholded as bit = (sign y >= bound), the last scaled and shifted into out[b]."""
+    shapes[i] = (N, K, offset of its packed words, offset of its N values, offset of its panels),
+    weights words[...] (N rows of ceil(K / 64) words) and the same in the register-tile layout
+    (``_panels.panels``), y = K - 2 popcount(a XOR w) + bias; every layer but the last
+    thresholded as bit = (sign y >= bound), the last scaled and shifted into out[b]. Each full
+    group of 32 units is one register tile (the input word broadcast against 32 units' words)."""
     layers = shapes.shape[0]
+    products = np.empty(COLUMNS, dtype=np.int32)
     for i in range(layers):
-        n_out, k, word_at, value_at = shapes[i, 0], shapes[i, 1], shapes[i, 2], shapes[i, 3]
+        n_out, k, word_at, value_at, panel_at = shapes[i, 0], shapes[i, 1], shapes[i, 2], shapes[i, 3], shapes[i, 4]
         wk = (k + 63) // 64
         following[:] = 0
+        full = n_out - n_out % COLUMNS
         for n in range(n_out):
-            row = word_at + n * wk
-            pop = 0
-            for t in range(wk):
-                pop += popcount(bits[t] ^ words[row + t])
-            y = np.float32(k - 2 * pop) + biases[value_at + n]
+            if n < full:
+                if n % COLUMNS == 0:
+                    panel = panels.ctypes.data + (panel_at + n * wk) * 8
+                    tile_1(bits.ctypes.data, wk, panel, wk, products.ctypes.data, COLUMNS, k)
+                product = products[n % COLUMNS]
+            else:
+                row = word_at + n * wk
+                pop = 0
+                for t in range(wk):
+                    pop += popcount(bits[t] ^ words[row + t])
+                product = k - 2 * pop
+            y = np.float32(product) + biases[value_at + n]
             if i == layers - 1:
                 out[b, n] = y * scale[n] + shift[n]
             elif np.float64(y) * signs[value_at + n] >= bounds[value_at + n]:
@@ -65,7 +77,7 @@ def _binary_layers(bits, following, b, shapes, words, biases, signs, bounds, sca
 
 
 @njit(cache=True, nogil=True)
-def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, biases, signs, bounds, scale, shift, out):
+def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, panels, biases, signs, bounds, scale, shift, out):
     """x (B, K0) float32 on the 8-bit pixel grid; layer 0: +-1 weights w0 packed (N1, W0) uint64,
     y = (c - 128) . w / 127.5 + offset (float64, then float32) + bias, thresholded into packed
     bits; then the binary layers (``_binary_layers``) into the logits out (B, C). The arithmetic
@@ -85,10 +97,10 @@ def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, biases, sig
         for n in range(n1):
             if keep[n]:
                 bits[n // 64] |= np.uint64(1) << np.uint64(n % 64)
-        _binary_layers(bits, following, b, shapes, words, biases, signs, bounds, scale, shift, out)
+        _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bounds, scale, shift, out)
 
 
-def _binary_tail(packed, shapes, words, biases, signs, bounds, scale, shift, out):
+def _binary_tail(packed, shapes, words, panels, biases, signs, bounds, scale, shift, out):
     """The binary layers of a chain (``_binary_layers``) from packed input bits (B, W), the
     samples split across threads (``binary_tail``) or on one (``binary_tail_serial``, for one
     sample: a parallel call would only wait for the other threads)."""
@@ -97,7 +109,7 @@ def _binary_tail(packed, shapes, words, biases, signs, bounds, scale, shift, out
         bits = np.zeros((widest + 63) // 64, dtype=np.uint64)
         following = np.zeros((widest + 63) // 64, dtype=np.uint64)
         bits[: packed.shape[1]] = packed[b]
-        _binary_layers(bits, following, b, shapes, words, biases, signs, bounds, scale, shift, out)
+        _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bounds, scale, shift, out)
 
 
 binary_tail = njit(parallel=True, cache=True, nogil=True)(_binary_tail)

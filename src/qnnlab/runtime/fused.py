@@ -26,17 +26,27 @@ TAIL_BATCH_LIMIT = 2  # from here the binary layers' blocked products beat one c
 
 class BinaryChain:
     """The tables of a run of binary layers as flat buffers for one kernel call: per layer (N, K,
-    offset of its packed words, offset of its N values), the packed weights, biases and the
+    offset of its packed words, offset of its N values, offset of its panels), the packed weights
+    as rows and in the register-tile layout (``kernels._panels``), biases and the
     threshold tables between layers, and the output batch norm (identity without one)."""
 
     def __init__(self, layers: list[Any], thresholds: list[Any], affine: Any) -> None:
+        from qnnlab.kernels import _panels  # numba compiles on first use, not at import
+
         sizes = [layer.weight.shape[0] for layer in layers]
         word_starts = np.cumsum([0] + [layer.weight.numel() for layer in layers])[:-1]
         value_starts = np.cumsum([0] + sizes)[:-1]
+        panels = [_panels.panels(layer.weight.numpy().view(np.uint64)).reshape(-1) for layer in layers]
+        panel_starts = np.cumsum([0] + [len(p) for p in panels])[:-1]
         self.shapes = np.array(
-            [[n, layer.k, w, v] for n, layer, w, v in zip(sizes, layers, word_starts, value_starts)], dtype=np.int64
+            [
+                [n, layer.k, w, v, p]
+                for n, layer, w, v, p in zip(sizes, layers, word_starts, value_starts, panel_starts)
+            ],
+            dtype=np.int64,
         )
         self.words = np.concatenate([layer.weight.reshape(-1).numpy().view(np.uint64) for layer in layers])
+        self.panels = np.concatenate(panels)
         self.biases = np.concatenate([_bias(layer, n) for layer, n in zip(layers, sizes)])
         tables = [kernels.threshold_tables(t.t, t.positive, t.constant) for t in thresholds]
         padding = np.zeros(sizes[-1])  # the last layer has no threshold: its slots are never read
@@ -46,7 +56,7 @@ class BinaryChain:
         self.shift = affine.shift.numpy() if affine else np.zeros(sizes[-1], dtype=np.float32)
 
     def tables(self) -> tuple[np.ndarray, ...]:
-        return self.shapes, self.words, self.biases, self.signs, self.bounds, self.scale, self.shift
+        return self.shapes, self.words, self.panels, self.biases, self.signs, self.bounds, self.scale, self.shift
 
     @staticmethod
     def split(steps: list[Any]) -> tuple[list[Any], list[Any], Any] | None:
