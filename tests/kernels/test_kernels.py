@@ -211,3 +211,11 @@ def test_binary_matmul_takes_the_tiled_path_for_large_b_and_checks_its_panels():
     assert torch.equal(binary_matmul(pack(a), pack(b), 1000, kernels.binary_panels(pack(b))), expected)
     with pytest.raises(ValueError, match="binary_panels"):
         binary_matmul(pack(a), pack(b), 1000, kernels.binary_panels(pack(b[:100])))
+
+
+def test_the_pixel_grid_check_takes_codes_0_to_255_and_nothing_else():
+    grid = torch.arange(256, dtype=torch.float32) / 127.5 - 1
+    assert kernels.on_pixel_grid(grid.reshape(2, 2, 64)) and kernels.on_pixel_grid(grid.double())
+    half_a_code = -1 + 0.5 / 127.5
+    for bad in (half_a_code, float("nan"), float("inf"), 1 + 1 / 127.5, -1 - 1 / 127.5):
+        assert not kernels.on_pixel_grid(torch.cat([grid, torch.tensor([bad])]))

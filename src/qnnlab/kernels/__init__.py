@@ -32,6 +32,7 @@ __all__ = [
     "pack",
     "pack_filters",
     "pack_nhwc",
+    "on_pixel_grid",
     "pixel_matmul",
     "popcount_rate",
     "read_time_ms",
@@ -300,3 +301,9 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
         _rates.run_loops(steps, out)
         times.append(time.perf_counter() - start)
     return len(out) * steps * _rates.MACS_PER_STEP / min(times)  # a bound: the best of the repeats
+
+
+def on_pixel_grid(x: torch.Tensor) -> bool:
+    """Whether every value of x is on the 8-bit pixel grid x = c / 127.5 - 1, c in 0..255 (within
+    1e-3 of a code, in float32), and so finite."""
+    return bool(_kernels().on_pixel_grid(x.detach().to(torch.float32).contiguous().reshape(-1).numpy()))

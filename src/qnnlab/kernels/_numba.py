@@ -169,3 +169,15 @@ def binary_conv_direct(x, w_t, channels, stride, padding, out):
             taps = conv_popcounts(x, w_t, b, oy, ox, stride, padding, acc)
             for o in range(n_out):
                 out[b, oy, ox, o] = taps * channels - 2 * acc[o]
+
+
+@njit(cache=True, nogil=True)
+def on_pixel_grid(x):
+    """Whether every value of x (float32, flat) is c / 127.5 - 1 for an integer c in 0..255, within
+    1e-3 of a code; NaN and infinity fail the comparisons. One pass, stopping at the first miss."""
+    for i in range(x.shape[0]):
+        code = x[i] * np.float32(127.5) + np.float32(127.5)
+        nearest = np.round(code)
+        if not (abs(code - nearest) <= 1e-3 and nearest >= 0 and nearest <= 255):
+            return False
+    return True

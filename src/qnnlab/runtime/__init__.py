@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from qnnlab import kernels
 from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
 from qnnlab.runtime.fused import BATCH_LIMIT, FusedDense, packed_plan
@@ -100,14 +101,11 @@ class PackedModel:
         return self.output_shape(shape if self.input_shape is None or len(self.input_shape) != 1 else self.input_shape)
 
     def _values_fit(self, x: torch.Tensor) -> bool:
-        """Finite, and on the 8-bit pixel grid where the model was trained on it: a few passes in
-        float32 (NaN and infinity fail the comparisons), the detail only when the check fails."""
+        """Finite, and on the 8-bit pixel grid where the model was trained on it: one pass in float32
+        (``kernels.on_pixel_grid``), the detail only when the check fails."""
         if self.input_grid != PIXELS:
             return bool(torch.isfinite(x).all())
-        codes = x.to(torch.float32).mul(127.5).add_(127.5)
-        rounded = codes.round()
-        low, high = rounded.aminmax()
-        return bool((codes - rounded).abs_().max() <= 1e-3) and bool(low >= 0) and bool(high <= 255)
+        return kernels.on_pixel_grid(x)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
