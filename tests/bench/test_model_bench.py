@@ -67,3 +67,20 @@ def test_bench_model_can_time_beside_a_busy_process(capsys):
     assert main(["bench", "model", "--model", "mlp-small", "--batch", "1", "--repeats", "2", "--busy", "--json"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["beside_a_busy_process"] is True and row["qnnlab_ms"] > 0
+
+
+def test_threads_1_runs_one_thread_through_every_kernel():
+    """numba's pool, started by the first parallel kernel, resets the process's thread count; every
+    kernel entry goes through kernels._kernels, which keeps the count asked for."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "qnnlab.cli", "bench", "model", "--model", "mlp-small", "--batch", "1,8"]
+        + ["--threads", "1", "--repeats", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["threads"] for line in done.stdout.splitlines()] == [1, 1]

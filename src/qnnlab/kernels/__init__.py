@@ -112,6 +112,7 @@ def binary_matmul(
 
 def binary_panels(b_packed: torch.Tensor) -> torch.Tensor:
     """b (N, W) packed rows laid out for ``binary_matmul``'s register tiles (``kernels._panels``)."""
+    _kernels()  # every numba call goes through it first: it keeps torch's thread count
     from qnnlab.kernels import _panels
 
     return torch.from_numpy(_panels.panels(_words_view(b_packed)).view(np.int64))

@@ -190,10 +190,10 @@ def panels(b: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)  # serial: a parallel call here would start numba's pool behind _kernels()
 def _transpose_panels(b, out):
     n, words = b.shape
-    for p in prange(out.shape[0]):
+    for p in range(out.shape[0]):
         for c in range(min(COLUMNS, n - p * COLUMNS)):
             for t in range(words):
                 out[p, t, c] = b[p * COLUMNS + c, t]
