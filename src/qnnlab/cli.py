@@ -401,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks measured side by side in one run").add_subparsers(
         dest="bench", metavar="BENCHMARK", required=True
     )
-    p = bench.add_parser("gemm", help="packed binary GEMM / GEMV / bit-serial against torch float32")
+    p = bench.add_parser(
+        "gemm", help="packed binary GEMM (with the measured bound), GEMV, weight-only and bit-serial vs torch fp32/int8"
+    )
     p.add_argument("--sizes", default="256,1024,4096")
     p.add_argument(
         "--gemv", default="4096,16384", help="K of the batch-1 K x K products, binary and weight-only (0: skip)"
@@ -412,8 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_bench_gemm)
 
-    p = bench.add_parser("model", help="packed BNN runtime against the float model, end to end")
-    p.add_argument("--model", default="mlp", help="an MLP model name (the runtime runs binary MLPs)")
+    p = bench.add_parser(
+        "model",
+        help="packed BNN runtime against the float model in torch float32 / int8, ONNX Runtime and OpenVINO",
+    )
+    p.add_argument("--model", default="mlp", help="a model name: mlp, cnn, or a variant such as mlp-small")
     p.add_argument("--batch", default="1,100")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, help="threads for both (default: torch's)")
