@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from qnnlab import kernels
-from qnnlab.timing import interleaved_ms, paired_ms, versus
+from qnnlab.timing import interleaved_ms, median_ms, paired_ms, versus
 
 
 def _pm1(*shape: int) -> torch.Tensor:
@@ -91,7 +91,7 @@ def _gemv_rows(k: int, repeats: int) -> Iterator[dict[str, Any]]:
     )
     w8t = w.to(torch.int8).T
     real, real8 = torch.randn(1, k), torch.randint(-128, 128, (1, k), dtype=torch.int8)
-    stream_ms = kernels.read_time_ms(pw, repeats)
+    stream_ms = median_ms(lambda: kernels.read_packed(pw), repeats)
     for name, inputs, baselines in (
         ("weight_only_gemv", real, {"torch-float32": lambda: torch.matmul(real, w.T)}),
         ("weight_only_gemv_int8", real8, {}),

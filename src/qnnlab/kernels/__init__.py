@@ -35,7 +35,7 @@ __all__ = [
     "on_pixel_grid",
     "pixel_matmul",
     "popcount_rate",
-    "read_time_ms",
+    "read_packed",
     "sign_weight_matmul",
     "threshold_pack",
     "threshold_pack_tables",
@@ -265,23 +265,16 @@ def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch
     return torch.from_numpy(out)
 
 
-def read_time_ms(w_packed: torch.Tensor, repeats: int = 7) -> float:
-    """Median time (ms) of one parallel read of the packed words (OR over each row): the bound of
-    any product that must read them, measured on the same threads."""
-    import time
-
+def read_packed(w_packed: torch.Tensor) -> np.ndarray:
+    """One parallel read of the packed words (OR over each row): the least any product that must
+    read them does, on the same threads; time it as a bound (``bench gemm``'s ``stream_ms``)."""
     _kernels()
     from qnnlab.kernels import _masked
 
-    words = w_packed.contiguous().numpy().view(np.uint64)
+    words = _words_view(w_packed)
     out = np.empty(words.shape[0], dtype=np.uint64)
     _masked.read_words(words, out)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _masked.read_words(words, out)
-        times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
+    return out
 
 
 def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
