@@ -9,8 +9,8 @@ import numpy as np
 from numba import njit, prange
 
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
-from qnnlab.kernels._numba import conv_popcounts, popcount
-from qnnlab.kernels._panels import COLUMNS, tile_1
+from qnnlab.kernels._numba import popcount
+from qnnlab.kernels._panels import COLUMNS, signed_tile
 
 
 @njit(cache=True, nogil=True)
@@ -60,7 +60,7 @@ def _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bou
             if n < full:
                 if n % COLUMNS == 0:
                     panel = panels.ctypes.data + (panel_at + n * wk) * 8
-                    tile_1(bits.ctypes.data, wk, panel, wk, products.ctypes.data, COLUMNS, k)
+                    signed_tile(1, bits.ctypes.data, wk, panel, wk, products.ctypes.data, COLUMNS, k)
                 product = products[n % COLUMNS]
             else:
                 row = word_at + n * wk
@@ -114,111 +114,3 @@ def _binary_tail(packed, shapes, words, panels, biases, signs, bounds, scale, sh
 
 binary_tail = njit(parallel=True, cache=True, nogil=True)(_binary_tail)
 binary_tail_serial = njit(cache=True, nogil=True)(_binary_tail)
-
-
-@njit(inline="always")
-def pack_threshold(values, sign, bound, out, b, y, x):
-    """out[b, y, x, :] = the channel-packed bits (sign[o] * values[o] >= bound[o]) over o."""
-    n_out = values.shape[0]
-    for word in range(out.shape[3]):
-        packed = np.uint64(0)
-        for j in range(min(64, n_out - word * 64)):
-            o = word * 64 + j
-            if np.float64(values[o]) * sign[o] >= bound[o]:
-                packed |= np.uint64(1) << np.uint64(j)
-        out[b, y, x, word] = packed
-
-
-@njit(inline="always")
-def pooled_max(x, w_t, channels, stride, padding, pool, bias, b, py, px, acc, best):
-    """best[o] = the largest of the pool x pool convolution outputs (plus bias, float32) of pooled
-    position (py, px), for every output channel o."""
-    best[:] = np.float32(-3.0e38)  # below any value: a sum of at most 2^31 terms plus a bias
-    for qy in range(pool):
-        for qx in range(pool):
-            taps = conv_popcounts(x, w_t, b, py * pool + qy, px * pool + qx, stride, padding, acc)
-            for o in range(best.shape[0]):
-                value = np.float32(taps * channels - 2 * acc[o]) + bias[o]
-                if value > best[o]:
-                    best[o] = value
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def conv_pool_threshold(x, w_t, channels, stride, padding, pool, bias, sign, bound, out):
-    """A binary convolution (as ``_numba.binary_conv_direct``), plus bias, max-pooled over
-    pool x pool windows (stride pool; pool 1: none), then batch norm + sign as a threshold per
-    channel, written as channel-packed bits out (B, H'', W'', ceil(O / 64)): three ops of the
-    packed path without their int32 and float feature maps in between. The values compared are
-    the op-by-op path's (integer sums, then float32 with the bias, max, then the float64 test)."""
-    n_out = w_t.shape[3]
-    out_h, out_w = out.shape[1], out.shape[2]
-    for row in prange(x.shape[0] * out_h):
-        b, py = row // out_h, row % out_h
-        acc = np.zeros(n_out, dtype=np.int64)
-        best = np.empty(n_out, dtype=np.float32)
-        for px in range(out_w):
-            pooled_max(x, w_t, channels, stride, padding, pool, bias, b, py, px, acc, best)
-            pack_threshold(best, sign, bound, out, b, py, px)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def pixel_conv_threshold(x, w, stride, padding, bias, sign, bound, out):
-    """The first convolution, on pixels x = c / 127.5 - 1 (B, C, H, W) float32 against +-1 filters
-    w (kh, kw, C, O) int8 with zero padding, computed exactly from the integer codes:
-    y = (sum c w) / 127.5 - sum w over the taps inside the image; plus bias, then batch norm +
-    sign as a threshold per channel, written as channel-packed bits out (B, H', W', ceil(O / 64))."""
-    batch, channels, height, width = x.shape
-    kh, kw, _, n_out = w.shape
-    out_h, out_w = out.shape[1], out.shape[2]
-    for row in prange(batch * out_h):
-        b, oy = row // out_h, row % out_h
-        codes = np.zeros(n_out, dtype=np.int32)
-        weights = np.zeros(n_out, dtype=np.int32)
-        values = np.empty(n_out, dtype=np.float32)
-        for ox in range(out_w):
-            codes[:] = 0
-            weights[:] = 0
-            for dy in range(kh):
-                iy = oy * stride - padding + dy
-                if iy < 0 or iy >= height:
-                    continue
-                for dx in range(kw):
-                    ix = ox * stride - padding + dx
-                    if ix < 0 or ix >= width:
-                        continue
-                    for c in range(channels):
-                        code = np.int32(np.round(x[b, c, iy, ix] * np.float32(127.5) + np.float32(127.5)))
-                        for o in range(n_out):
-                            tap = np.int32(w[dy, dx, c, o])
-                            codes[o] += code * tap
-                            weights[o] += tap
-            for o in range(n_out):
-                values[o] = np.float32(codes[o] / 127.5 - weights[o]) + bias[o]
-            pack_threshold(values, sign, bound, out, b, oy, ox)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def conv_pool_threshold_flat(x, w_t, channels, stride, padding, pool, bias, sign, bound, out):
-    """``conv_pool_threshold`` for the last convolution before the classifier: the thresholded
-    bits packed in the classifier's (C, H'', W'') order, out (B, ceil(C H'' W'' / 64)), with one
-    threshold per feature; the samples split across threads."""
-    n_out = w_t.shape[3]
-    out_h = (x.shape[1] + 2 * padding - w_t.shape[0]) // stride + 1
-    out_w = (x.shape[2] + 2 * padding - w_t.shape[1]) // stride + 1
-    pooled_h, pooled_w = out_h // pool, out_w // pool
-    for b in prange(x.shape[0]):
-        acc = np.zeros(n_out, dtype=np.int64)
-        best = np.empty(n_out, dtype=np.float32)
-        values = np.empty(n_out * pooled_h * pooled_w, dtype=np.float32)
-        for py in range(pooled_h):
-            for px in range(pooled_w):
-                pooled_max(x, w_t, channels, stride, padding, pool, bias, b, py, px, acc, best)
-                for o in range(n_out):  # into the classifier's (C, H, W) order
-                    values[(o * pooled_h + py) * pooled_w + px] = best[o]
-        for word in range(out.shape[1]):
-            packed = np.uint64(0)
-            for j in range(min(64, values.shape[0] - word * 64)):
-                f = word * 64 + j
-                if np.float64(values[f]) * sign[f] >= bound[f]:
-                    packed |= np.uint64(1) << np.uint64(j)
-            out[b, word] = packed

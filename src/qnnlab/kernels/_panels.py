@@ -23,10 +23,11 @@ COLUMNS = 32
 LANES = 8  # 64-bit lanes per 512-bit vector
 
 
-def _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc) -> None:
+def _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc, offsets=None) -> None:
     """Emit acc[r][v] (lanes 8 v .. 8 v + 7) += sum_t popcount(a[r, t] XOR panel[t, column]) for
     the rows r of a (``a_stride`` words apart; one per row of ``acc``) and the panel's COLUMNS
-    columns."""
+    columns; with ``offsets`` (a pointer to int64), word t of row r is a[r a_stride + offsets[t]]
+    instead, e.g. the taps of a convolution read in the image itself."""
     word = ir.IntType(64)
     vector = ir.VectorType(word, LANES)
     parts = COLUMNS // LANES
@@ -38,9 +39,10 @@ def _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc) -> None:
             builder.load(builder.gep(panel_ptr, [builder.add(row_start, ir.Constant(index, p))]), align=8)
             for p in range(parts)
         ]
+        word_at = loop.index if offsets is None else builder.load(builder.gep(offsets, [loop.index]))
         for r in range(len(acc)):
-            at = builder.add(builder.mul(a_stride, ir.Constant(index, r)), loop.index)
-            spread = _splat(builder, builder.load(builder.gep(a_ptr, [at]), align=8), vector)
+            at = builder.add(builder.mul(a_stride, ir.Constant(index, r)), word_at)
+            spread = splat(builder, builder.load(builder.gep(a_ptr, [at]), align=8), vector)
             for p in range(parts):
                 counted = builder.call(ctpop, [builder.xor(spread, columns[p])])
                 builder.store(builder.add(builder.load(acc[r][p]), counted), acc[r][p])
@@ -64,39 +66,73 @@ def _store_rows(builder, out_addr, out_step, lane_type, values) -> None:
             builder.store(value, target, align=4)
 
 
-def _signed_tile(rows: int):
-    """An intrinsic ``(a_address, a_words, panel_address, words, out_address, out_stride, k)``:
+def by_rows(builder, rows, most: int, emit) -> None:
+    """Emit ``emit(r)`` for each r in 1..``most`` under a switch on the run-time count ``rows``
+    (other counts do nothing): one intrinsic serves every tile height, and where ``rows`` is a
+    constant LLVM keeps only its case."""
+    done = builder.append_basic_block("rows.done")
+    switch = builder.switch(rows, done)
+    for r in range(1, most + 1):
+        block = builder.append_basic_block(f"rows.{r}")
+        switch.add_case(ir.Constant(rows.type, r), block)
+        builder.position_at_end(block)
+        emit(r)
+        builder.branch(done)
+    builder.position_at_end(done)
+
+
+def _signed_tile(with_offsets: bool):
+    """An intrinsic ``(rows, a_address, a_words, panel_address, words, out_address, out_stride, k)``:
     out[r, j] (int32, rows ``out_stride`` apart) = k - 2 sum_t popcount(a[r, t] XOR panel[t, j])
-    over ``rows`` rows of a (``a_words`` apart) and one panel's COLUMNS columns: the +-1 product."""
+    over ``rows`` (1..ROWS) rows of a (``a_words`` apart) and one panel's COLUMNS columns: the +-1
+    product. ``with_offsets``: an extra argument after ``a_words``, the address of int64 offsets,
+    word t of row r being a[r a_words + offsets[t]] (``_count_tile``)."""
 
-    @intrinsic
-    def tile(typingctx, a_address, a_words, panel_address, words, out_address, out_stride, k):
-        sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp, types.int64)
+    def codegen(context, builder, signature, args):
+        if with_offsets:
+            rows, a_addr, a_stride, offsets_addr, panel_addr, count, out_addr, out_step, k_value = args
+            offsets = builder.inttoptr(offsets_addr, ir.IntType(64).as_pointer())
+        else:
+            rows, a_addr, a_stride, panel_addr, count, out_addr, out_step, k_value = args
+            offsets = None
+        vector = ir.VectorType(ir.IntType(64), LANES)
+        halves = ir.VectorType(ir.IntType(32), LANES)
+        k_lanes = builder.trunc(splat(builder, k_value, vector), halves)
+        one = ir.Constant(halves, [1] * LANES)
+        a_ptr = builder.inttoptr(a_addr, ir.IntType(64).as_pointer())
+        panel = builder.inttoptr(panel_addr, vector.as_pointer())
 
-        def codegen(context, builder, signature, args):
-            a_addr, a_stride, panel_addr, count, out_addr, out_step, k_value = args
-            vector = ir.VectorType(ir.IntType(64), LANES)
-            acc = _vectors(builder, rows)
-            a_ptr = builder.inttoptr(a_addr, ir.IntType(64).as_pointer())
-            _count_tile(builder, a_ptr, a_stride, builder.inttoptr(panel_addr, vector.as_pointer()), count, acc)
-            halves = ir.VectorType(ir.IntType(32), LANES)
-            k_lanes = builder.trunc(_splat(builder, k_value, vector), halves)
-            one = ir.Constant(halves, [1] * LANES)
+        def emit(height):
+            acc = _vectors(builder, height)
+            _count_tile(builder, a_ptr, a_stride, panel, count, acc, offsets)
             values = [
                 [builder.sub(k_lanes, builder.shl(builder.trunc(builder.load(v), halves), one)) for v in row]
                 for row in acc
             ]
             _store_rows(builder, out_addr, out_step, ir.IntType(32), values)
-            return context.get_dummy_value()
 
-        return sig, codegen
+        by_rows(builder, rows, ROWS, emit)
+        return context.get_dummy_value()
+
+    if with_offsets:
+
+        @intrinsic
+        def tile(typingctx, rows, a_address, a_words, offsets_address, panel_address, words, out, out_stride, k):
+            index, address = types.intp, types.uintp
+            return types.void(index, address, index, address, address, index, address, index, types.int64), codegen
+
+    else:
+
+        @intrinsic
+        def tile(typingctx, rows, a_address, a_words, panel_address, words, out, out_stride, k):
+            index, address = types.intp, types.uintp
+            return types.void(index, address, index, address, index, address, index, types.int64), codegen
 
     return tile
 
 
-signed_tile = _signed_tile(ROWS)
-_tail_tiles = [_signed_tile(rows) for rows in range(1, ROWS)]  # the last m % ROWS rows of a
-tile_1, tile_2, tile_3, tile_4, tile_5 = _tail_tiles
+signed_tile = _signed_tile(with_offsets=False)
+conv_tile = _signed_tile(with_offsets=True)  # pixels of a convolution, each tap's words at its offset in the image
 
 
 @intrinsic
@@ -161,7 +197,7 @@ def planes_tile(
             panel_ptr = builder.gep(panel_base, [builder.udiv(builder.mul(q_loop.index, panel_plane), parts)])
             _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc)
             pair = builder.add(builder.mul(p_loop.index, b_count), q_loop.index)
-            weight = _splat(builder, builder.load(builder.gep(weights, [pair])), vector)
+            weight = splat(builder, builder.load(builder.gep(weights, [pair])), vector)
             for total_row, acc_row in zip(totals, acc):
                 for total, v in zip(total_row, acc_row):
                     builder.store(builder.add(builder.load(total), builder.mul(weight, builder.load(v))), total)
@@ -171,7 +207,7 @@ def planes_tile(
     return sig, codegen
 
 
-def _splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
+def splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
     """``value`` in every lane of ``vector``."""
     first = builder.insert_element(ir.Constant(vector, None), value, ir.Constant(ir.IntType(32), 0))
     return builder.shuffle_vector(
@@ -211,22 +247,12 @@ def gemm(a, b_panels, b_rows, k, out):
         panel = b_panels.ctypes.data + p * words * COLUMNS * 8
         for i in range(0, full_rows, ROWS):
             target = out.ctypes.data + (i * n + p * COLUMNS) * 4
-            signed_tile(a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
+            signed_tile(ROWS, a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
     for p in prange(full_panels if full_rows < m else 0):  # the last rows: one short tile per panel
         panel = b_panels.ctypes.data + p * words * COLUMNS * 8
         a_rows = a.ctypes.data + full_rows * words * 8
         target = out.ctypes.data + (full_rows * n + p * COLUMNS) * 4
-        rest = m - full_rows
-        if rest == 1:
-            tile_1(a_rows, words, panel, words, target, n, k)
-        elif rest == 2:
-            tile_2(a_rows, words, panel, words, target, n, k)
-        elif rest == 3:
-            tile_3(a_rows, words, panel, words, target, n, k)
-        elif rest == 4:
-            tile_4(a_rows, words, panel, words, target, n, k)
-        else:
-            tile_5(a_rows, words, panel, words, target, n, k)
+        signed_tile(m - full_rows, a_rows, words, panel, words, target, n, k)
     for i in prange(m):  # the last columns
         for j in range(full_panels * COLUMNS, n):
             count = np.uint64(0)

@@ -1,4 +1,4 @@
-"""Ops of the packed path fused into single kernel calls (``qnnlab.kernels._fused``):
+"""Ops of the packed path fused into single kernel calls (``qnnlab.kernels._fused``, ``_fused_conv``):
 
 - ``FusedDense``: a binary MLP's whole op list (flatten, the 8-bit first layer, threshold and
   binary product per layer, the output batch norm) at batch 1, where the op-by-op path spends
@@ -143,9 +143,19 @@ class ConvPoolThreshold:
     classifier) as one kernel call."""
 
     def __init__(self, conv: runtime_ops.BinaryConv, pool: int, threshold: runtime_ops.Threshold) -> None:
+        from qnnlab.kernels import _panels
+
         self.conv, self.pool, self.flat = conv, pool, threshold.layout == "flat"
-        self.bias = _bias(conv, conv.out_channels)
-        self.sign, self.bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+        weight = conv.weight.numpy().view(np.uint64)  # (O, kh kw Wc) in (dy, dx, word) order
+        self.panels = _panels.panels(weight)
+        kh, kw = conv.kernel
+        ones = np.bitwise_count(weight.reshape(conv.out_channels, kh, kw, -1)).sum(3, dtype=np.int32)
+        self.corrections = np.ascontiguousarray((conv.channels - 2 * ones).transpose(1, 2, 0))  # (kh, kw, O)
+        padded = kernels.words(conv.out_channels) * 64
+        self.bias = _padded(_bias(conv, conv.out_channels), padded)
+        sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+        size = kernels.words(len(sign)) * 64
+        self.sign, self.bound = _padded(sign, size), _padded(bound, size)
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[ConvPoolThreshold, int] | None:
@@ -163,8 +173,8 @@ class ConvPoolThreshold:
         return None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels import _fused_conv as fc
         from qnnlab.kernels import _kernels, _words_view
-        from qnnlab.kernels._fused import conv_pool_threshold, conv_pool_threshold_flat
 
         conv = self.conv
         _, conv_h, conv_w = conv.out_shape((conv.channels, x.shape[1], x.shape[2]))
@@ -174,9 +184,14 @@ class ConvPoolThreshold:
         else:
             out = np.empty((len(x), pooled[1], pooled[2], kernels.words(conv.out_channels)), np.uint64)
         _kernels()
-        (conv_pool_threshold_flat if self.flat else conv_pool_threshold)(
+        if self.flat:
+            kernel = fc.conv_pool_threshold_flat_serial if len(x) == 1 else fc.conv_pool_threshold_flat
+        else:
+            kernel = fc.conv_pool_threshold_serial if len(x) == 1 else fc.conv_pool_threshold
+        kernel(
             _words_view(x),
-            _words_view(conv.transposed),
+            self.panels,
+            self.corrections,
             conv.channels,
             conv.stride,
             conv.padding,
@@ -193,37 +208,55 @@ class PixelConvThreshold:
     """real_conv + threshold (nhwc) on the 8-bit pixel grid as one exact kernel call."""
 
     def __init__(self, conv: runtime_ops.RealConv, threshold: runtime_ops.Threshold) -> None:
+        from qnnlab.kernels._float_tiles import COLUMNS
+
         self.conv = conv
-        self.filters = conv.filters.permute(2, 3, 1, 0).to(torch.int8).contiguous().numpy()  # (kh, kw, C, O)
-        self.bias = _bias(conv, conv.out_channels)
-        self.sign, self.bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+        filters = conv.filters.permute(2, 3, 1, 0).to(torch.float64)  # (kh, kw, C, O)
+        self.tap_sums = filters.sum(2).contiguous().numpy()
+        kh, kw, channels, n_out = filters.shape
+        padded = -(-n_out // COLUMNS) * COLUMNS
+        columns = torch.zeros(kh * kw * channels, padded, dtype=torch.float32)
+        columns[:, :n_out] = filters.reshape(-1, n_out)
+        self.panels = columns.reshape(-1, padded // COLUMNS, COLUMNS).transpose(0, 1).contiguous().numpy()
+        sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+        self.bias, self.sign, self.bound = (_padded(v, padded) for v in (_bias(conv, n_out), sign, bound))
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelConvThreshold, int] | None:
         nxt = steps[i + 1] if i + 1 < len(steps) else None
         if steps[i].kind == "real_conv" and nxt is not None and nxt.kind == "threshold" and nxt.layout == "nhwc":
-            return cls(steps[i], nxt), 2
+            taps = steps[i].filters[0].numel()
+            return (cls(steps[i], nxt), 2) if taps * 255 < 2**24 else None  # float32 sums exact
         return None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels import _kernels
-        from qnnlab.kernels._fused import pixel_conv_threshold
+        from qnnlab.kernels._fused_conv import pixel_conv_threshold, pixel_conv_threshold_serial
 
         conv = self.conv
         _, out_h, out_w = conv.out_shape(tuple(x.shape[1:]))
         out = np.empty((len(x), out_h, out_w, kernels.words(conv.out_channels)), np.uint64)
         _kernels()
-        pixel_conv_threshold(
+        (pixel_conv_threshold_serial if len(x) == 1 else pixel_conv_threshold)(
             x.to(torch.float32).contiguous().numpy(),
-            self.filters,
+            self.panels,
+            conv.kernel,
             conv.stride,
             conv.padding,
+            self.tap_sums,
             self.bias,
             self.sign,
             self.bound,
             out,
         )
         return torch.from_numpy(out.view(np.int64))
+
+
+def _padded(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` followed by zeros up to ``size`` entries (kernels read whole 64-entry words)."""
+    out = np.zeros(size, dtype=values.dtype)
+    out[: len(values)] = values
+    return out
 
 
 def packed_plan(steps: list[Any], on_pixel_grid: bool) -> list[Any]:

@@ -1,0 +1,100 @@
+"""Register tiles for the two float steps around binary convolutions: the first layer's product
+of pixel codes with +-1 filters, and the threshold that turns a pixel's channel values into
+packed bits. Both in LLVM IR (as ``kernels._panels``), so they run as whole-vector operations
+however short the loops around them.
+
+- ``float_tile``: out[r, j] = sum_t a[r step + offsets[t]] w[t, j] for ``rows`` pixels
+  and the ``COLUMNS`` columns of a panel of w (K x COLUMNS float32): the offsets address each
+  tap of a convolution in the image itself, so no patches are copied. Each accumulator row is
+  four 16-lane vectors kept in registers, one broadcast and four multiply-adds per tap. With
+  integer codes and +-1 weights every partial sum is an integer below 2^24: float32 is exact.
+- ``threshold_bits``: the packed word of (sign[j] * float64(values[j]) >= bound[j]) over 64
+  channels, one vector compare per eight channels instead of 64 scalar tests; lanes at or past
+  ``count`` are cleared, so the caller pads its buffers to whole words.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from qnnlab.kernels._panels import by_rows, splat
+
+ROWS = 6  # pixels per tile: 6 x 4 accumulators, the panel row's four vectors and a broadcast
+COLUMNS = 64  # float32 outputs per panel row: four 512-bit vectors
+LANES = 16
+WORD = 64
+
+
+@intrinsic
+def float_tile(typingctx, rows, a_address, a_step, offsets_address, panel_address, count, out_address, out_stride):
+    """out[r, j] (float32, rows ``out_stride`` apart) = sum_t a[r a_step + offsets[t]] panel[t, j]
+    for ``rows`` (1..ROWS) pixels over the ``count`` taps (int64 offsets) of one panel's
+    ``COLUMNS`` columns."""
+    sig = types.void(types.intp, types.uintp, types.intp, types.uintp, types.uintp, types.intp, types.uintp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        height, a_addr, step, offsets_addr, panel_addr, taps, out_addr, out_step = args
+        single = ir.FloatType()
+        vector = ir.VectorType(single, LANES)
+        parts = COLUMNS // LANES
+        index = taps.type
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fmuladd.v{LANES}f32"
+        )
+        zero = ir.Constant(vector, [0.0] * LANES)
+        a_ptr = builder.inttoptr(a_addr, single.as_pointer())
+        panel_ptr = builder.inttoptr(panel_addr, vector.as_pointer())
+        offsets = builder.inttoptr(offsets_addr, ir.IntType(64).as_pointer())
+        out_ptr = builder.inttoptr(out_addr, single.as_pointer())
+
+        def emit(rows):
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(parts)] for _ in range(rows)]
+            with cgutils.for_range(builder, taps) as loop:
+                offset = builder.load(builder.gep(offsets, [loop.index]))
+                start = builder.mul(loop.index, ir.Constant(index, parts))
+                columns = [
+                    builder.load(builder.gep(panel_ptr, [builder.add(start, ir.Constant(index, p))]), align=4)
+                    for p in range(parts)
+                ]
+                for r in range(rows):
+                    at = builder.add(builder.mul(step, ir.Constant(index, r)), offset)
+                    spread = splat(builder, builder.load(builder.gep(a_ptr, [at]), align=4), vector)
+                    for p in range(parts):
+                        builder.store(builder.call(fma, [spread, columns[p], builder.load(acc[r][p])]), acc[r][p])
+            for r in range(rows):
+                row = builder.gep(out_ptr, [builder.mul(out_step, ir.Constant(index, r))])
+                for p in range(parts):
+                    target = builder.bitcast(builder.gep(row, [ir.Constant(index, p * LANES)]), vector.as_pointer())
+                    builder.store(builder.load(acc[r][p]), target, align=4)
+
+        by_rows(builder, height, ROWS, emit)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def threshold_bits(typingctx, values_address, sign_address, bound_address, count):
+    """uint64 with bit j = (float64(values[j]) * sign[j] >= bound[j]) for j < count (<= 64), from
+    float32 values and float64 signs and bounds; all three are read for 64 entries."""
+    sig = types.uint64(types.uintp, types.uintp, types.uintp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        values_addr, sign_addr, bound_addr, n = args
+        double = ir.DoubleType()
+        floats = ir.VectorType(ir.FloatType(), WORD)
+        doubles = ir.VectorType(double, WORD)
+        values = builder.load(builder.inttoptr(values_addr, floats.as_pointer()), align=4)
+        sign = builder.load(builder.inttoptr(sign_addr, doubles.as_pointer()), align=8)
+        bound = builder.load(builder.inttoptr(bound_addr, doubles.as_pointer()), align=8)
+        passed = builder.fcmp_ordered(">=", builder.fmul(builder.fpext(values, doubles), sign), bound)
+        word = builder.bitcast(passed, ir.IntType(WORD))
+        wide = builder.zext(n, ir.IntType(128)) if n.type.width < 128 else n
+        one = ir.Constant(ir.IntType(128), 1)
+        keep = builder.trunc(builder.sub(builder.shl(one, wide), one), ir.IntType(WORD))
+        return builder.and_(word, keep)
+
+    return sig, codegen

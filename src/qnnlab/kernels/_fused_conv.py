@@ -1,0 +1,213 @@
+"""Convolutions fused with what follows them, in one numba call each (``qnnlab.runtime.fused``):
+the first convolution on 8-bit pixels with its threshold, and each binary convolution with its
+max pooling and threshold, written straight into the next layer's packed bits. Both run on
+register tiles of pixels whose taps are read at offsets in the image (``_float_tiles``,
+``_panels``), so nothing is copied into patches."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
+from qnnlab.kernels._float_tiles import float_tile, threshold_bits
+from qnnlab.kernels._panels import COLUMNS, conv_tile
+from qnnlab.kernels._panels import ROWS as TILE_ROWS
+
+
+def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, sign, bound, out):
+    """The first convolution, on pixels x = c / 127.5 - 1 (B, C, H, W) float32 against +-1 filters
+    as float32 panels (P, kh kw C, 64) (``_float_tiles.COLUMNS`` output channels each, taps in
+    (dy, dx, c) order) with zero padding, computed exactly from the integer codes:
+    y = (sum c w) / 127.5 - sum w over the taps inside the image; plus bias, then batch norm +
+    sign as a threshold per channel, written as channel-packed bits out (B, H', W', ceil(O / 64)).
+    Per output row the codes of its input rows, zero on the padding (where they add nothing),
+    go through register tiles of pixels (``_float_tiles``); tap_sums (kh, kw, O) float64 are the
+    filters' sums per tap, for the taps inside the image. bias, sign and bound are padded to
+    P 64 entries. The quotient is taken as a product with 1 / 127.5 (within one float64 ulp)."""
+    batch, channels, height, width = x.shape
+    kh, kw = kernel
+    out_h, out_w = out.shape[1], out.shape[2]
+    n_out, n_real = out.shape[3] * 64, tap_sums.shape[2]
+    padded_w = width + 2 * padding
+    offsets = np.empty(kh * kw * channels, dtype=np.int64)  # tap (dy, dx, c) in the codes (C, kh, W + 2 p)
+    for dy in range(kh):
+        for dx in range(kw):
+            for c in range(channels):
+                offsets[(dy * kw + dx) * channels + c] = (c * kh + dy) * padded_w + dx
+    all_taps = np.zeros(n_out, dtype=np.float64)
+    for dy in range(kh):
+        for dx in range(kw):
+            all_taps[:n_real] += tap_sums[dy, dx]
+    for row in prange(batch * out_h):
+        b, oy = row // out_h, row % out_h
+        top = oy * stride - padding
+        codes = np.zeros((channels, kh, padded_w), dtype=np.float32)
+        for c in range(channels):
+            for dy in range(max(0, -top), min(kh, height - top)):
+                for ix in range(width):
+                    codes[c, dy, ix + padding] = np.round(x[b, c, top + dy, ix] * np.float32(127.5) + np.float32(127.5))
+        sums = np.empty((out_w, n_out), dtype=np.float32)
+        for p in range(panels.shape[0]):
+            for ox in range(0, out_w, FLOAT_ROWS):
+                float_tile(
+                    min(FLOAT_ROWS, out_w - ox),
+                    codes.ctypes.data + ox * stride * 4,
+                    stride,
+                    offsets.ctypes.data,
+                    panels[p].ctypes.data,
+                    offsets.shape[0],
+                    sums[ox, p * 64 :].ctypes.data,
+                    n_out,
+                )
+        inside = np.empty(n_out, dtype=np.float64)
+        values = np.empty(n_out, dtype=np.float32)
+        for ox in range(out_w):
+            left = ox * stride - padding
+            if top >= 0 and top + kh <= height and left >= 0 and left + kw <= width:
+                inside[:] = all_taps
+            else:
+                inside[:] = 0
+                for dy in range(max(0, -top), min(kh, height - top)):
+                    for dx in range(max(0, -left), min(kw, width - left)):
+                        inside[:n_real] += tap_sums[dy, dx]
+            for o in range(n_out):
+                values[o] = np.float32(np.float64(sums[ox, o]) * (1 / 127.5) - inside[o]) + bias[o]
+            for word in range(out.shape[3]):
+                at = word * 64
+                out[b, oy, ox, word] = threshold_bits(
+                    values[at:].ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(64, n_real - at)
+                )
+
+
+@njit(inline="always")
+def _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias, b, py, image, counts, best):
+    """best[px, o] (float32) = the largest convolution output plus bias over the pool x pool window
+    of pooled position (py, px), for every output channel o. A binary convolution of the
+    channel-packed bits x (B, H, W, Wc) with filters as panels (``_panels.panels`` of the packed
+    (O, kh kw Wc) filters): per output row, its kh input rows are copied into ``image`` with zero
+    words on the padding, and tiles of up to six pixels (``_panels.conv_tile_*``) read each tap
+    at its offset; a zero word counts as a -1 tap, so a pixel whose window leaves the image takes
+    off corrections[dy, dx, o] = C - 2 popcount(filter o at that tap) for each tap outside: the
+    sums equal those over the taps inside, as zero padding of +-1 values gives. ``counts``:
+    int32 scratch (conv width, P 32)."""
+    height, width, wc = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw, n_out = corrections.shape
+    used_w = best.shape[0] * pool
+    best[:] = np.float32(-3.0e38)  # below any value: a sum of at most 2^31 terms plus a bias
+    for qy in range(pool):
+        top = (py * pool + qy) * stride - padding
+        image[:] = 0
+        for dy in range(max(0, -top), min(kh, height - top)):
+            image[dy, padding : padding + width] = x[b, top + dy]
+        for p in range(panels.shape[0]):
+            for ox in range(0, used_w, TILE_ROWS):
+                conv_tile(
+                    min(TILE_ROWS, used_w - ox),
+                    image.ctypes.data + ox * stride * wc * 8,
+                    stride * wc,
+                    offsets.ctypes.data,
+                    panels[p].ctypes.data,
+                    offsets.shape[0],
+                    counts[ox, p * COLUMNS :].ctypes.data,
+                    counts.shape[1],
+                    k,
+                )
+        rows_inside = top >= 0 and top + kh <= height
+        for ox in range(used_w):
+            left = ox * stride - padding
+            if not (rows_inside and left >= 0 and left + kw <= width):
+                for dy in range(kh):
+                    for dx in range(kw):
+                        if not (0 <= top + dy < height and 0 <= left + dx < width):
+                            for o in range(n_out):
+                                counts[ox, o] -= corrections[dy, dx, o]
+            px = ox // pool
+            for o in range(n_out):
+                value = np.float32(counts[ox, o]) + bias[o]
+                if value > best[px, o]:
+                    best[px, o] = value
+
+
+@njit(inline="always")
+def _tap_offsets(kh, kw, padded_w, wc):
+    """The word offset of each (dy, dx, word) of a tap in an image of kh rows of padded_w pixels."""
+    offsets = np.empty(kh * kw * wc, dtype=np.int64)
+    for dy in range(kh):
+        for dx in range(kw):
+            for t in range(wc):
+                offsets[(dy * kw + dx) * wc + t] = (dy * padded_w + dx) * wc + t
+    return offsets
+
+
+def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool, bias, sign, bound, out):
+    """A binary convolution (``_pooled_row``), plus bias, max-pooled over pool x pool windows
+    (stride pool; pool 1: none), then batch norm + sign as a threshold per channel, written as
+    channel-packed bits out (B, H'', W'', ceil(O / 64)): three ops of the packed path without their
+    int32 and float feature maps in between. The values compared are the op-by-op path's (integer
+    sums, then float32 with the bias, max, then the float64 test). bias, sign and bound are
+    padded to whole words of 64 channels."""
+    kh, kw, _ = corrections.shape
+    wc = x.shape[3]
+    padded_w = x.shape[2] + 2 * padding
+    offsets = _tap_offsets(kh, kw, padded_w, wc)
+    k = kh * kw * channels
+    out_h, out_w = out.shape[1], out.shape[2]
+    for row in prange(x.shape[0] * out_h):
+        b, py = row // out_h, row % out_h
+        image = np.empty((kh, padded_w, wc), dtype=np.uint64)
+        counts = np.empty((out_w * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
+        best = np.empty((out_w, bias.shape[0]), dtype=np.float32)
+        _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias, b, py, image, counts, best)
+        for px in range(out_w):
+            for word in range(out.shape[3]):
+                at = word * 64
+                out[b, py, px, word] = threshold_bits(
+                    best[px, at:].ctypes.data,
+                    sign[at:].ctypes.data,
+                    bound[at:].ctypes.data,
+                    min(64, corrections.shape[2] - at),
+                )
+
+
+def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding, pool, bias, sign, bound, out):
+    """``conv_pool_threshold`` for the last convolution before the classifier: the thresholded
+    bits packed in the classifier's (C, H'', W'') order, out (B, ceil(C H'' W'' / 64)), with one
+    threshold per feature (sign and bound padded to whole words); the samples split across
+    threads."""
+    kh, kw, n_out = corrections.shape
+    wc = x.shape[3]
+    padded_w = x.shape[2] + 2 * padding
+    offsets = _tap_offsets(kh, kw, padded_w, wc)
+    k = kh * kw * channels
+    out_h = (x.shape[1] + 2 * padding - kh) // stride + 1
+    out_w = (x.shape[2] + 2 * padding - kw) // stride + 1
+    pooled_h, pooled_w = out_h // pool, out_w // pool
+    features = n_out * pooled_h * pooled_w
+    for b in prange(x.shape[0]):
+        image = np.empty((kh, padded_w, wc), dtype=np.uint64)
+        counts = np.empty((pooled_w * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
+        best = np.empty((pooled_w, bias.shape[0]), dtype=np.float32)
+        values = np.zeros(out.shape[1] * 64, dtype=np.float32)
+        for py in range(pooled_h):
+            _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias, b, py, image, counts, best)
+            for px in range(pooled_w):
+                for o in range(n_out):  # into the classifier's (C, H, W) order
+                    values[(o * pooled_h + py) * pooled_w + px] = best[px, o]
+        for word in range(out.shape[1]):
+            at = word * 64
+            out[b, word] = threshold_bits(
+                values[at:].ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(64, features - at)
+            )
+
+
+def _compiled(kernel):
+    """(parallel, serial) compiled forms of ``kernel``: one sample runs on the calling thread, so
+    a call never waits for pool threads whose cores another thread (torch's spinning OpenMP
+    workers, another process) holds."""
+    return njit(parallel=True, cache=True, nogil=True)(kernel), njit(cache=True, nogil=True)(kernel)
+
+
+pixel_conv_threshold, pixel_conv_threshold_serial = _compiled(_pixel_conv_threshold)
+conv_pool_threshold, conv_pool_threshold_serial = _compiled(_conv_pool_threshold)
+conv_pool_threshold_flat, conv_pool_threshold_flat_serial = _compiled(_conv_pool_threshold_flat)

@@ -1,0 +1,112 @@
+"""The fused convolution steps against the ops they replace, on odd geometries: channel counts
+around word and panel edges, output channels not a multiple of the 32-channel panel, strides,
+paddings wider than one, non-square kernels, pooling windows, maps whose rows end mid-tile."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qnnlab import kernels
+from qnnlab.runtime import fused
+from qnnlab.runtime import ops as runtime_ops
+
+
+def _signs(*shape):
+    return torch.where(torch.rand(*shape) < 0.5, -1.0, 1.0)
+
+
+def _threshold(n, layout, scale):
+    """A threshold op over n channels (features): thresholds spread like trained ones, a few
+    negative batch-norm scales and a few constant channels."""
+    tensors = {
+        "t": torch.empty(n, dtype=torch.float64).uniform_(-scale, scale),
+        "pos": torch.rand(n) < 0.8,
+        "const": torch.where(torch.rand(n) < 0.1, torch.randint(0, 2, (n,)).double(), torch.tensor(-1.0).double()),
+    }
+    spec = {"op": "threshold", "layer": "t", "threshold": "t", "positive": "pos", "constant": "const", "layout": layout}
+    return runtime_ops.Threshold(spec, tensors)
+
+
+def _conv(kind, channels, out_channels, kernel, stride, padding):
+    kh, kw = kernel
+    filters = _signs(out_channels, channels, kh, kw)
+    if kind == "binary_conv":
+        weight = kernels.pack_filters(filters)
+    else:
+        weight = kernels.pack(filters.reshape(out_channels, -1))
+    tensors = {"w": weight, "b": torch.randn(out_channels)}
+    spec = {
+        "op": kind,
+        "layer": "c",
+        "weight": "w",
+        "bias": "b",
+        "channels": channels,
+        "out_channels": out_channels,
+        "kernel": [kh, kw],
+        "stride": stride,
+        "padding": padding,
+    }
+    return runtime_ops.BinaryConv(spec, tensors) if kind == "binary_conv" else runtime_ops.RealConv(spec, tensors)
+
+
+@pytest.mark.parametrize(
+    "channels, out_channels, kernel, stride, padding, pool, size",
+    [
+        (1, 1, (3, 3), 1, 1, 2, 7),
+        (63, 33, (3, 3), 1, 1, 2, 9),
+        (65, 70, (3, 3), 2, 1, 1, 10),
+        (130, 32, (1, 1), 1, 0, 3, 9),
+        (64, 96, (5, 3), 1, 2, 2, 8),
+        (3, 7, (3, 3), 1, 0, 1, 5),
+        (16, 64, (3, 3), 1, 1, 1, 13),
+    ],
+)
+@pytest.mark.parametrize("layout", ["nhwc", "flat"])
+def test_a_binary_convolution_with_pooling_and_threshold_equals_its_ops(
+    channels, out_channels, kernel, stride, padding, pool, size, layout
+):
+    torch.manual_seed(channels + out_channels + size)
+    conv = _conv("binary_conv", channels, out_channels, kernel, stride, padding)
+    ops = [conv]
+    if pool > 1:
+        ops.append(runtime_ops.MaxPool({"op": "maxpool", "layer": "p", "kernel": pool, "stride": pool}, {}))
+    shape = (channels, size, size)
+    for op in ops:
+        shape = op.out_shape(shape)
+    _, h, w = shape
+    features = out_channels if layout == "nhwc" else out_channels * h * w
+    ops.append(_threshold(features, layout, scale=kernel[0] * kernel[1] * channels / 4))
+    step, replaced = fused.ConvPoolThreshold.match(ops, 0)
+    assert replaced == len(ops)
+    x = kernels.pack_nhwc(_signs(3, channels, size, size))
+    expected = x
+    for op in ops:
+        expected = op.packed(expected)
+    assert torch.equal(step(x), expected)
+    assert torch.equal(step(x[:1]), expected[:1])  # one sample: the serial kernel
+
+
+@pytest.mark.parametrize(
+    "channels, out_channels, kernel, stride, padding, size",
+    [(1, 64, (3, 3), 1, 1, 28), (3, 20, (3, 3), 2, 1, 11), (1, 130, (5, 5), 1, 2, 9), (2, 1, (1, 3), 1, 0, 6)],
+)
+def test_the_first_convolution_on_pixels_is_exact_from_the_integer_codes(
+    channels, out_channels, kernel, stride, padding, size
+):
+    torch.manual_seed(out_channels + size)
+    conv = _conv("real_conv", channels, out_channels, kernel, stride, padding)
+    threshold = _threshold(out_channels, "nhwc", scale=kernel[0] * kernel[1] * channels / 3)
+    step, _ = fused.PixelConvThreshold.match([conv, threshold], 0)
+    codes = torch.randint(0, 256, (4, channels, size, size)).double()
+    x = (codes / 127.5 - 1).float()
+    exact = F.conv2d(codes / 127.5 - 1, conv.filters.double(), stride=stride, padding=padding)
+    values = exact.float() + conv.bias.reshape(-1, 1, 1)
+    expected = threshold.packed(values.permute(0, 2, 3, 1).contiguous())
+    assert torch.equal(step(x), expected)
+    assert torch.equal(step(x[:1]), expected[:1])
+
+
+def test_a_first_convolution_too_wide_for_exact_float32_sums_is_not_fused():
+    wide, narrow = _conv("real_conv", 8000, 2, (3, 3), 1, 1), _conv("real_conv", 7000, 2, (3, 3), 1, 1)
+    assert fused.PixelConvThreshold.match([wide, _threshold(2, "nhwc", 1.0)], 0) is None  # 9 8000 255 > 2^24
+    assert fused.PixelConvThreshold.match([narrow, _threshold(2, "nhwc", 1.0)], 0) is not None
