@@ -110,3 +110,16 @@ def test_a_first_convolution_too_wide_for_exact_float32_sums_is_not_fused():
     wide, narrow = _conv("real_conv", 8000, 2, (3, 3), 1, 1), _conv("real_conv", 7000, 2, (3, 3), 1, 1)
     assert fused.PixelConvThreshold.match([wide, _threshold(2, "nhwc", 1.0)], 0) is None  # 9 8000 255 > 2^24
     assert fused.PixelConvThreshold.match([narrow, _threshold(2, "nhwc", 1.0)], 0) is not None
+
+
+@pytest.mark.parametrize("k, n", [(784, 2048), (100, 70), (1, 1), (65, 129)])
+def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n):
+    torch.manual_seed(k + n)
+    weights = _signs(n, k)
+    tensors = {"w": kernels.pack(weights), "s": weights.sum(1).double(), "b": torch.randn(n)}
+    spec = {"op": "real_linear", "layer": "l", "weight": "w", "weight_sum": "s", "bias": "b", "k": k}
+    linear = runtime_ops.RealLinear(spec, tensors)
+    threshold = _threshold(n, "rows", scale=k**0.5)
+    step, replaced = fused.PixelLinearThreshold.match([linear, threshold], 0)
+    x = torch.randint(0, 256, (7, k)).float() / 127.5 - 1
+    assert replaced == 2 and torch.equal(step(x), threshold.packed(linear.packed(x)))

@@ -264,7 +264,9 @@ def _real_linear_op(model):
 
 @pytest.mark.parametrize("model_name", ["mlp-small", "mlp"])
 def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, tmp_path):
-    """At batch 1 a binary MLP runs as one kernel call; its logits equal the op-by-op path's bit for bit."""
+    """At batch 1 a binary MLP runs as one kernel call, at larger batches its first layer and
+    threshold as one step (``PixelLinearThreshold``); the logits of both equal the op-by-op
+    path's bit for bit."""
     torch.manual_seed(0)
     model = build_model(resolve("bnn", {"model": model_name}), data.ImageData.empty((1, 28, 28), 10)).eval()
     _spread_batchnorm(model, (-3, 3), (0.5, 2))
@@ -272,7 +274,11 @@ def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, tmp_path
     packed = runtime.load(tmp_path / "m.qnn")
     assert packed.fused is not None
     x = torch.randint(0, 256, (6, 1, 28, 28)).float() / 127.5 - 1
-    by_ops = packed(x)  # batch 6: the op-by-op path
+    assert isinstance(packed.plan[1], runtime.fused.PixelLinearThreshold)
+    planned = packed(x)
+    packed.plan = [step.packed for step in packed.steps]
+    by_ops = packed(x)
+    assert torch.equal(planned, by_ops)
     for i in range(len(x)):
         assert torch.equal(packed(x[i : i + 1]), by_ops[i : i + 1])
     with torch.no_grad():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from qnnlab.kernels._float_tiles import threshold_bits
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
 from qnnlab.kernels._panels import COLUMNS, signed_tile
@@ -114,3 +115,20 @@ def _binary_tail(packed, shapes, words, panels, biases, signs, bounds, scale, sh
 
 binary_tail = njit(parallel=True, cache=True, nogil=True)(_binary_tail)
 binary_tail_serial = njit(cache=True, nogil=True)(_binary_tail)
+
+
+@njit(cache=True, nogil=True)
+def centred_threshold(sums, offset, bias, sign, bound, out):
+    """The packed bits of the 8-bit first layer at a batch, from its exact centred sums (B, N)
+    int32 (an int8 GEMM's): y = sums / 127.5 + offset (float64, then float32) + bias, bit =
+    (sign y >= bound), as the ops compute it; bias, sign and bound padded to whole words. One
+    thread: light work right after torch's GEMM, whose OpenMP workers still hold the cores."""
+    batch, n = sums.shape
+    values = np.zeros(64, dtype=np.float32)
+    for b in range(batch):
+        for word in range(out.shape[1]):
+            at = word * 64
+            count = min(64, n - at)
+            for j in range(count):
+                values[j] = np.float32(sums[b, at + j] / 127.5 + offset[at + j]) + bias[at + j]
+            out[b, word] = threshold_bits(values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, count)

@@ -7,6 +7,8 @@
   batch, without the int32 and float feature maps between them.
 - ``PixelConvThreshold``: the first convolution on 8-bit pixels, exact from the integer codes (as
   the MLP's first layer), and the next threshold.
+- ``PixelLinearThreshold``: the MLP's 8-bit first layer at a batch, torch's int8 GEMM on the
+  centred codes and then one pass to its threshold's packed bits, instead of six float ops.
 
 ``packed_plan`` replaces each fusable run of ops; the reference path always runs the ops."""
 
@@ -80,7 +82,7 @@ class FusedDense:
         binary layers after it."""
         self.first, self.chain = first, chain
         self.w0 = first.weight.contiguous().numpy().view(np.uint64)  # packed +-1, tail bits clear
-        self.offset0 = ((128 / 127.5 - 1) * first.weight_sum.to(torch.float64)).numpy()
+        self.offset0 = first.offset().numpy()
         self.bias0 = _bias(first, first.weight.shape[0])
         self.sign0, self.bound0 = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
 
@@ -252,6 +254,36 @@ class PixelConvThreshold:
         return torch.from_numpy(out.view(np.int64))
 
 
+class PixelLinearThreshold:
+    """real_linear + threshold (rows) on the 8-bit pixel grid: the exact centred sums from the
+    layer's int8 GEMM, then bias, threshold and packing in one kernel call
+    (``_fused.centred_threshold``), with the ops' arithmetic."""
+
+    def __init__(self, linear: runtime_ops.RealLinear, threshold: runtime_ops.Threshold) -> None:
+        self.linear, self.threshold = linear, threshold
+        n = linear.weight.shape[0]
+        size = kernels.words(n) * 64
+        sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+        self.offset = linear.offset().numpy()
+        self.bias, self.sign, self.bound = (_padded(v, size) for v in (_bias(linear, n), sign, bound))
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[PixelLinearThreshold, int] | None:
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if steps[i].kind == "real_linear" and nxt is not None and nxt.kind == "threshold" and nxt.layout == "rows":
+            return cls(steps[i], nxt), 2
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels._fused import centred_threshold
+
+        codes = ((x.to(torch.float32) + 1) * 127.5).round()
+        sums = self.linear.centred_sums(codes).to(torch.int32).contiguous().numpy()
+        out = np.empty((len(x), kernels.words(sums.shape[1])), np.uint64)
+        centred_threshold(sums, self.offset, self.bias, self.sign, self.bound, out)
+        return torch.from_numpy(out.view(np.int64))
+
+
 def _padded(values: np.ndarray, size: int) -> np.ndarray:
     """``values`` followed by zeros up to ``size`` entries (kernels read whole 64-entry words)."""
     out = np.zeros(size, dtype=values.dtype)
@@ -260,13 +292,14 @@ def _padded(values: np.ndarray, size: int) -> np.ndarray:
 
 
 def packed_plan(steps: list[Any], on_pixel_grid: bool) -> list[Any]:
-    """The callables the packed path runs: the ops, with fusable runs replaced (the first
-    convolution only where inputs are checked to lie on the pixel grid)."""
+    """The callables the packed path runs: the ops, with fusable runs replaced (the first layer
+    only where inputs are checked to lie on the pixel grid)."""
     plan, i = [], 0
     while i < len(steps):
         fused = (
             ConvPoolThreshold.match(steps, i)
             or (PixelConvThreshold.match(steps, i) if on_pixel_grid else None)
+            or (PixelLinearThreshold.match(steps, i) if on_pixel_grid else None)
             or (BinaryTail.match(steps, i) if i > 0 else None)
         )
         if fused:

@@ -188,16 +188,20 @@ class RealLinear(Op):
             low, high = rounded.aminmax()
             if bool((codes - rounded).abs().max() > 1e-3) or bool(low < 0) or bool(high > 255):
                 return self.reference(x)
-        if self._offset is None:  # x . w = (c - 128) . w / 127.5 + (128 / 127.5 - 1) sum(w)
-            self._offset = (128 / 127.5 - 1) * self.weight_sum.to(torch.float64)
-        y = self._centred_sums(rounded).to(torch.float64).div_(127.5).add_(self._offset).to(torch.float32)
+        y = self.centred_sums(rounded).to(torch.float64).div_(127.5).add_(self.offset()).to(torch.float32)
         return self._add_bias(y)
+
+    def offset(self) -> torch.Tensor:
+        """(128 / 127.5 - 1) sum(w): x . w = (c - 128) . w / 127.5 + offset for x = c / 127.5 - 1."""
+        if self._offset is None:
+            self._offset = (128 / 127.5 - 1) * self.weight_sum.to(torch.float64)
+        return self._offset
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return self._add_bias(x.to(torch.float32) @ kernels.unpack(self.weight, self.k).T)
 
-    def _centred_sums(self, codes: torch.Tensor) -> torch.Tensor:
+    def centred_sums(self, codes: torch.Tensor) -> torch.Tensor:
         """Exact sum_t (c_t - 128) w_t for pixel codes (whole floats 0..255) and +-1 weights. An int8
         GEMM does it fastest where the CPU has integer dot-product instructions, (c - 128) and w in
         int8; where torch offers none, the bit-plane AND-popcount kernel (QNN paper) gives c . w."""
