@@ -162,7 +162,7 @@ def test_bad_files_are_refused(trained, tmp_path):
     "recipe, model, words",
     [
         ("lowprec2014", "mlp-small", "not plain sign weights"),
-        ("xnor", "cnn", "Conv2d.*is not supported"),
+        ("bnn-plus", "mlp-small", "RealShortcut.*is not supported"),
     ],
 )
 def test_unsupported_models_are_named(tmp_path, recipe, model, words):

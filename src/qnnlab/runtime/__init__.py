@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from qnnlab import kernels
+from qnnlab.runtime import maps as _maps  # noqa: F401  (registers the ops on real feature maps)
 from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
 from qnnlab.runtime.fused import BATCH_LIMIT, FusedDense, packed_plan

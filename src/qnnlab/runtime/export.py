@@ -104,12 +104,18 @@ def export_model(
     ops: list[dict[str, Any]] = []
     tensors: dict[str, torch.Tensor] = {}
     layers = [(name, m) for name, m in model.named_children() if not isinstance(m, (nn.Identity, nn.Dropout))]
-    first = True
+    first, real_maps = True, False  # real_maps: real NHWC feature maps flow (not packed bits)
     for index, (name, m) in enumerate(layers):
         following = [layer for _, layer in layers[index + 1 : index + 3]]
         if isinstance(m, nn.Flatten):
-            if not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
+            if real_maps:
+                ops.append({"op": "flatten_maps", "layer": name})
+                real_maps = False
+            elif not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
                 ops.append({"op": "flatten"})
+        elif type(m) is nn.Conv2d or (isinstance(m, QuantConv2d) and not _packed_binary_conv(m, first)):
+            ops.append(_conv_op(name, m, first, tensors))
+            first, real_maps = False, True
         elif isinstance(m, QuantLinear) and m.weight_quantizer.meta.kind == "ternary":
             ops.append(_ternary_op(name, m, tensors))
             first = False
@@ -125,6 +131,7 @@ def export_model(
             ops.append(_weight_only_op(name, m, tensors))
         elif isinstance(m, (QuantLinear, QuantConv2d)):
             ops.append(_matmul_op(name, m, first, tensors))
+            real_maps = isinstance(m, QuantConv2d) and not _is_sign(m.input_quantizer)  # the first conv
             first = False
         elif type(m) is nn.Linear:
             tensors[f"{name}.weight"] = m.weight.detach().float().contiguous()
@@ -143,6 +150,7 @@ def export_model(
             if isinstance(nxt, (QuantLinear, QuantConv2d)) and _is_sign(nxt.input_quantizer):
                 layout = "nhwc" if isinstance(nxt, QuantConv2d) else "rows"
                 ops.append(_threshold(name, m, layout, tensors))
+                real_maps = False
             elif (
                 isinstance(nxt, nn.Flatten)
                 and len(following) > 1
@@ -151,6 +159,11 @@ def export_model(
             ):
                 spatial = math.prod(shapes[name][2:]) if name in shapes else 1
                 ops.append(_threshold(name, m, "flat", tensors, spatial))
+                real_maps = False
+            elif real_maps:  # batch norm on real feature maps, before a real-input layer
+                scale, shift = batchnorm_affine(m)
+                tensors[f"{name}.scale"], tensors[f"{name}.shift"] = scale.float(), shift.float()
+                ops.append({"op": "channel_affine", "scale": f"{name}.scale", "shift": f"{name}.shift", "layer": name})
             elif nxt is None or isinstance(m, nn.BatchNorm1d):  # the output, or before a real-input layer
                 scale, shift = batchnorm_affine(m)
                 tensors[f"{name}.scale"], tensors[f"{name}.shift"] = scale.float(), shift.float()
@@ -166,6 +179,76 @@ def export_model(
     if not ops or ops[-1]["op"] not in ("affine", "binary_linear", "real_linear", "sign_weight_linear", "linear"):
         raise ExportError("the model must end with a linear layer or an output batch norm")
     return ops, tensors
+
+
+def _packed_binary_conv(m: QuantConv2d, first: bool) -> bool:
+    """A BNN convolution (sign weights on sign inputs, or on the real or 8-bit input image), which
+    the binary path runs on packed bits; every other quantized convolution runs unfolded."""
+    real_input = m.input_quantizer.meta.kind == "float" or _is_pixel_grid(m.input_quantizer)
+    return _is_sign(m.weight_quantizer) and (_is_sign(m.input_quantizer) or (first and real_input))
+
+
+def _conv_op(name: str, m: nn.Conv2d, first: bool, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A float convolution (``conv``) or a quantized one whose product is a linear op of the runtime
+    applied to the patches (``unfolded_conv``, see ``runtime.maps``)."""
+    _check_geometry(name, m)
+    op: dict[str, Any] = {
+        "layer": name,
+        "kernel": list(m.kernel_size),
+        "stride": m.stride[0],
+        "padding": m.padding[0],
+        "channels": m.in_channels,
+        "out_channels": m.out_channels,
+        "first": first,
+    }
+    if type(m) is nn.Conv2d:
+        tensors[f"{name}.weight"] = m.weight.detach().float().contiguous()
+        op.update(op="conv", weight=f"{name}.weight")
+        if m.bias is not None:
+            tensors[f"{name}.bias"] = m.bias.detach().float().clone()
+            op["bias"] = f"{name}.bias"
+        return op
+    q = m.input_quantizer
+    with torch.no_grad():
+        zero = q(torch.zeros(1, 1, 1, 1))
+    if q.meta.output_scale or not torch.equal(zero, torch.zeros_like(zero)):
+        raise ExportError(
+            f"layer {name}: the packed runtime convolves {q} inputs only where the quantizer keeps 0 at 0 "
+            f"(real, DoReFa or symmetric k-bit inputs), since training pads the quantized input with zeros"
+        )
+    rows = _Rows(m)
+    if m.weight_quantizer.meta.kind == "ternary":
+        inner = _ternary_op(name, rows, tensors)
+    elif m.weight_quantizer.meta.kind == "int":
+        inner = _grid_op(name, rows, tensors)
+    else:
+        inner = _weight_only_op(name, rows, tensors, q.meta if _is_grid(q) else None)
+    op.update(op="unfolded_conv", inner=inner)
+    return op
+
+
+class _Rows:
+    """A convolution seen as the linear layer its patches go through: weight (O, C kh kw)."""
+
+    def __init__(self, conv: QuantConv2d) -> None:
+        self.weight = conv.weight.reshape(conv.out_channels, -1)
+        self.in_features = self.weight.shape[1]
+        self.bias, self.weight_quantizer, self.input_quantizer = conv.bias, conv.weight_quantizer, conv.input_quantizer
+
+
+def _check_geometry(name: str, m: nn.Conv2d) -> None:
+    if (
+        m.groups != 1
+        or m.dilation != (1, 1)
+        or m.padding_mode != "zeros"
+        or isinstance(m.padding, str)
+        or m.stride[0] != m.stride[1]
+        or m.padding[0] != m.padding[1]
+    ):
+        raise ExportError(
+            f"layer {name}: the packed convolution supports groups=1, dilation=1, zero padding "
+            f"and square stride and padding"
+        )
 
 
 def _is_grid(q: Any) -> bool:
@@ -299,18 +382,7 @@ def _matmul_op(name: str, m: nn.Module, first: bool, tensors: dict[str, torch.Te
             tensors[f"{name}.weight_sum"] = torch.where(w >= 0, 1.0, -1.0).sum(1).double()
             op["weight_sum"] = f"{name}.weight_sum"
         return op
-    if (
-        m.groups != 1
-        or m.dilation != (1, 1)
-        or m.padding_mode != "zeros"
-        or isinstance(m.padding, str)
-        or m.stride[0] != m.stride[1]
-        or m.padding[0] != m.padding[1]
-    ):
-        raise ExportError(
-            f"layer {name}: the packed convolution supports groups=1, dilation=1, zero padding "
-            f"and square stride and padding"
-        )
+    _check_geometry(name, m)
     op.update(
         kernel=list(m.kernel_size),
         stride=m.stride[0],

@@ -16,7 +16,10 @@ Ops:
 - ``real_conv``: the first convolution, real input against +-1 filters (float, as PyTorch).
 - ``binary_conv``: channel-packed bits (B, H, W, Wc) against packed filters, directly on the
   packed image (taps on the zero padding add nothing) -> (B, H', W', O).
-- ``maxpool``: max pooling of the integer pre-activations (before the threshold, as trained).
+- ``maxpool``: max pooling of the integer pre-activations (before the threshold, as trained), or
+  of real feature maps.
+
+Ops on real-valued feature maps (convolutions of BinaryConnect, BWN, DoReFa) are in ``maps``.
 """
 
 from __future__ import annotations
@@ -499,21 +502,17 @@ class Affine(Op):
         return x * self.scale + self.shift
 
 
-class _Conv(Op):
+class ConvGeometry(Op):
+    """Channels, kernel, stride and zero padding of a convolution op, and the map size it hands on."""
+
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
-        self.weight = self._tensor(tensors, "weight", torch.int64)
         self.channels, self.out_channels = self._count("channels"), self._count("out_channels")
         kernel = spec.get("kernel")
         if not (isinstance(kernel, list) and len(kernel) == 2 and all(type(k) is int and k >= 1 for k in kernel)):
             raise ValueError(f"{self.kind} op of layer {self.layer}: kernel={kernel!r} must be two positive integers")
         self.kernel = tuple(kernel)
         self.stride, self.padding = self._count("stride"), self._count("padding", 0)
-        self._fits("weight", self.weight, self.packed_shape())
-        self._bias_fits(self.out_channels)
-
-    def packed_shape(self) -> tuple[int, int]:
-        raise NotImplementedError
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) != 3 or shape[0] != self.channels:
@@ -522,6 +521,17 @@ class _Conv(Op):
         if min(size) < 1:
             raise ValueError(f"{self.kind} op of layer {self.layer}: a {shape[1:]} map is smaller than its kernel")
         return (self.out_channels, *size)
+
+
+class _Conv(ConvGeometry):
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        self.weight = self._tensor(tensors, "weight", torch.int64)
+        self._fits("weight", self.weight, self.packed_shape())
+        self._bias_fits(self.out_channels)
+
+    def packed_shape(self) -> tuple[int, int]:
+        raise NotImplementedError
 
 
 @register

@@ -1,0 +1,61 @@
+"""Convolutional networks whose activations are real or k-bit (BinaryConnect, BWN, DoReFa,
+ternary weights, float): their convolutions run as the runtime's linear ops on the image's
+patches, batch norm as a per-channel affine map, and the logits match PyTorch's evaluation."""
+
+import pytest
+import torch
+
+from qnnlab import data, runtime
+from qnnlab.data.batches import to_unit_range
+from qnnlab.run.evaluate import weight_mode
+from qnnlab.run.model import build_model
+from qnnlab.runtime import ExportError
+from qnnlab.train import resolve
+
+
+@pytest.mark.parametrize(
+    "recipe, product",
+    [
+        ("binaryconnect", "sign_weight_linear"),
+        ("bwn", "sign_weight_linear"),
+        ("dorefa", "codes_linear"),
+        ("fewmult-ternary", "ternary_linear"),
+        ("float", "conv"),
+    ],
+)
+def test_convolutional_recipes_with_real_or_k_bit_activations_run_packed(recipe, product, tmp_path):
+    torch.manual_seed(0)
+    shape = (1, 28, 28)
+    config = resolve(recipe, {"model": "cnn", "model_options": {"width": 0.25}})
+    model = build_model(config, data.ImageData.empty(shape, 10)).eval()
+    with torch.no_grad():  # batch-norm statistics as training leaves them, away from the identity
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2)
+    runtime.export(model, tmp_path / "c.qnn", input_shape=shape, input_grid=runtime.PIXELS)
+    packed = runtime.load(tmp_path / "c.qnn")
+    kinds = [op["op"] for op in packed.ops] + [op["inner"]["op"] for op in packed.ops if "inner" in op]
+    assert product in kinds and "channel_affine" in kinds and "flatten_maps" in kinds
+    x = to_unit_range(data.load("fashion-mnist-mini").test_x[:64])
+    with torch.no_grad(), weight_mode(model, "binary"):
+        expected = model(x)
+    scale = expected.abs().max()
+    for got in (packed(x), packed.reference(x), torch.cat([packed(x[i : i + 1]) for i in range(3)])):
+        assert torch.allclose(got, expected[: len(got)], atol=1e-4 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("recipe, words", [("xnor", "keeps 0 at 0"), ("qnn", "keeps 0 at 0")])
+def test_convolutions_on_inputs_whose_zero_padding_differs_are_refused(recipe, words, tmp_path):
+    model = build_model(resolve(recipe, {"model": "cnn"}), data.ImageData.empty((1, 28, 28), 10)).eval()
+    with pytest.raises(ExportError, match=words):
+        runtime.export(model, tmp_path / "c.qnn", input_shape=(1, 28, 28))
+
+
+def test_an_unfolded_convolution_names_a_bad_inner_op():
+    from qnnlab.runtime import ops
+
+    spec = {"op": "unfolded_conv", "layer": "c", "kernel": [3, 3], "stride": 1, "channels": 2, "out_channels": 4}
+    for inner in (None, {"op": "binary_linear"}, {"op": "unfolded_conv"}):
+        with pytest.raises(ValueError, match="inner op must be one of"):
+            ops.build({**spec, "inner": inner}, {})
