@@ -55,7 +55,15 @@ def test_convolutions_on_inputs_whose_zero_padding_differs_are_refused(recipe, w
 def test_an_unfolded_convolution_names_a_bad_inner_op():
     from qnnlab.runtime import ops
 
-    spec = {"op": "unfolded_conv", "layer": "c", "kernel": [3, 3], "stride": 1, "channels": 2, "out_channels": 4}
+    spec = {
+        "op": "unfolded_conv",
+        "layer": "c",
+        "kernel": [3, 3],
+        "stride": 1,
+        "padding": 1,
+        "channels": 2,
+        "out_channels": 4,
+    }
     for inner in (None, {"op": "binary_linear"}, {"op": "unfolded_conv"}):
         with pytest.raises(ValueError, match="inner op must be one of"):
             ops.build({**spec, "inner": inner}, {})
