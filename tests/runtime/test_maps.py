@@ -1,6 +1,7 @@
-"""Convolutional networks whose activations are real or k-bit (BinaryConnect, BWN, DoReFa,
-ternary weights, float): their convolutions run as the runtime's linear ops on the image's
-patches, batch norm as a per-channel affine map, and the logits match PyTorch's evaluation."""
+"""Convolutional networks whose activations are real or k-bit (BinaryConnect, BWN, DoReFa, QNN,
+ternary weights, float) or XNOR-Net's scaled signs: their convolutions run as the runtime's
+linear ops on the image's patches (the padding's quantized zeros taken off where the quantizer
+moves 0), batch norm as a per-channel affine map, and the logits match PyTorch's evaluation."""
 
 import pytest
 import torch
@@ -9,7 +10,6 @@ from qnnlab import data, runtime
 from qnnlab.data.batches import to_unit_range
 from qnnlab.run.evaluate import weight_mode
 from qnnlab.run.model import build_model
-from qnnlab.runtime import ExportError
 from qnnlab.train import resolve
 
 
@@ -20,6 +20,8 @@ from qnnlab.train import resolve
         ("bwn", "sign_weight_linear"),
         ("dorefa", "codes_linear"),
         ("fewmult-ternary", "ternary_linear"),
+        ("xnor", "xnor_linear"),
+        ("qnn", "grid_linear"),
         ("float", "conv"),
     ],
 )
@@ -45,13 +47,6 @@ def test_convolutional_recipes_with_real_or_k_bit_activations_run_packed(recipe,
         assert torch.allclose(got, expected[: len(got)], atol=1e-4 * scale, rtol=1e-4)
 
 
-@pytest.mark.parametrize("recipe, words", [("xnor", "keeps 0 at 0"), ("qnn", "keeps 0 at 0")])
-def test_convolutions_on_inputs_whose_zero_padding_differs_are_refused(recipe, words, tmp_path):
-    model = build_model(resolve(recipe, {"model": "cnn"}), data.ImageData.empty((1, 28, 28), 10)).eval()
-    with pytest.raises(ExportError, match=words):
-        runtime.export(model, tmp_path / "c.qnn", input_shape=(1, 28, 28))
-
-
 def test_an_unfolded_convolution_names_a_bad_inner_op():
     from qnnlab.runtime import ops
 
@@ -67,3 +62,23 @@ def test_an_unfolded_convolution_names_a_bad_inner_op():
     for inner in (None, {"op": "binary_linear"}, {"op": "unfolded_conv"}):
         with pytest.raises(ValueError, match="inner op must be one of"):
             ops.build({**spec, "inner": inner}, {})
+
+
+def test_a_convolution_whose_input_quantizer_moves_zero_is_refused(tmp_path):
+    """Sign weights on inputs on a grid without 0: padding before and after quantizing differ, and
+    only the k-bit-weight and XNOR products know how to take the difference off."""
+    from torch import nn
+
+    from qnnlab.nn import QuantConv2d
+    from qnnlab.runtime import ExportError
+
+    model = nn.Sequential(
+        QuantConv2d(1, 4, 3, padding=1, weight_quantizer="sign", input_quantizer="float"),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        QuantConv2d(4, 4, 3, padding=1, weight_quantizer="sign", input_quantizer="uniform:lo=-1.0"),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 10),
+    ).eval()
+    with pytest.raises(ExportError, match="layer 3: .* keeps 0 at 0"):
+        runtime.export(model, tmp_path / "c.qnn", input_shape=(1, 8, 8))

@@ -211,16 +211,19 @@ def _conv_op(name: str, m: nn.Conv2d, first: bool, tensors: dict[str, torch.Tens
     q = m.input_quantizer
     with torch.no_grad():
         zero = q(torch.zeros(1, 1, 1, 1))
-    if q.meta.output_scale or not torch.equal(zero, torch.zeros_like(zero)):
-        raise ExportError(
-            f"layer {name}: the packed runtime convolves {q} inputs only where the quantizer keeps 0 at 0 "
-            f"(real, DoReFa or symmetric k-bit inputs), since training pads the quantized input with zeros"
-        )
     rows = _Rows(m)
-    if m.weight_quantizer.meta.kind == "ternary":
-        inner = _ternary_op(name, rows, tensors)
-    elif m.weight_quantizer.meta.kind == "int":
+    if q.meta.output_scale:  # XNOR-Net: the runtime takes off what its sign makes of the padding
+        inner = _xnor_op(name, rows, tensors)
+    elif m.weight_quantizer.meta.kind == "int":  # QNN: and what a k-bit grid makes of it
         inner = _grid_op(name, rows, tensors)
+    elif not torch.equal(zero, torch.zeros_like(zero)):
+        raise ExportError(
+            f"layer {name}: the packed runtime convolves {q} inputs with {m.weight_quantizer} weights only where "
+            f"the input quantizer keeps 0 at 0 (real, DoReFa or symmetric k-bit inputs), since training pads the "
+            f"quantized input with zeros"
+        )
+    elif m.weight_quantizer.meta.kind == "ternary":
+        inner = _ternary_op(name, rows, tensors)
     else:
         inner = _weight_only_op(name, rows, tensors, q.meta if _is_grid(q) else None)
     op.update(op="unfolded_conv", inner=inner)

@@ -4,10 +4,14 @@ the packed path keeps maps NHWC and the reference path NCHW, as PyTorch.
 
 - ``conv``: a float convolution (the first layer BWN and DoReFa keep in float), torch's conv2d.
 - ``unfolded_conv``: a convolution computed by one of the runtime's linear ops (``inner``:
-  sign_weight_linear, codes_linear, ternary_linear, grid_linear) on the image's patches, taken
-  with zero padding (F.unfold). Training pads the *quantized* input with zeros; the patches pad
-  the input before the inner op quantizes it, which is the same wherever the input quantizer
-  maps 0 to 0 (real, DoReFa and symmetric k-bit inputs): the exporter checks it.
+  sign_weight_linear, codes_linear, ternary_linear, grid_linear, xnor_linear) on the image's
+  patches, taken with zero padding (F.unfold). Training pads the *quantized* input with zeros;
+  the patches pad the input before the inner op quantizes it, which is the same wherever the
+  input quantizer maps 0 to 0 (real, DoReFa and symmetric k-bit inputs). Where it does not, the
+  convolution takes off, per position, what the padding's quantized zeros added: q(0) times the
+  sum of filter o's weights over the taps on the padding, for a k-bit grid (QNN's 8-bit pixels);
+  K alpha_o times the sum of its signs for XNOR-Net, whose sign makes a padded 0 a +1 (K, the
+  patch's mean |x| with the padding counted as zeros, is XNOR-Net's box-filtered scale map).
 - ``channel_affine``: batch norm on maps, y * scale_c + shift_c.
 - ``flatten_maps``: NHWC maps flattened in PyTorch's (C, H, W) order, as the classifier reads.
 """
@@ -20,9 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from qnnlab import kernels
 from qnnlab.runtime.ops import Affine, ConvGeometry, Flatten, build, register
 
-INNER = {"sign_weight_linear", "codes_linear", "ternary_linear", "grid_linear"}
+INNER = {"sign_weight_linear", "codes_linear", "ternary_linear", "grid_linear", "xnor_linear"}
 
 
 class _Geometry(ConvGeometry):
@@ -65,6 +70,7 @@ class UnfoldedConv(_Geometry):
         if not isinstance(inner, dict) or inner.get("op") not in INNER:
             raise ValueError(f"{self.kind} op of layer {self.layer}: its inner op must be one of {sorted(INNER)}")
         self.inner = build(inner, tensors)
+        self._padding: dict[tuple[int, int], torch.Tensor] = {}
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         out = super().out_shape(shape)
@@ -79,7 +85,31 @@ class UnfoldedConv(_Geometry):
         out_w = (width + 2 * self.padding - self.kernel[1]) // self.stride + 1
         patches = F.unfold(x.to(torch.float32), self.kernel, padding=self.padding, stride=self.stride)
         rows = patches.transpose(1, 2).reshape(batch * out_h * out_w, -1)
-        return getattr(self.inner, path)(rows).reshape(batch, out_h, out_w, -1)
+        y = getattr(self.inner, path)(rows)
+        if self.padding and self.inner.kind in ("xnor_linear", "grid_linear"):
+            y = y - self._padding_term(rows, batch, height, width)
+        return y.reshape(batch, out_h, out_w, -1)
+
+    def _padding_term(self, rows: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+        """(B H' W', O): what the inner op's quantizer made of the padding's zeros."""
+        inner = self.inner
+        if inner.kind == "xnor_linear":
+            term = self._padding_sums(height, width, lambda: kernels.unpack(inner.weight, inner.k))
+            term = term.repeat(batch, 1) * rows.abs().mean(1, keepdim=True)
+            return term if inner.alpha is None else term * inner.alpha
+        zero = inner.a_lo + inner.a_step * float(inner.input_codes(torch.zeros(1)))
+        weights = lambda: inner.w_lo + inner.w_step * inner.codes.to(torch.float32)  # noqa: E731
+        return zero * self._padding_sums(height, width, weights).repeat(batch, 1)
+
+    def _padding_sums(self, height: int, width: int, weights) -> torch.Tensor:
+        """(H' W', O): per output position, each filter's weights summed over its taps on the padding."""
+        key = (height, width)
+        if key not in self._padding:
+            inside = F.unfold(
+                torch.ones(1, self.channels, height, width), self.kernel, padding=self.padding, stride=self.stride
+            )
+            self._padding[key] = (1 - inside[0].T) @ weights().T
+        return self._padding[key]
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         return self._apply(x, "reference").permute(0, 3, 1, 2)

@@ -377,14 +377,14 @@ class GridLinear(Op):
         self._bias_fits(n)
         return (n,)
 
-    def _input_codes(self, x: torch.Tensor) -> torch.Tensor:
+    def input_codes(self, x: torch.Tensor) -> torch.Tensor:
         g = self.grid
         if g["kind"] == "affine":
             return torch.round(((x - g["lo"]) / (g["hi"] - g["lo"])).clamp(0, 1) * g["levels"])
         return torch.round((x / g["range"]).clamp(-1, 1) * g["n"]) + g["n"]
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        u = self._input_codes(x.to(torch.float32))
+        u = self.input_codes(x.to(torch.float32))
         ud = kernels.bitserial_matmul(u.to(torch.int64), self.codes.to(torch.int64), self.grid["bits"], self.w_bits)
         k = self.codes.shape[1]
         y = (
@@ -396,7 +396,7 @@ class GridLinear(Op):
         return self._add_bias(y.to(torch.float32))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        values = self.a_lo + self.a_step * self._input_codes(x.to(torch.float32))
+        values = self.a_lo + self.a_step * self.input_codes(x.to(torch.float32))
         weights = self.w_lo + self.w_step * self.codes.to(torch.float32)
         return self._add_bias(values @ weights.T)
 
