@@ -290,7 +290,7 @@ def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, tmp_path
 def test_the_fused_cnn_plan_equals_the_ops(tmp_path):
     """The first convolution with its threshold, each binary convolution with its pooling and
     threshold (the last in the classifier's flat order) and the classifier's binary layers: seven
-    kernel calls whose logits equal the op-by-op path's bit for bit."""
+    kernel calls, or one at batch 1, whose logits equal the op-by-op path's bit for bit."""
     torch.manual_seed(1)
     model = build_model(
         resolve("bnn", {"model": "cnn", "model_options": {"width": 0.25}}), data.ImageData.empty((1, 28, 28), 10)
@@ -301,10 +301,12 @@ def test_the_fused_cnn_plan_equals_the_ops(tmp_path):
     assert sum(isinstance(step, runtime.fused.ConvPoolThreshold) for step in packed.plan) == 5
     assert isinstance(packed.plan[0], runtime.fused.PixelConvThreshold)
     assert isinstance(packed.plan[-1], runtime.fused.BinaryTail) and len(packed.plan) == 7
+    assert isinstance(packed.fused, runtime.fused.FusedCNN)
     x = torch.randint(0, 256, (3, 1, 28, 28)).float() / 127.5 - 1
     fused = packed(x)
+    one_call = torch.cat([packed(x[i : i + 1]) for i in range(len(x))])  # batch 1: the whole CNN in one call
     packed.plan = [step.packed for step in packed.steps]
-    assert torch.equal(fused, packed(x))
+    assert torch.equal(fused, packed(x)) and torch.equal(one_call, fused)
 
 
 @pytest.mark.parametrize(

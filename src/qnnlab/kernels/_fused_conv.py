@@ -11,6 +11,7 @@ from numba import njit, prange
 
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
 from qnnlab.kernels._float_tiles import float_tile, threshold_bits
+from qnnlab.kernels._fused import binary_tail_serial
 from qnnlab.kernels._panels import COLUMNS, conv_tile
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
 
@@ -211,3 +212,69 @@ def _compiled(kernel):
 pixel_conv_threshold, pixel_conv_threshold_serial = _compiled(_pixel_conv_threshold)
 conv_pool_threshold, conv_pool_threshold_serial = _compiled(_conv_pool_threshold)
 conv_pool_threshold_flat, conv_pool_threshold_flat_serial = _compiled(_conv_pool_threshold_flat)
+
+
+# the columns of conv_chain's geometry table, one row per binary convolution
+CHANNELS, KH, KW, STRIDE, PADDING, POOL, OUT_H, OUT_W, OUT_WORDS, FLAT = range(10)
+PANELS_AT, PANEL_COUNT, PANEL_WORDS, CORRECTIONS_AT, UNITS, VALUES_AT, THRESHOLDS_AT, THRESHOLDS = range(10, 18)
+GEOMETRY_COLUMNS = 18
+
+
+@njit(cache=True, nogil=True)
+def conv_chain(
+    x,
+    first_panels,
+    first_shape,
+    tap_sums,
+    first_bias,
+    first_sign,
+    first_bound,
+    geometry,
+    panels,
+    corrections,
+    biases,
+    signs,
+    bounds,
+    shapes,
+    words,
+    tail_panels,
+    tail_biases,
+    tail_signs,
+    tail_bounds,
+    scale,
+    shift,
+    out,
+):
+    """A whole binary CNN on one sample in one call on the calling thread: the first convolution
+    on pixels (``pixel_conv_threshold``; first_shape = kh, kw, stride, padding and its output's
+    H, W and words), each binary convolution with its pooling and threshold (one row of
+    ``geometry`` each, its tables slices of the flat buffers; the last writes the classifier's
+    flat bits) and the classifier's binary layers (``_fused.binary_tail``, from shapes on). Each
+    step is the kernel the plan calls op by op."""
+    kernel = (first_shape[0], first_shape[1])
+    maps = np.empty((1, first_shape[4], first_shape[5], first_shape[6]), dtype=np.uint64)
+    pixel_conv_threshold_serial(
+        x, first_panels, kernel, first_shape[2], first_shape[3], tap_sums, first_bias, first_sign, first_bound, maps
+    )
+    flat = np.empty((1, 0), dtype=np.uint64)
+    for layer in range(geometry.shape[0]):
+        g = geometry[layer]
+        size = g[PANEL_COUNT] * g[PANEL_WORDS] * COLUMNS
+        panel = panels[g[PANELS_AT] : g[PANELS_AT] + size].reshape((g[PANEL_COUNT], g[PANEL_WORDS], COLUMNS))
+        size = g[KH] * g[KW] * g[UNITS]
+        correction = corrections[g[CORRECTIONS_AT] : g[CORRECTIONS_AT] + size].reshape((g[KH], g[KW], g[UNITS]))
+        bias = biases[g[VALUES_AT] : g[VALUES_AT] + (g[UNITS] + 63) // 64 * 64]
+        sign = signs[g[THRESHOLDS_AT] : g[THRESHOLDS_AT] + g[THRESHOLDS]]
+        bound = bounds[g[THRESHOLDS_AT] : g[THRESHOLDS_AT] + g[THRESHOLDS]]
+        if g[FLAT]:
+            flat = np.empty((1, g[OUT_WORDS]), dtype=np.uint64)
+            conv_pool_threshold_flat_serial(
+                maps, panel, correction, g[CHANNELS], g[STRIDE], g[PADDING], g[POOL], bias, sign, bound, flat
+            )
+        else:
+            following = np.empty((1, g[OUT_H], g[OUT_W], g[OUT_WORDS]), dtype=np.uint64)
+            conv_pool_threshold_serial(
+                maps, panel, correction, g[CHANNELS], g[STRIDE], g[PADDING], g[POOL], bias, sign, bound, following
+            )
+            maps = following
+    binary_tail_serial(flat, shapes, words, tail_panels, tail_biases, tail_signs, tail_bounds, scale, shift, out)

@@ -28,7 +28,7 @@ from qnnlab import kernels
 from qnnlab.runtime import maps as _maps  # noqa: F401  (registers the ops on real feature maps)
 from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
-from qnnlab.runtime.fused import BATCH_LIMIT, FusedDense, packed_plan
+from qnnlab.runtime.fused import BATCH_LIMIT, FusedCNN, FusedDense, packed_plan
 from qnnlab.storage import atomic_write, read_safetensors, tensors_digest
 
 FORMAT = "qnnlab-packed"
@@ -58,9 +58,10 @@ class PackedModel:
         self._checked: dict[tuple[int, ...], tuple[int, ...]] = {}
         if input_shape is not None:
             self.output_shape(input_shape)
-        # the whole MLP in one kernel call at small batches, where inputs are checked to be on the grid
-        self.fused = FusedDense.match(self.steps) if input_grid == PIXELS else None
         self.plan = packed_plan(self.steps, input_grid == PIXELS)
+        # the whole model in one kernel call at small batches, where inputs are checked to be on the grid
+        on_grid = input_grid == PIXELS
+        self.fused = (FusedDense.match(self.steps) or FusedCNN.match(self.plan, input_shape)) if on_grid else None
         for step in self.steps:  # check_input has verified the grid: the first layer need not again
             if isinstance(step, runtime_ops.RealLinear):
                 step.grid_checked = input_grid == PIXELS

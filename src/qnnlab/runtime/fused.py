@@ -3,6 +3,7 @@
 - ``FusedDense``: a binary MLP's whole op list (flatten, the 8-bit first layer, threshold and
   binary product per layer, the output batch norm) at batch 1, where the op-by-op path spends
   most of its time dispatching a dozen calls, each reading its data cold after other work.
+- ``FusedCNN``: the same for a binary CNN's fused plan at batch 1.
 - ``ConvPoolThreshold``: a binary convolution, its max pooling and the next threshold, at any
   batch, without the int32 and float feature maps between them.
 - ``PixelConvThreshold``: the first convolution on 8-bit pixels, exact from the integer codes (as
@@ -282,6 +283,100 @@ class PixelLinearThreshold:
         out = np.empty((len(x), kernels.words(sums.shape[1])), np.uint64)
         centred_threshold(sums, self.offset, self.bias, self.sign, self.bound, out)
         return torch.from_numpy(out.view(np.int64))
+
+
+class FusedCNN:
+    """A binary CNN's plan (the first convolution on pixels, binary convolutions with pooling and
+    threshold, the classifier's binary layers) as one kernel call for one sample
+    (``_fused_conv.conv_chain``): every layer's tables travel as flat buffers with a geometry
+    table, so a call costs one dispatch instead of one per layer."""
+
+    def __init__(self, first: PixelConvThreshold, convs: list[ConvPoolThreshold], tail: BinaryTail, shape) -> None:
+        from qnnlab.kernels import _fused_conv as fc
+
+        _, height, width = first.conv.out_shape(shape)
+        self.first = (
+            first.panels,
+            np.array(
+                [
+                    *first.conv.kernel,
+                    first.conv.stride,
+                    first.conv.padding,
+                    height,
+                    width,
+                    kernels.words(first.conv.out_channels),
+                ]
+            ),
+            first.tap_sums,
+            first.bias,
+            first.sign,
+            first.bound,
+        )
+        rows, panels, corrections, biases, signs, bounds = [], [], [], [], [], []
+        sizes = np.zeros(5, dtype=np.int64)  # the flat buffers' lengths so far
+        for step in convs:
+            conv = step.conv
+            _, conv_h, conv_w = conv.out_shape((conv.channels, height, width))
+            height, width = conv_h // step.pool, conv_w // step.pool
+            units = conv.out_channels
+            out_words = kernels.words(units * height * width) if step.flat else kernels.words(units)
+            row = np.zeros(fc.GEOMETRY_COLUMNS, dtype=np.int64)
+            row[[fc.CHANNELS, fc.KH, fc.KW, fc.STRIDE, fc.PADDING, fc.POOL]] = (
+                conv.channels,
+                *conv.kernel,
+                conv.stride,
+                conv.padding,
+                step.pool,
+            )
+            row[[fc.OUT_H, fc.OUT_W, fc.OUT_WORDS, fc.FLAT, fc.UNITS]] = height, width, out_words, step.flat, units
+            row[[fc.PANEL_COUNT, fc.PANEL_WORDS]] = step.panels.shape[:2]
+            row[[fc.PANELS_AT, fc.CORRECTIONS_AT, fc.VALUES_AT, fc.THRESHOLDS_AT]] = sizes[:4]
+            row[fc.THRESHOLDS] = len(step.sign)
+            parts = (step.panels.reshape(-1), step.corrections.reshape(-1), step.bias, step.sign)
+            sizes[:4] += [len(part) for part in parts]
+            rows.append(row)
+            panels.append(parts[0])
+            corrections.append(parts[1])
+            biases.append(step.bias)
+            signs.append(step.sign)
+            bounds.append(step.bound)
+        self.convs = (
+            np.stack(rows),
+            np.concatenate(panels),
+            np.concatenate(corrections),
+            np.concatenate(biases),
+            np.concatenate(signs),
+            np.concatenate(bounds),
+        )
+        self.tail = tail.chain.tables()
+        self.classes = len(tail.chain.scale)
+
+    @classmethod
+    def match(cls, plan: list[Any], shape: tuple[int, ...] | None) -> FusedCNN | None:
+        """The fused form of a plan of PixelConvThreshold, ConvPoolThreshold (the last flat) and a
+        BinaryTail, for inputs of ``shape`` (C, H, W); else None."""
+        if shape is None or len(shape) != 3 or len(plan) < 3:
+            return None
+        first, convs, tail = plan[0], plan[1:-1], plan[-1]
+        if not (
+            isinstance(first, PixelConvThreshold)
+            and all(isinstance(step, ConvPoolThreshold) for step in convs)
+            and isinstance(tail, BinaryTail)
+            and convs[-1].flat
+            and not any(step.flat for step in convs[:-1])
+        ):
+            return None
+        return cls(first, convs, tail, shape)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of one image x (1, C, H, W) on the 8-bit pixel grid."""
+        from qnnlab.kernels import _kernels
+        from qnnlab.kernels._fused_conv import conv_chain
+
+        _kernels()
+        out = np.empty((1, self.classes), dtype=np.float32)
+        conv_chain(x.to(torch.float32).contiguous().numpy(), *self.first, *self.convs, *self.tail, out)
+        return torch.from_numpy(out)
 
 
 def _padded(values: np.ndarray, size: int) -> np.ndarray:
