@@ -11,7 +11,7 @@ from numba import njit, prange
 from qnnlab.kernels._float_tiles import threshold_bits
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
-from qnnlab.kernels._panels import COLUMNS, signed_tile
+from qnnlab.kernels._panels import COLUMNS, gemm, signed_tile
 
 
 @njit(cache=True, nogil=True)
@@ -115,6 +115,49 @@ def _binary_tail(packed, shapes, words, panels, biases, signs, bounds, scale, sh
 
 binary_tail = njit(parallel=True, cache=True, nogil=True)(_binary_tail)
 binary_tail_serial = njit(cache=True, nogil=True)(_binary_tail)
+
+
+@njit(cache=True, nogil=True)
+def binary_tail_batch(packed, shapes, words, panels, biases, signs, bounds, scale, shift, out):
+    """The binary layers of a chain (the tables of ``binary_tail``) for a batch of packed inputs
+    (B, W) in one call: per layer the blocked product of all samples (``_panels.gemm``, which
+    reads each weight panel once for the whole batch), then bias and threshold into the next
+    layer's bits, the last layer scaled and shifted into out (B, C); the ops' arithmetic."""
+    batch = packed.shape[0]
+    bits = packed
+    layers = shapes.shape[0]
+    for i in range(layers):
+        n, k, word_at, value_at, panel_at = shapes[i, 0], shapes[i, 1], shapes[i, 2], shapes[i, 3], shapes[i, 4]
+        wk = (k + 63) // 64
+        count = (n + COLUMNS - 1) // COLUMNS
+        layer_panels = panels[panel_at : panel_at + count * wk * COLUMNS].reshape((count, wk, COLUMNS))
+        products = np.empty((batch, n), dtype=np.int32)
+        gemm(bits, layer_panels, words[word_at : word_at + n * wk].reshape((n, wk)), k, products)
+        if i == layers - 1:
+            for b in range(batch):
+                for j in range(n):
+                    out[b, j] = (np.float32(products[b, j]) + biases[value_at + j]) * scale[j] + shift[j]
+        else:
+            following = np.empty((batch, (n + 63) // 64), dtype=np.uint64)
+            _threshold_rows(products, biases[value_at:], signs[value_at:], bounds[value_at:], following)
+            bits = following
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _threshold_rows(products, bias, sign, bound, out):
+    """out[b] = the packed bits (sign y >= bound) of y = float32(products[b]) + bias."""
+    n = products.shape[1]
+    for b in prange(products.shape[0]):
+        values = np.zeros(64, dtype=np.float32)
+        signs = np.zeros(64)
+        bounds = np.zeros(64)
+        for word in range(out.shape[1]):
+            at = word * 64
+            count = min(64, n - at)
+            for j in range(count):
+                values[j] = np.float32(products[b, at + j]) + bias[at + j]
+                signs[j], bounds[j] = sign[at + j], bound[at + j]
+            out[b, word] = threshold_bits(values.ctypes.data, signs.ctypes.data, bounds.ctypes.data, count)
 
 
 @njit(cache=True, nogil=True)

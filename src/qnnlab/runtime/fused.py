@@ -110,29 +110,28 @@ class FusedDense:
 
 
 class BinaryTail:
-    """The binary layers that end a model (a CNN's classifier), from packed bits, in one call at
-    small batches; from ``TAIL_BATCH_LIMIT`` up the ops' blocked products, which read each weight
-    once for many samples, are faster."""
+    """The binary layers that end a model (a CNN's classifier, an MLP after its first layer) in
+    one call: one sample at a time up to ``TAIL_BATCH_LIMIT``, beyond it the blocked products of
+    the whole batch per layer (``_fused.binary_tail_batch``), which read each weight once."""
 
-    def __init__(self, chain: BinaryChain, steps: list[Any]) -> None:
-        self.chain, self.steps = chain, steps
+    def __init__(self, chain: BinaryChain) -> None:
+        self.chain = chain
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[BinaryTail, int] | None:
         parts = BinaryChain.split(steps[i:])
-        return (cls(BinaryChain(*parts), steps[i:]), len(steps) - i) if parts else None
+        return (cls(BinaryChain(*parts)), len(steps) - i) if parts else None
 
     def __call__(self, packed: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels import _kernels
-        from qnnlab.kernels._fused import binary_tail, binary_tail_serial
+        from qnnlab.kernels._fused import binary_tail, binary_tail_batch, binary_tail_serial
 
-        if packed.shape[0] >= TAIL_BATCH_LIMIT:
-            for step in self.steps:
-                packed = step.packed(packed)
-            return packed
         _kernels()
         out = np.empty((packed.shape[0], len(self.chain.scale)), dtype=np.float32)
-        kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail
+        if packed.shape[0] >= TAIL_BATCH_LIMIT:
+            kernel = binary_tail_batch
+        else:
+            kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail
         kernel(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
         return torch.from_numpy(out)
 
