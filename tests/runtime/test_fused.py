@@ -112,8 +112,15 @@ def test_a_first_convolution_too_wide_for_exact_float32_sums_is_not_fused():
     assert fused.PixelConvThreshold.match([narrow, _threshold(2, "nhwc", 1.0)], 0) is not None
 
 
+@pytest.mark.parametrize("vnni", [True, False])
 @pytest.mark.parametrize("k, n", [(784, 2048), (100, 70), (1, 1), (65, 129)])
-def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n):
+def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n, vnni, monkeypatch):
+    """On VNNI tiles where the CPU has them, else torch's int8 GEMM: the same bits as the ops."""
+    from qnnlab.kernels import _int8_tiles
+
+    if vnni and not _int8_tiles.available():
+        pytest.skip("this CPU (or LLVM) has no AVX-512 VNNI")
+    monkeypatch.setattr(_int8_tiles, "available", lambda: vnni)
     torch.manual_seed(k + n)
     weights = _signs(n, k)
     tensors = {"w": kernels.pack(weights), "s": weights.sum(1).double(), "b": torch.randn(n)}
@@ -121,5 +128,7 @@ def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n):
     linear = runtime_ops.RealLinear(spec, tensors)
     threshold = _threshold(n, "rows", scale=k**0.5)
     step, replaced = fused.PixelLinearThreshold.match([linear, threshold], 0)
-    x = torch.randint(0, 256, (7, k)).float() / 127.5 - 1
-    assert replaced == 2 and torch.equal(step(x), threshold.packed(linear.packed(x)))
+    assert replaced == 2 and (step.panels is not None) == vnni
+    x = torch.randint(0, 256, (13, k)).float() / 127.5 - 1  # two tiles of six samples and one
+    expected = threshold.packed(linear.packed(x))
+    assert torch.equal(step(x), expected) and torch.equal(step(x[:1]), expected[:1])

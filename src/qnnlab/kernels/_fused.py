@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from qnnlab.kernels import _int8_tiles
 from qnnlab.kernels._float_tiles import threshold_bits
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
@@ -175,3 +176,62 @@ def centred_threshold(sums, offset, bias, sign, bound, out):
             for j in range(count):
                 values[j] = np.float32(sums[b, at + j] / 127.5 + offset[at + j]) + bias[at + j]
             out[b, word] = threshold_bits(values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, count)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pixel_dense_threshold(x, panels, units, shifts, offset, bias, sign, bound, out):
+    """``centred_threshold`` of the 8-bit first layer with its product on VNNI tiles
+    (``_int8_tiles.dot4_tile``, only where available): x (B, K) float32 on the pixel grid, the +-1
+    weights of ``units`` units as panels (P, ceil(K / 4), 64, 4) int8, shifts = 128 sum(w) per
+    unit, so that the centred sums (c - 128) . w = c . w - 128 sum(w) are exact. The panels are
+    split across threads, each streaming every sample past its panel; shifts, offset, bias,
+    sign and bound are padded to P 64 entries."""
+    batch, k = x.shape
+    groups = panels.shape[1]
+    codes = np.zeros((batch, groups * _int8_tiles.GROUP), dtype=np.uint8)
+    for b in prange(batch):
+        for t in range(k):  # within 1e-3 of a code (the model checked): + 0.5 and truncation round
+            codes[b, t] = np.uint8(np.int32(x[b, t] * np.float32(127.5) + np.float32(128.0)))
+    for p in prange(panels.shape[0]):
+        sums = np.empty((_int8_tiles.ROWS, 64), dtype=np.int32)
+        values = np.empty(64, dtype=np.float32)
+        at = p * 64
+        for first in range(0, batch, _int8_tiles.ROWS):
+            rows = min(_int8_tiles.ROWS, batch - first)
+            _int8_tiles.dot4_tile(
+                rows, codes[first].ctypes.data, codes.shape[1], panels[p].ctypes.data, groups, sums.ctypes.data, 64
+            )
+            for r in range(rows):
+                for j in range(64):
+                    centred = np.float64(sums[r, j]) - shifts[at + j]
+                    values[j] = np.float32(centred / 127.5 + offset[at + j]) + bias[at + j]
+                out[first + r, p] = threshold_bits(
+                    values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(64, units - at)
+                )
+
+
+@njit(cache=True, nogil=True)
+def dense_batch(
+    x,
+    panels,
+    units,
+    shifts,
+    offset,
+    bias,
+    sign,
+    bound,
+    shapes,
+    words,
+    tail_panels,
+    biases,
+    signs,
+    bounds,
+    scale,
+    shift,
+    out,
+):
+    """A whole binary MLP on a batch in one call: the first layer on VNNI tiles with its threshold
+    (``pixel_dense_threshold``), then the binary layers (``binary_tail_batch``)."""
+    bits = np.empty((x.shape[0], (units + 63) // 64), dtype=np.uint64)
+    pixel_dense_threshold(x, panels, units, shifts, offset, bias, sign, bound, bits)
+    binary_tail_batch(bits, shapes, words, tail_panels, biases, signs, bounds, scale, shift, out)

@@ -28,7 +28,7 @@ from qnnlab import kernels
 from qnnlab.runtime import maps as _maps  # noqa: F401  (registers the ops on real feature maps)
 from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
-from qnnlab.runtime.fused import BATCH_LIMIT, FusedCNN, FusedDense, packed_plan
+from qnnlab.runtime.fused import BATCH_LIMIT, FusedCNN, FusedDense, FusedDenseBatch, packed_plan
 from qnnlab.storage import atomic_write, read_safetensors, tensors_digest
 
 FORMAT = "qnnlab-packed"
@@ -62,6 +62,7 @@ class PackedModel:
         # the whole model in one kernel call at small batches, where inputs are checked to be on the grid
         on_grid = input_grid == PIXELS
         self.fused = (FusedDense.match(self.steps) or FusedCNN.match(self.plan, input_shape)) if on_grid else None
+        self.fused_batch = FusedDenseBatch.match(self.steps, self.plan) if on_grid else None
         for step in self.steps:  # check_input has verified the grid: the first layer need not again
             if isinstance(step, runtime_ops.RealLinear):
                 step.grid_checked = input_grid == PIXELS
@@ -116,6 +117,8 @@ class PackedModel:
             return torch.zeros(0, *out_shape)
         if self.fused is not None and not reference and len(x) <= BATCH_LIMIT:
             return self.fused(x)
+        if self.fused_batch is not None and not reference:
+            return self.fused_batch(x)
         for step in self.steps if reference else self.plan:
             x = step.reference(x) if reference else step(x)
         return x

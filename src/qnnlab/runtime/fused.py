@@ -255,17 +255,28 @@ class PixelConvThreshold:
 
 
 class PixelLinearThreshold:
-    """real_linear + threshold (rows) on the 8-bit pixel grid: the exact centred sums from the
-    layer's int8 GEMM, then bias, threshold and packing in one kernel call
-    (``_fused.centred_threshold``), with the ops' arithmetic."""
+    """real_linear + threshold (rows) on the 8-bit pixel grid: the exact centred sums, then bias,
+    threshold and packing in one kernel call, with the ops' arithmetic. The product runs on VNNI
+    register tiles where the CPU has them (``kernels._int8_tiles``: ``panels`` is set), else as
+    the layer's int8 GEMM in torch followed by ``_fused.centred_threshold``."""
 
     def __init__(self, linear: runtime_ops.RealLinear, threshold: runtime_ops.Threshold) -> None:
-        self.linear, self.threshold = linear, threshold
-        n = linear.weight.shape[0]
-        size = kernels.words(n) * 64
+        from qnnlab.kernels import _int8_tiles
+
+        self.linear = linear
+        self.units, k = linear.weight.shape[0], linear.k
+        size = kernels.words(self.units) * 64
         sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
-        self.offset = linear.offset().numpy()
-        self.bias, self.sign, self.bound = (_padded(v, size) for v in (_bias(linear, n), sign, bound))
+        self.offset = _padded(linear.offset().numpy(), size)
+        self.bias, self.sign, self.bound = (_padded(v, size) for v in (_bias(linear, self.units), sign, bound))
+        self.panels: np.ndarray | None = None
+        if _int8_tiles.available():
+            groups = -(-k // _int8_tiles.GROUP)
+            weights = torch.zeros(size, groups * _int8_tiles.GROUP, dtype=torch.int8)
+            weights[: self.units, :k] = kernels.unpack(linear.weight, k).to(torch.int8)
+            # (P, groups, 64, 4): panel p, group g, column j, code q = w[64 p + j, 4 g + q]
+            self.panels = weights.reshape(-1, 64, groups, _int8_tiles.GROUP).permute(0, 2, 1, 3).contiguous().numpy()
+            self.shifts = 128.0 * weights.sum(1, dtype=torch.int64).double().numpy()
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelLinearThreshold, int] | None:
@@ -274,14 +285,52 @@ class PixelLinearThreshold:
             return cls(steps[i], nxt), 2
         return None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from qnnlab.kernels._fused import centred_threshold
+    def tables(self) -> tuple[Any, ...]:
+        """The VNNI path's arguments after x (``_fused.pixel_dense_threshold``)."""
+        return self.panels, self.units, self.shifts, self.offset, self.bias, self.sign, self.bound
 
-        codes = ((x.to(torch.float32) + 1) * 127.5).round()
-        sums = self.linear.centred_sums(codes).to(torch.int32).contiguous().numpy()
-        out = np.empty((len(x), kernels.words(sums.shape[1])), np.uint64)
-        centred_threshold(sums, self.offset, self.bias, self.sign, self.bound, out)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels._fused import centred_threshold, pixel_dense_threshold
+
+        out = np.empty((len(x), kernels.words(self.units)), np.uint64)
+        if self.panels is not None:
+            kernels._kernels()
+            pixel_dense_threshold(x.to(torch.float32).contiguous().numpy(), *self.tables(), out)
+        else:
+            codes = ((x.to(torch.float32) + 1) * 127.5).round()
+            sums = self.linear.centred_sums(codes).to(torch.int32).contiguous().numpy()
+            centred_threshold(sums, self.offset, self.bias, self.sign, self.bound, out)
         return torch.from_numpy(out.view(np.int64))
+
+
+class FusedDenseBatch:
+    """A binary MLP's plan (flatten, ``PixelLinearThreshold`` on VNNI tiles, ``BinaryTail``) as one
+    kernel call for a batch (``_fused.dense_batch``)."""
+
+    def __init__(self, first: PixelLinearThreshold, tail: BinaryTail) -> None:
+        self.first, self.tail = first, tail
+
+    @classmethod
+    def match(cls, steps: list[Any], plan: list[Any]) -> FusedDenseBatch | None:
+        if (
+            len(plan) == 3
+            and steps[0].kind == "flatten"
+            and isinstance(plan[1], PixelLinearThreshold)
+            and plan[1].panels is not None
+            and isinstance(plan[2], BinaryTail)
+        ):
+            return cls(plan[1], plan[2])
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels import _kernels
+        from qnnlab.kernels._fused import dense_batch
+
+        _kernels()
+        flat = x.reshape(len(x), -1).to(torch.float32).contiguous().numpy()
+        out = np.empty((len(x), len(self.tail.chain.scale)), dtype=np.float32)
+        dense_batch(flat, *self.first.tables(), *self.tail.chain.tables(), out)
+        return torch.from_numpy(out)
 
 
 class FusedCNN:
