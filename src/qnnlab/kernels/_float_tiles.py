@@ -20,7 +20,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from qnnlab.kernels._panels import by_rows, splat
+from qnnlab.kernels._panels import by_rows, splat, store_rows
 
 ROWS = 6  # pixels per tile: 6 x 4 accumulators, the panel row's four vectors and a broadcast
 COLUMNS = 64  # float32 outputs per panel row: four 512-bit vectors
@@ -48,7 +48,6 @@ def float_tile(typingctx, rows, a_address, a_step, offsets_address, panel_addres
         a_ptr = builder.inttoptr(a_addr, single.as_pointer())
         panel_ptr = builder.inttoptr(panel_addr, vector.as_pointer())
         offsets = builder.inttoptr(offsets_addr, ir.IntType(64).as_pointer())
-        out_ptr = builder.inttoptr(out_addr, single.as_pointer())
 
         def emit(rows):
             acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(parts)] for _ in range(rows)]
@@ -64,11 +63,7 @@ def float_tile(typingctx, rows, a_address, a_step, offsets_address, panel_addres
                     spread = splat(builder, builder.load(builder.gep(a_ptr, [at]), align=4), vector)
                     for p in range(parts):
                         builder.store(builder.call(fma, [spread, columns[p], builder.load(acc[r][p])]), acc[r][p])
-            for r in range(rows):
-                row = builder.gep(out_ptr, [builder.mul(out_step, ir.Constant(index, r))])
-                for p in range(parts):
-                    target = builder.bitcast(builder.gep(row, [ir.Constant(index, p * LANES)]), vector.as_pointer())
-                    builder.store(builder.load(acc[r][p]), target, align=4)
+            store_rows(builder, out_addr, out_step, [[builder.load(v) for v in row] for row in acc])
 
         by_rows(builder, height, ROWS, emit)
         return context.get_dummy_value()

@@ -18,7 +18,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from qnnlab.kernels._panels import by_rows, splat
+from qnnlab.kernels._panels import by_rows, splat, store_rows
 
 ROWS = 6
 COLUMNS = 64
@@ -57,7 +57,6 @@ def dot4_tile(typingctx, rows, a_address, a_stride, panel_address, groups, out_a
         )
         a_ptr = builder.inttoptr(a_addr, byte.as_pointer())
         panel_ptr = builder.inttoptr(panel_addr, quads.as_pointer())
-        out_ptr = builder.inttoptr(out_addr, word.as_pointer())
         zero = ir.Constant(lanes, [0] * LANES)
 
         def emit(rows):
@@ -75,11 +74,7 @@ def dot4_tile(typingctx, rows, a_address, a_stride, panel_address, groups, out_a
                     spread = builder.bitcast(splat(builder, codes, lanes), quads)
                     for p in range(parts):
                         builder.store(builder.call(dot, [builder.load(acc[r][p]), spread, columns[p]]), acc[r][p])
-            for r in range(rows):
-                row = builder.gep(out_ptr, [builder.mul(out_step, ir.Constant(index, r))])
-                for p in range(parts):
-                    target = builder.bitcast(builder.gep(row, [ir.Constant(index, p * LANES)]), lanes.as_pointer())
-                    builder.store(builder.load(acc[r][p]), target, align=4)
+            store_rows(builder, out_addr, out_step, [[builder.load(v) for v in row] for row in acc])
 
         by_rows(builder, height, ROWS, emit)
         return context.get_dummy_value()

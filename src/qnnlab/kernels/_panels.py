@@ -54,15 +54,16 @@ def _vectors(builder, count: int = ROWS) -> list[list[ir.Value]]:
     return [[cgutils.alloca_once_value(builder, zero) for _ in range(COLUMNS // LANES)] for _ in range(count)]
 
 
-def _store_rows(builder, out_addr, out_step, lane_type, values) -> None:
-    """Store values[r][v] (vectors of ``lane_type``) at out row r (``out_step`` apart), lanes 8 v.."""
-    lanes = ir.VectorType(lane_type, LANES)
-    out_ptr = builder.inttoptr(out_addr, lane_type.as_pointer())
+def store_rows(builder, out_addr, out_step, values) -> None:
+    """Store values[r][v] (vectors of n lanes) at out row r (``out_step`` elements apart), from
+    element n v on: a tile's accumulators written back to its rows."""
+    lanes = values[0][0].type
+    out_ptr = builder.inttoptr(out_addr, lanes.element.as_pointer())
     index = out_step.type
     for r, row_values in enumerate(values):
         row = builder.gep(out_ptr, [builder.mul(out_step, ir.Constant(index, r))])
         for p, value in enumerate(row_values):
-            target = builder.bitcast(builder.gep(row, [ir.Constant(index, p * LANES)]), lanes.as_pointer())
+            target = builder.bitcast(builder.gep(row, [ir.Constant(index, p * lanes.count)]), lanes.as_pointer())
             builder.store(value, target, align=4)
 
 
@@ -109,7 +110,7 @@ def _signed_tile(with_offsets: bool):
                 [builder.sub(k_lanes, builder.shl(builder.trunc(builder.load(v), halves), one)) for v in row]
                 for row in acc
             ]
-            _store_rows(builder, out_addr, out_step, ir.IntType(32), values)
+            store_rows(builder, out_addr, out_step, values)
 
         by_rows(builder, rows, ROWS, emit)
         return context.get_dummy_value()
@@ -201,7 +202,7 @@ def planes_tile(
             for total_row, acc_row in zip(totals, acc):
                 for total, v in zip(total_row, acc_row):
                     builder.store(builder.add(builder.load(total), builder.mul(weight, builder.load(v))), total)
-        _store_rows(builder, out_addr, out_step, word, [[builder.load(v) for v in row] for row in totals])
+        store_rows(builder, out_addr, out_step, [[builder.load(v) for v in row] for row in totals])
         return context.get_dummy_value()
 
     return sig, codegen
