@@ -224,3 +224,37 @@ def test_malformed_packed_metadata_is_named(tmp_path, honest, ops, inputs):
     forge(tmp_path / "forged.qnn", tensors, honest_ops if ops is None else ops, inputs)
     with pytest.raises(ValueError, match="forged.qnn"):
         runtime.load(tmp_path / "forged.qnn")
+
+
+@pytest.fixture
+def honest_maps(tmp_path):
+    """An XNOR-Net CNN: a float first convolution, unfolded convolutions, per-channel batch norm."""
+    from qnnlab.data import ImageData
+    from qnnlab.run import build_model, resolve
+
+    model = build_model(
+        resolve("xnor", {"model": "cnn", "model_options": {"width": 0.25}}), ImageData.empty((1, 28, 28), 10)
+    )
+    runtime.export(model.eval(), tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
+    packed = runtime.load(tmp_path / "m.qnn")
+    return dict(packed.tensors), [dict(op) for op in packed.ops]
+
+
+MAP_FORGERIES = {
+    "an inner op with fewer outputs": lambda t, o: _first(o, "unfolded_conv").update(out_channels=7),
+    "an inner op that is not a linear product": lambda t, o: _first(o, "unfolded_conv").update(
+        inner={"op": "unfolded_conv"}
+    ),
+    "an inner op for other patches": lambda t, o: _first(o, "unfolded_conv").update(kernel=[5, 5]),
+    "channel scales of another count": lambda t, o: t.update({_first(o, "channel_affine")["scale"]: torch.ones(3)}),
+    "float filters of another size": lambda t, o: t.update({_first(o, "conv")["weight"]: torch.zeros(16, 1, 5, 5)}),
+}
+
+
+@pytest.mark.parametrize("case", MAP_FORGERIES)
+def test_a_forged_model_on_real_feature_maps_is_refused_at_load(tmp_path, honest_maps, case):
+    tensors, ops = honest_maps
+    MAP_FORGERIES[case](tensors, ops)
+    forge(tmp_path / "forged.qnn", tensors, ops)
+    with pytest.raises(ValueError, match="forged.qnn"):
+        runtime.load(tmp_path / "forged.qnn")

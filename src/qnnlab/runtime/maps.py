@@ -75,7 +75,9 @@ class UnfoldedConv(_Geometry):
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         out = super().out_shape(shape)
         if self.inner.out_shape((self.channels * math.prod(self.kernel),)) != (self.out_channels,):
-            raise ValueError(f"{self.kind} op of layer {self.layer}: its inner op has not {self.out_channels} outputs")
+            raise ValueError(
+                f"{self.kind} op of layer {self.layer}: its inner op does not have {self.out_channels} outputs"
+            )
         return out
 
     def _apply(self, x: torch.Tensor, path: str) -> torch.Tensor:
