@@ -260,7 +260,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
     batches = _int_list(args.batch, "--batch", "1,100")
     _set_threads(args.threads)
-    _print_bench(model.run(args.model, batches, args.repeats, busy=args.busy), args.json)
+    _print_bench(model.run(args.model, batches, args.repeats, busy=args.busy, recipe=args.recipe), args.json)
     return 0
 
 
@@ -419,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="packed BNN runtime against the float model in torch float32 / int8, ONNX Runtime and OpenVINO",
     )
     p.add_argument("--model", default="mlp", help="a model name: mlp, cnn, or a variant such as mlp-small")
+    p.add_argument("--recipe", default="bnn", help="the binary recipe exported (bnn, bnn-plus, ...; random weights)")
     p.add_argument("--batch", default="1,100")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, help="threads for both (default: torch's)")

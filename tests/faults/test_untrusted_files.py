@@ -258,3 +258,27 @@ def test_a_forged_model_on_real_feature_maps_is_refused_at_load(tmp_path, honest
     forge(tmp_path / "forged.qnn", tensors, ops)
     with pytest.raises(ValueError, match="forged.qnn"):
         runtime.load(tmp_path / "forged.qnn")
+
+
+@pytest.mark.parametrize(
+    "case", ["a shortcut that does not pool", "a branch that is not a list", "an unknown op in a branch"]
+)
+def test_a_forged_shortcut_block_is_refused_at_load(tmp_path, case):
+    from qnnlab.data import ImageData
+    from qnnlab.run import build_model, resolve
+
+    config = resolve("bnn-plus", {"model": "cnn", "model_options": {"width": 0.25}})
+    model = build_model(config, ImageData.empty((1, 28, 28), 10))
+    runtime.export(model.eval(), tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
+    packed = runtime.load(tmp_path / "m.qnn")
+    tensors, ops = dict(packed.tensors), [dict(op) for op in packed.ops]
+    block = _first(ops, "residual")  # the first block pools: its shortcut is an average pooling
+    if case == "a shortcut that does not pool":
+        block["shortcut"] = []
+    elif case == "a branch that is not a list":
+        block["branch"] = "flatten"
+    else:
+        block["branch"] = [{"op": "exec", "code": "print(1)"}]
+    forge(tmp_path / "forged.qnn", tensors, ops)
+    with pytest.raises(ValueError, match="forged.qnn"):
+        runtime.load(tmp_path / "forged.qnn")

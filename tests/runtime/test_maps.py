@@ -1,7 +1,8 @@
 """Convolutional networks whose activations are real or k-bit (BinaryConnect, BWN, DoReFa, QNN,
 ternary weights, float) or XNOR-Net's scaled signs: their convolutions run as the runtime's
 linear ops on the image's patches (the padding's quantized zeros taken off where the quantizer
-moves 0), batch norm as a per-channel affine map, and the logits match PyTorch's evaluation."""
+moves 0), batch norm as a per-channel affine map; BNN+ carries its real-valued stream around each
+binary convolution (``residual``). The logits match PyTorch's evaluation."""
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from qnnlab.train import resolve
         ("fewmult-ternary", "ternary_linear"),
         ("xnor", "xnor_linear"),
         ("qnn", "grid_linear"),
+        ("bnn-plus", "residual"),
         ("float", "conv"),
     ],
 )

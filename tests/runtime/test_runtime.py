@@ -162,7 +162,7 @@ def test_bad_files_are_refused(trained, tmp_path):
     "recipe, model, words",
     [
         ("lowprec2014", "mlp-small", "not plain sign weights"),
-        ("bnn-plus", "mlp-small", "RealShortcut.*is not supported"),
+        ("ebp", "mlp-small", "supports nn.Sequential models; got EBPNetwork"),
     ],
 )
 def test_unsupported_models_are_named(tmp_path, recipe, model, words):
@@ -313,20 +313,24 @@ def test_the_fused_cnn_plan_equals_the_ops(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "recipe, product",
+    "recipe, product, flips",
     [
-        ("binaryconnect", "sign_weight_linear"),
-        ("binaryconnect-stochastic", "sign_weight_linear"),
-        ("bwn", "sign_weight_linear"),
-        ("dorefa", "codes_linear"),
+        ("binaryconnect", "sign_weight_linear", 0),
+        ("binaryconnect-stochastic", "sign_weight_linear", 0),
+        ("bwn", "sign_weight_linear", 0),
+        ("dorefa", "codes_linear", 0),
+        # BNN+ takes the sign of a real stream at 0, where the packed first layer's exact integer
+        # arithmetic and torch's float32 rounding can disagree on a value within 1e-6 of zero
+        ("bnn-plus", "residual", 2),
     ],
 )
-def test_binary_weight_recipes_with_real_or_k_bit_activations_run_packed(recipe, product, tmp_path):
+def test_binary_weight_recipes_with_real_or_k_bit_activations_run_packed(recipe, product, flips, tmp_path):
     """BinaryConnect and BWN: binary (or scaled binary) weights on real activations, additions
     only; DoReFa W1A2: the 2-bit activation codes' bit planes against the packed weights; QNN:
     2-bit weights and inputs (8-bit pixels first), bit-serial; XNOR-Net: the input signs with their
     scale K per sample; ternary weights (TernaryConnect) as two planes; float
-    first/last layers, batch norm and ReLU as float ops."""
+    first/last layers, batch norm and ReLU as float ops; BNN+'s real stream around each binary
+    layer (``residual``)."""
     from qnnlab.run.evaluate import weight_mode
 
     torch.manual_seed(0)
@@ -339,7 +343,8 @@ def test_binary_weight_recipes_with_real_or_k_bit_activations_run_packed(recipe,
         expected = model(x)
     got = packed(x)
     assert torch.equal(got.argmax(1), expected.argmax(1))
-    assert torch.allclose(got, expected, atol=1e-2, rtol=1e-3)
+    off = ~torch.isclose(got, expected, atol=1e-2, rtol=1e-3).all(1)
+    assert int(off.sum()) <= flips
     assert torch.allclose(packed.reference(x), expected, atol=1e-2, rtol=1e-3)
 
 

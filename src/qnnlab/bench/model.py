@@ -60,14 +60,19 @@ def busy_core(enabled: bool) -> Iterator[None]:
 
 
 def run(
-    model: str, batches: list[int], repeats: int = 9, shape: tuple[int, ...] = (1, 28, 28), busy: bool = False
+    model: str,
+    batches: list[int],
+    repeats: int = 9,
+    shape: tuple[int, ...] = (1, 28, 28),
+    busy: bool = False,
+    recipe: str = "bnn",
 ) -> Iterator[dict[str, Any]]:
     from qnnlab.data import ImageData
 
     data = ImageData.empty(shape, 10)
     torch.manual_seed(0)
     float_model = build_model(resolve("float", {"model": model}), data).eval()
-    bnn = build_model(resolve("bnn", {"model": model}), data).eval()
+    bnn = build_model(resolve(recipe, {"model": model}), data).eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bnn.qnn"
         runtime.export(bnn, path, input_shape=shape, input_grid=runtime.PIXELS)
@@ -79,7 +84,7 @@ def run(
     missing = None if onnx.available() else onnx.INSTALL
     for batch, timing in side_by_side(packed, float_model, calibration, inputs, repeats, busy):
         yield {
-            "name": f"model/{model}",
+            "name": f"model/{model}" + ("" if recipe == "bnn" else f"/{recipe}"),
             "shape": f"batch {batch}",
             **versus(timing.packed_ms, timing.baseline_ms, timing.ratios),
             "threads": torch.get_num_threads(),

@@ -141,6 +141,26 @@ def _tap_offsets(kh, kw, padded_w, wc):
     return offsets
 
 
+def _conv_values(x, panels, corrections, channels, stride, padding, bias, out):
+    """A binary convolution (``_pooled_row`` without pooling) plus bias: out (B, H', W', O) float32,
+    the op-by-op path's values (integer sums, then float32 with the bias); bias padded to whole
+    words of 64 channels. For convolutions whose output stays real (a BNN+ block's branch)."""
+    kh, kw, n_out = corrections.shape
+    wc = x.shape[3]
+    padded_w = x.shape[2] + 2 * padding
+    offsets = _tap_offsets(kh, kw, padded_w, wc)
+    out_h, out_w = out.shape[1], out.shape[2]
+    for row in prange(x.shape[0] * out_h):
+        b, oy = row // out_h, row % out_h
+        image = np.empty((kh, padded_w, wc), dtype=np.uint64)
+        counts = np.empty((out_w, panels.shape[0] * COLUMNS), dtype=np.int32)
+        values = np.empty((out_w, bias.shape[0]), dtype=np.float32)
+        _pooled_row(
+            x, panels, offsets, corrections, kh * kw * channels, stride, padding, 1, bias, b, oy, image, counts, values
+        )
+        out[b, oy] = values[:, :n_out]
+
+
 def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool, bias, sign, bound, out):
     """A binary convolution (``_pooled_row``), plus bias, max-pooled over pool x pool windows
     (stride pool; pool 1: none), then batch norm + sign as a threshold per channel, written as
@@ -212,6 +232,7 @@ def _compiled(kernel):
 pixel_conv_threshold, pixel_conv_threshold_serial = _compiled(_pixel_conv_threshold)
 conv_pool_threshold, conv_pool_threshold_serial = _compiled(_conv_pool_threshold)
 conv_pool_threshold_flat, conv_pool_threshold_flat_serial = _compiled(_conv_pool_threshold_flat)
+conv_values, conv_values_serial = _compiled(_conv_values)
 
 
 # the columns of conv_chain's geometry table, one row per binary convolution

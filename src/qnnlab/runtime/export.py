@@ -3,6 +3,7 @@ Anything the runtime cannot run is refused by name (see ``export_model``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from qnnlab import kernels
+from qnnlab.models.vision import RealShortcut
 from qnnlab.nn import QuantConv2d, QuantLinear, ShiftBatchNorm1d, ShiftBatchNorm2d
 from qnnlab.quant.rounding import ap2
 
@@ -101,10 +103,29 @@ def export_model(
     if any(isinstance(m, nn.Conv2d) for m in model) and input_shape is None:
         raise ExportError("a convolutional model needs input_shape=(C, H, W) to export")
     shapes = _input_shapes(model, input_shape)
-    ops: list[dict[str, Any]] = []
     tensors: dict[str, torch.Tensor] = {}
-    layers = [(name, m) for name, m in model.named_children() if not isinstance(m, (nn.Identity, nn.Dropout))]
-    first, real_maps = True, False  # real_maps: real NHWC feature maps flow (not packed bits)
+    ops = _export_layers(list(model.named_children()), _Flow(), tensors, shapes)
+    if not ops or ops[-1]["op"] not in ("affine", "binary_linear", "real_linear", "sign_weight_linear", "linear"):
+        raise ExportError("the model must end with a linear layer or an output batch norm")
+    return ops, tensors
+
+
+@dataclasses.dataclass
+class _Flow:
+    """What flows between the layers being exported: ``first`` until the first weighted layer;
+    ``real_maps`` while real NHWC feature maps flow (not packed bits, not vectors)."""
+
+    first: bool = True
+    real_maps: bool = False
+
+
+def _export_layers(
+    children: list[tuple[str, nn.Module]], flow: _Flow, tensors: dict[str, torch.Tensor], shapes: dict
+) -> list[dict[str, Any]]:
+    """The ops of a sequence of layers, ``flow`` updated as they go."""
+    ops: list[dict[str, Any]] = []
+    layers = [(name, m) for name, m in children if not isinstance(m, (nn.Identity, nn.Dropout))]
+    first, real_maps = flow.first, flow.real_maps
     for index, (name, m) in enumerate(layers):
         following = [layer for _, layer in layers[index + 1 : index + 3]]
         if isinstance(m, nn.Flatten):
@@ -130,9 +151,18 @@ def export_model(
         elif isinstance(m, QuantLinear) and not first and not _is_sign(m.input_quantizer):
             ops.append(_weight_only_op(name, m, tensors))
         elif isinstance(m, (QuantLinear, QuantConv2d)):
+            if not first and _is_sign(m.input_quantizer) and (not ops or ops[-1]["op"] != "threshold"):
+                conv = isinstance(m, QuantConv2d)  # a sign of real values (after a shortcut block)
+                ops.append(
+                    _zero_threshold(name, m.in_channels if conv else m.in_features, "nhwc" if conv else "rows", tensors)
+                )
             ops.append(_matmul_op(name, m, first, tensors))
-            real_maps = isinstance(m, QuantConv2d) and not _is_sign(m.input_quantizer)  # the first conv
+            real_maps = isinstance(m, QuantConv2d)  # the packed path's conv outputs are real NHWC maps
             first = False
+        elif isinstance(m, RealShortcut):
+            ops.append(_residual_op(name, m, _Flow(first, real_maps), tensors, shapes))
+        elif isinstance(m, nn.AvgPool2d) and m.padding == 0 and m.kernel_size == (m.stride or m.kernel_size):
+            ops.append({"op": "avgpool", "kernel": m.kernel_size, "layer": name})
         elif type(m) is nn.Linear:
             tensors[f"{name}.weight"] = m.weight.detach().float().contiguous()
             op = {"op": "linear", "weight": f"{name}.weight", "layer": name}
@@ -173,12 +203,38 @@ def export_model(
         else:
             raise ExportError(
                 f"layer {name} ({type(m).__name__}) is not supported by the packed runtime; "
-                f"it runs binary QuantLinear / QuantConv2d, float Linear, batch norm, ReLU, MaxPool2d and Flatten "
-                f"(bnn, binaryconnect and bwn recipes)"
+                f"it runs binary QuantLinear / QuantConv2d, float Linear and Conv2d, batch norm, ReLU, MaxPool2d, "
+                f"AvgPool2d, Flatten and Bi-Real shortcuts"
             )
-    if not ops or ops[-1]["op"] not in ("affine", "binary_linear", "real_linear", "sign_weight_linear", "linear"):
-        raise ExportError("the model must end with a linear layer or an output batch norm")
-    return ops, tensors
+    flow.first, flow.real_maps = first, real_maps
+    return ops
+
+
+def _residual_op(name: str, m: RealShortcut, flow: _Flow, tensors: dict[str, torch.Tensor], shapes: dict):
+    """Bi-Real's block: its branch and its shortcut as op lists of their own, summed."""
+    if not isinstance(m.act, nn.Identity):
+        raise ExportError(f"layer {name}: a shortcut block's activation {type(m.act).__name__} is not supported")
+    parts = {}
+    for part in ("branch", "shortcut"):
+        module = getattr(m, part)
+        children = list(module.named_children()) if isinstance(module, nn.Sequential) else [("0", module)]
+        inner = _Flow(first=False, real_maps=flow.real_maps)
+        parts[part] = _export_layers([(f"{name}.{part}.{c}", layer) for c, layer in children], inner, tensors, shapes)
+    return {"op": "residual", "layer": name, **parts}
+
+
+def _zero_threshold(name: str, channels: int, layout: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """sign(x) of a real input (a shortcut block's output), packed: a threshold at 0 per channel."""
+    values = {
+        "threshold": torch.zeros(channels, dtype=torch.float64),
+        "positive": torch.ones(channels, dtype=torch.bool),
+        "constant": torch.full((channels,), -1.0, dtype=torch.float64),
+    }
+    op: dict[str, Any] = {"op": "threshold", "layout": layout, "layer": f"{name}.sign"}
+    for key, value in values.items():
+        tensors[f"{name}.sign.{key}"] = value
+        op[key] = f"{name}.sign.{key}"
+    return op
 
 
 def _packed_binary_conv(m: QuantConv2d, first: bool) -> bool:

@@ -145,14 +145,8 @@ class ConvPoolThreshold:
     classifier) as one kernel call."""
 
     def __init__(self, conv: runtime_ops.BinaryConv, pool: int, threshold: runtime_ops.Threshold) -> None:
-        from qnnlab.kernels import _panels
-
         self.conv, self.pool, self.flat = conv, pool, threshold.layout == "flat"
-        weight = conv.weight.numpy().view(np.uint64)  # (O, kh kw Wc) in (dy, dx, word) order
-        self.panels = _panels.panels(weight)
-        kh, kw = conv.kernel
-        ones = np.bitwise_count(weight.reshape(conv.out_channels, kh, kw, -1)).sum(3, dtype=np.int32)
-        self.corrections = np.ascontiguousarray((conv.channels - 2 * ones).transpose(1, 2, 0))  # (kh, kw, O)
+        self.panels, self.corrections = conv.panels, conv.corrections
         padded = kernels.words(conv.out_channels) * 64
         self.bias = _padded(_bias(conv, conv.out_channels), padded)
         sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)

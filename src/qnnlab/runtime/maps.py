@@ -14,6 +14,10 @@ the packed path keeps maps NHWC and the reference path NCHW, as PyTorch.
   patch's mean |x| with the padding counted as zeros, is XNOR-Net's box-filtered scale map).
 - ``channel_affine``: batch norm on maps, y * scale_c + shift_c.
 - ``flatten_maps``: NHWC maps flattened in PyTorch's (C, H, W) order, as the classifier reads.
+- ``avgpool``: average pooling of maps (a Bi-Real shortcut's, window = stride).
+- ``residual``: Bi-Real's block, two op lists of its own (``branch``: a threshold at 0 giving the
+  signs of the real input, the binary layer, pooling, batch norm; ``shortcut``: none, pooling, or
+  a 1x1 convolution), summed: the real-valued stream a BNN+ carries around each binary layer.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from qnnlab import kernels
-from qnnlab.runtime.ops import Affine, ConvGeometry, Flatten, build, register
+from qnnlab.runtime.ops import Affine, ConvGeometry, Flatten, Op, build, register
 
 INNER = {"sign_weight_linear", "codes_linear", "ternary_linear", "grid_linear", "xnor_linear"}
 
@@ -134,9 +138,6 @@ class ChannelAffine(Affine):
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale.reshape(-1, 1, 1) + self.shift.reshape(-1, 1, 1)
 
-    def packed(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.shift
-
 
 @register
 class FlattenMaps(Flatten):
@@ -147,3 +148,64 @@ class FlattenMaps(Flatten):
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute(0, 3, 1, 2).reshape(x.shape[0], -1)
+
+
+@register
+class AvgPool(Op):
+    kind = "avgpool"
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        self.kernel = self._count("kernel")
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3 or min(shape[1:]) < self.kernel:
+            raise ValueError(f"avgpool op of layer {self.layer}: cannot pool {shape} maps by {self.kernel}")
+        return (shape[0], shape[1] // self.kernel, shape[2] // self.kernel)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.kernel)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reference(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+@register
+class Residual(Op):
+    kind = "residual"
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(spec, tensors)
+        self.parts = []
+        for key in ("branch", "shortcut"):
+            ops = spec.get(key)
+            if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
+                raise ValueError(f"residual op of layer {self.layer}: its {key} must be a list of ops")
+            self.parts.append([build(op, tensors) for op in ops])
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        ends = []
+        for part in self.parts:
+            out = shape
+            for op in part:
+                out = op.out_shape(out)
+            ends.append(out)
+        if ends[0] != ends[1]:
+            raise ValueError(f"residual op of layer {self.layer}: its branch gives {ends[0]}, its shortcut {ends[1]}")
+        return ends[0]
+
+    def _run(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        branch, shortcut = (self._part(part, x, path) for part in self.parts)
+        return branch.add_(shortcut) if branch is not x else branch + shortcut  # the input stays as it is
+
+    @staticmethod
+    def _part(ops: list[Op], x: torch.Tensor, path: str) -> torch.Tensor:
+        for op in ops:
+            x = getattr(op, path)(x)
+        return x
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, "reference")
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, "packed")

@@ -28,6 +28,7 @@ import functools
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -499,7 +500,7 @@ class Affine(Op):
         return shape
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.shift
+        return (x * self.scale).add_(self.shift)  # two roundings, as the fused kernels; one new tensor
 
 
 class ConvGeometry(Op):
@@ -585,13 +586,37 @@ class BinaryConv(_Conv):
         kh, kw = self.kernel
         per_pixel = self.weight.reshape(self.out_channels, kh, kw, kernels.words(self.channels))
         self.filters = kernels.unpack(per_pixel, self.channels).permute(0, 3, 1, 2)  # (O, C, kh, kw) +-1
-        self.transposed = kernels.direct_filters(self.weight, self.kernel)
+
+    @functools.cached_property
+    def panels(self) -> np.ndarray:
+        """The filters (O, kh kw Wc) in the register-tile layout (``kernels._panels.panels``)."""
+        from qnnlab.kernels import _panels
+
+        return _panels.panels(self.weight.numpy().view(np.uint64))
+
+    @functools.cached_property
+    def corrections(self) -> np.ndarray:
+        """(kh, kw, O) int32: C - 2 popcount of filter o's words at each tap, what a tap on the
+        zero padding adds when read as -1 bits (``kernels._fused_conv``)."""
+        kh, kw = self.kernel
+        words = self.weight.numpy().view(np.uint64).reshape(self.out_channels, kh, kw, -1)
+        ones = np.bitwise_count(words).sum(3, dtype=np.int32)
+        return np.ascontiguousarray((self.channels - 2 * ones).transpose(1, 2, 0))
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        y = kernels.binary_conv2d_direct(
-            x, self.weight, self.channels, self.kernel, self.stride, self.padding, self.transposed
-        )
-        return self._add_bias(y.to(torch.float32))
+        """(B, H', W', O) float32 on the GEMM's register tiles (``_fused_conv.conv_values``)."""
+        from qnnlab.kernels import _fused_conv, _kernels, _words_view
+
+        _, out_h, out_w = self.out_shape((self.channels, x.shape[1], x.shape[2]))
+        padded = kernels.words(self.out_channels) * 64
+        bias = np.zeros(padded, dtype=np.float32)
+        if self.bias is not None:
+            bias[: self.out_channels] = self.bias.numpy()
+        out = np.empty((len(x), out_h, out_w, self.out_channels), dtype=np.float32)
+        _kernels()
+        kernel = _fused_conv.conv_values_serial if len(x) == 1 else _fused_conv.conv_values
+        kernel(_words_view(x), self.panels, self.corrections, self.channels, self.stride, self.padding, bias, out)
+        return torch.from_numpy(out)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:  # x holds +-1 floats (B, C, H, W)
         y = F.conv2d(x, self.filters, stride=self.stride, padding=self.padding)
