@@ -241,11 +241,11 @@ def honest_maps(tmp_path):
 
 
 MAP_FORGERIES = {
-    "an inner op with fewer outputs": lambda t, o: _first(o, "unfolded_conv").update(out_channels=7),
-    "an inner op that is not a linear product": lambda t, o: _first(o, "unfolded_conv").update(
-        inner={"op": "unfolded_conv"}
+    "an inner op with fewer outputs": lambda t, o: _first(o, "quantized_conv").update(out_channels=7),
+    "an inner op that is not a linear product": lambda t, o: _first(o, "quantized_conv").update(
+        inner={"op": "quantized_conv"}
     ),
-    "an inner op for other patches": lambda t, o: _first(o, "unfolded_conv").update(kernel=[5, 5]),
+    "an inner op for other patches": lambda t, o: _first(o, "quantized_conv").update(kernel=[5, 5]),
     "channel scales of another count": lambda t, o: t.update({_first(o, "channel_affine")["scale"]: torch.ones(3)}),
     "float filters of another size": lambda t, o: t.update({_first(o, "conv")["weight"]: torch.zeros(16, 1, 5, 5)}),
 }

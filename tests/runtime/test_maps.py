@@ -1,8 +1,9 @@
 """Convolutional networks whose activations are real or k-bit (BinaryConnect, BWN, DoReFa, QNN,
-ternary weights, float) or XNOR-Net's scaled signs: their convolutions run as the runtime's
-linear ops on the image's patches (the padding's quantized zeros taken off where the quantizer
-moves 0), batch norm as a per-channel affine map; BNN+ carries its real-valued stream around each
-binary convolution (``residual``). The logits match PyTorch's evaluation."""
+ternary weights, float) or XNOR-Net's scaled signs: their convolutions run with the
+weights and input quantizers of the runtime's linear ops, zero padding after quantizing as in
+training (XNOR-Net's on the binary convolution's register tiles), batch norm as a per-channel
+affine map; BNN+ carries its real-valued stream around each binary convolution (``residual``).
+The logits match PyTorch's evaluation."""
 
 import pytest
 import torch
@@ -49,11 +50,11 @@ def test_convolutional_recipes_with_real_or_k_bit_activations_run_packed(recipe,
         assert torch.allclose(got, expected[: len(got)], atol=1e-4 * scale, rtol=1e-4)
 
 
-def test_an_unfolded_convolution_names_a_bad_inner_op():
+def test_a_quantized_convolution_names_a_bad_inner_op():
     from qnnlab.runtime import ops
 
     spec = {
-        "op": "unfolded_conv",
+        "op": "quantized_conv",
         "layer": "c",
         "kernel": [3, 3],
         "stride": 1,
@@ -61,19 +62,19 @@ def test_an_unfolded_convolution_names_a_bad_inner_op():
         "channels": 2,
         "out_channels": 4,
     }
-    for inner in (None, {"op": "binary_linear"}, {"op": "unfolded_conv"}):
+    for inner in (None, {"op": "binary_linear"}, {"op": "quantized_conv"}):
         with pytest.raises(ValueError, match="inner op must be one of"):
             ops.build({**spec, "inner": inner}, {})
 
 
-def test_a_convolution_whose_input_quantizer_moves_zero_is_refused(tmp_path):
-    """Sign weights on inputs on a grid without 0: padding before and after quantizing differ, and
-    only the k-bit-weight and XNOR products know how to take the difference off."""
+def test_a_convolution_on_a_grid_without_zero_pads_after_quantizing(tmp_path):
+    """Inputs quantized to a grid that misses 0 (8 bits over [-1, 1]): training pads the quantized
+    input with zeros, and so does the runtime, whatever its quantizer makes of 0."""
     from torch import nn
 
     from qnnlab.nn import QuantConv2d
-    from qnnlab.runtime import ExportError
 
+    torch.manual_seed(0)
     model = nn.Sequential(
         QuantConv2d(1, 4, 3, padding=1, weight_quantizer="sign", input_quantizer="float"),
         nn.BatchNorm2d(4),
@@ -82,5 +83,9 @@ def test_a_convolution_whose_input_quantizer_moves_zero_is_refused(tmp_path):
         nn.Flatten(),
         nn.Linear(4 * 8 * 8, 10),
     ).eval()
-    with pytest.raises(ExportError, match="layer 3: .* keeps 0 at 0"):
-        runtime.export(model, tmp_path / "c.qnn", input_shape=(1, 8, 8))
+    runtime.export(model, tmp_path / "c.qnn", input_shape=(1, 8, 8))
+    packed = runtime.load(tmp_path / "c.qnn")
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.allclose(packed(x), expected, atol=1e-4) and torch.allclose(packed.reference(x), expected, atol=1e-4)

@@ -246,7 +246,7 @@ def _packed_binary_conv(m: QuantConv2d, first: bool) -> bool:
 
 def _conv_op(name: str, m: nn.Conv2d, first: bool, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """A float convolution (``conv``) or a quantized one whose product is a linear op of the runtime
-    applied to the patches (``unfolded_conv``, see ``runtime.maps``)."""
+    (``quantized_conv``, see ``runtime.maps``)."""
     _check_geometry(name, m)
     op: dict[str, Any] = {
         "layer": name,
@@ -264,30 +264,21 @@ def _conv_op(name: str, m: nn.Conv2d, first: bool, tensors: dict[str, torch.Tens
             tensors[f"{name}.bias"] = m.bias.detach().float().clone()
             op["bias"] = f"{name}.bias"
         return op
-    q = m.input_quantizer
-    with torch.no_grad():
-        zero = q(torch.zeros(1, 1, 1, 1))
-    rows = _Rows(m)
-    if q.meta.output_scale:  # XNOR-Net: the runtime takes off what its sign makes of the padding
+    q, rows = m.input_quantizer, _Rows(m)
+    if q.meta.output_scale:
         inner = _xnor_op(name, rows, tensors)
-    elif m.weight_quantizer.meta.kind == "int":  # QNN: and what a k-bit grid makes of it
+    elif m.weight_quantizer.meta.kind == "int":
         inner = _grid_op(name, rows, tensors)
-    elif not torch.equal(zero, torch.zeros_like(zero)):
-        raise ExportError(
-            f"layer {name}: the packed runtime convolves {q} inputs with {m.weight_quantizer} weights only where "
-            f"the input quantizer keeps 0 at 0 (real, DoReFa or symmetric k-bit inputs), since training pads the "
-            f"quantized input with zeros"
-        )
     elif m.weight_quantizer.meta.kind == "ternary":
         inner = _ternary_op(name, rows, tensors)
     else:
         inner = _weight_only_op(name, rows, tensors, q.meta if _is_grid(q) else None)
-    op.update(op="unfolded_conv", inner=inner)
+    op.update(op="quantized_conv", inner=inner)
     return op
 
 
 class _Rows:
-    """A convolution seen as the linear layer its patches go through: weight (O, C kh kw)."""
+    """A convolution's weights and quantizers as the linear op that holds them: weight (O, C kh kw)."""
 
     def __init__(self, conv: QuantConv2d) -> None:
         self.weight = conv.weight.reshape(conv.out_channels, -1)

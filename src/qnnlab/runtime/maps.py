@@ -3,15 +3,13 @@ signs (BinaryConnect, BWN, DoReFa, ternary weights, a float first layer). As on 
 the packed path keeps maps NHWC and the reference path NCHW, as PyTorch.
 
 - ``conv``: a float convolution (the first layer BWN and DoReFa keep in float), torch's conv2d.
-- ``unfolded_conv``: a convolution computed by one of the runtime's linear ops (``inner``:
-  sign_weight_linear, codes_linear, ternary_linear, grid_linear, xnor_linear) on the image's
-  patches, taken with zero padding (F.unfold). Training pads the *quantized* input with zeros;
-  the patches pad the input before the inner op quantizes it, which is the same wherever the
-  input quantizer maps 0 to 0 (real, DoReFa and symmetric k-bit inputs). Where it does not, the
-  convolution takes off, per position, what the padding's quantized zeros added: q(0) times the
-  sum of filter o's weights over the taps on the padding, for a k-bit grid (QNN's 8-bit pixels);
-  K alpha_o times the sum of its signs for XNOR-Net, whose sign makes a padded 0 a +1 (K, the
-  patch's mean |x| with the padding counted as zeros, is XNOR-Net's box-filtered scale map).
+- ``quantized_conv``: a quantized convolution whose weights and input quantizer are those of one
+  of the runtime's linear ops (``inner``: sign_weight_linear, codes_linear, ternary_linear,
+  grid_linear, xnor_linear), zero padding applied after the input's quantization, as training
+  does. XNOR-Net's runs on the binary convolution's register tiles (the input's signs packed
+  at 0, then scaled by alpha and the box-filtered mean |x|, K); the others, whose inputs are real
+  or k-bit, run torch's conv2d on the unpacked weights: on this CPU their packed form saves
+  memory, not time (BinaryConnect's real-input products are float additions).
 - ``channel_affine``: batch norm on maps, y * scale_c + shift_c.
 - ``flatten_maps``: NHWC maps flattened in PyTorch's (C, H, W) order, as the classifier reads.
 - ``avgpool``: average pooling of maps (a Bi-Real shortcut's, window = stride).
@@ -22,6 +20,7 @@ the packed path keeps maps NHWC and the reference path NCHW, as PyTorch.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from qnnlab import kernels
-from qnnlab.runtime.ops import Affine, ConvGeometry, Flatten, Op, build, register
+from qnnlab.runtime.ops import Affine, BinaryConv, ConvGeometry, Flatten, Op, build, register
 
 INNER = {"sign_weight_linear", "codes_linear", "ternary_linear", "grid_linear", "xnor_linear"}
 
@@ -65,8 +64,8 @@ class Conv(_Geometry):
 
 
 @register
-class UnfoldedConv(_Geometry):
-    kind = "unfolded_conv"
+class QuantizedConv(_Geometry):
+    kind = "quantized_conv"
 
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(spec, tensors)
@@ -74,7 +73,6 @@ class UnfoldedConv(_Geometry):
         if not isinstance(inner, dict) or inner.get("op") not in INNER:
             raise ValueError(f"{self.kind} op of layer {self.layer}: its inner op must be one of {sorted(INNER)}")
         self.inner = build(inner, tensors)
-        self._padding: dict[tuple[int, int], torch.Tensor] = {}
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         out = super().out_shape(shape)
@@ -84,44 +82,46 @@ class UnfoldedConv(_Geometry):
             )
         return out
 
-    def _apply(self, x: torch.Tensor, path: str) -> torch.Tensor:
-        """(B, H', W', O): the inner op's ``path`` on every patch of the NCHW input x."""
-        batch, _, height, width = x.shape
-        out_h = (height + 2 * self.padding - self.kernel[0]) // self.stride + 1
-        out_w = (width + 2 * self.padding - self.kernel[1]) // self.stride + 1
-        patches = F.unfold(x.to(torch.float32), self.kernel, padding=self.padding, stride=self.stride)
-        rows = patches.transpose(1, 2).reshape(batch * out_h * out_w, -1)
-        y = getattr(self.inner, path)(rows)
-        if self.padding and self.inner.kind in ("xnor_linear", "grid_linear"):
-            y = y - self._padding_term(rows, batch, height, width)
-        return y.reshape(batch, out_h, out_w, -1)
+    @functools.cached_property
+    def filters(self) -> torch.Tensor:
+        """(O, C, kh, kw) float32: the weights as the layer multiplies them."""
+        return self.inner.weight_values().reshape(self.out_channels, self.channels, *self.kernel)
 
-    def _padding_term(self, rows: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-        """(B H' W', O): what the inner op's quantizer made of the padding's zeros."""
-        inner = self.inner
-        if inner.kind == "xnor_linear":
-            term = self._padding_sums(height, width, lambda: kernels.unpack(inner.weight, inner.k))
-            term = term.repeat(batch, 1) * rows.abs().mean(1, keepdim=True)
-            return term if inner.alpha is None else term * inner.alpha
-        zero = inner.a_lo + inner.a_step * float(inner.input_codes(torch.zeros(1)))
-        weights = lambda: inner.w_lo + inner.w_step * inner.codes.to(torch.float32)  # noqa: E731
-        return zero * self._padding_sums(height, width, weights).repeat(batch, 1)
-
-    def _padding_sums(self, height: int, width: int, weights) -> torch.Tensor:
-        """(H' W', O): per output position, each filter's weights summed over its taps on the padding."""
-        key = (height, width)
-        if key not in self._padding:
-            inside = F.unfold(
-                torch.ones(1, self.channels, height, width), self.kernel, padding=self.padding, stride=self.stride
-            )
-            self._padding[key] = (1 - inside[0].T) @ weights().T
-        return self._padding[key]
+    def _scale_map(self, x: torch.Tensor) -> torch.Tensor:
+        """XNOR-Net's K (B, 1, H', W'): the channel mean of |x| (NCHW), box-filtered with zero padding."""
+        mean = x.to(torch.float32).abs().mean(1, keepdim=True)
+        return F.avg_pool2d(mean, self.kernel, self.stride, self.padding, count_include_pad=True)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply(x, "reference").permute(0, 3, 1, 2)
+        y = F.conv2d(self.inner.input_values(x), self.filters, None, self.stride, self.padding)
+        if self.inner.kind == "xnor_linear":
+            y = y * self._scale_map(x)
+        return y if self.inner.bias is None else y + self.inner.bias.reshape(-1, 1, 1)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply(self.nchw(x), "packed")
+        if self.inner.kind != "xnor_linear":
+            return self.reference(self.nchw(x)).permute(0, 2, 3, 1)
+        signs = kernels.threshold_pack_tables(x.reshape(-1, self.channels), *self._zero_tables).reshape(
+            *x.shape[:3], -1
+        )
+        y = self._binary.packed(signs)  # sign(x) . sign(W) on the register tiles, zero padding adding nothing
+        y = y * self._scale_map(self.nchw(x)).permute(0, 2, 3, 1)
+        y = y if self.inner.alpha is None else y * self.inner.alpha
+        return y if self.inner.bias is None else y + self.inner.bias
+
+    @functools.cached_property
+    def _zero_tables(self) -> tuple:
+        """Threshold tables of sign(x) at 0 (sign(0) = +1) for every channel."""
+        zeros = torch.zeros(self.channels, dtype=torch.float64)
+        return kernels.threshold_tables(zeros, torch.ones(self.channels, dtype=torch.bool), zeros - 1)
+
+    @functools.cached_property
+    def _binary(self) -> BinaryConv:
+        """The sign filters as a binary convolution on channel-packed bits."""
+        signs = torch.where(self.filters >= 0, 1.0, -1.0)
+        spec = {**self.spec, "op": "binary_conv", "weight": "w"}
+        spec.pop("bias", None)
+        return BinaryConv(spec, {"w": kernels.pack_filters(signs)})
 
 
 @register

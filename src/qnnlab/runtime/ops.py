@@ -245,9 +245,16 @@ class SignWeightLinear(Op):
         return self._add_bias(y if self.alpha is None else y * self.alpha)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self._add_bias(self.input_values(x) @ self.weight_values().T)
+
+    def input_values(self, x: torch.Tensor) -> torch.Tensor:
+        """The inputs as the layer multiplies them (after its input quantizer)."""
+        return x.to(torch.float32)
+
+    def weight_values(self) -> torch.Tensor:
+        """(N, K) float32: the weights as the layer multiplies them."""
         w = kernels.unpack(self.weight, self.k)
-        y = x.to(torch.float32) @ (w if self.alpha is None else w * self.alpha[:, None]).T
-        return self._add_bias(y)
+        return w if self.alpha is None else w * self.alpha[:, None]
 
 
 @register
@@ -279,8 +286,14 @@ class TernaryLinear(Op):
         return self._add_bias(t * (self.alpha / 2))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self._add_bias(self.input_values(x) @ self.weight_values().T)
+
+    def input_values(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32)
+
+    def weight_values(self) -> torch.Tensor:
         t = (kernels.unpack(self.plus, self.k) - kernels.unpack(self.minus, self.k)) / 2
-        return self._add_bias(x.to(torch.float32) @ (t * self.alpha[:, None]).T)
+        return t * self.alpha[:, None]
 
 
 @register
@@ -298,10 +311,11 @@ class XnorLinear(PackedWeight, SignWeightLinear):
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
-        signs = torch.where(x >= 0, 1.0, -1.0)
-        w = kernels.unpack(self.weight, self.k)
-        y = (signs @ (w if self.alpha is None else w * self.alpha[:, None]).T) * x.abs().mean(1, keepdim=True)
-        return self._add_bias(y)
+        return self._add_bias((self.input_values(x) @ self.weight_values().T) * x.abs().mean(1, keepdim=True))
+
+    def input_values(self, x: torch.Tensor) -> torch.Tensor:
+        """sign(x), sign(0) = +1; the layer's output is then scaled by K."""
+        return torch.where(x >= 0, 1.0, -1.0)
 
 
 @register
@@ -336,9 +350,8 @@ class CodesLinear(SignWeightLinear):
         y = y.to(torch.float32)
         return self._add_bias(y if self.alpha is None else y * self.alpha)
 
-    def reference(self, x: torch.Tensor) -> torch.Tensor:
-        values = self.lo + (self.hi - self.lo) * self._codes(x) / self.levels
-        return super().reference(values)
+    def input_values(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lo + (self.hi - self.lo) * self._codes(x) / self.levels
 
 
 @register
@@ -378,14 +391,14 @@ class GridLinear(Op):
         self._bias_fits(n)
         return (n,)
 
-    def input_codes(self, x: torch.Tensor) -> torch.Tensor:
+    def _input_codes(self, x: torch.Tensor) -> torch.Tensor:
         g = self.grid
         if g["kind"] == "affine":
             return torch.round(((x - g["lo"]) / (g["hi"] - g["lo"])).clamp(0, 1) * g["levels"])
         return torch.round((x / g["range"]).clamp(-1, 1) * g["n"]) + g["n"]
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        u = self.input_codes(x.to(torch.float32))
+        u = self._input_codes(x.to(torch.float32))
         ud = kernels.bitserial_matmul(u.to(torch.int64), self.codes.to(torch.int64), self.grid["bits"], self.w_bits)
         k = self.codes.shape[1]
         y = (
@@ -397,9 +410,13 @@ class GridLinear(Op):
         return self._add_bias(y.to(torch.float32))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        values = self.a_lo + self.a_step * self.input_codes(x.to(torch.float32))
-        weights = self.w_lo + self.w_step * self.codes.to(torch.float32)
-        return self._add_bias(values @ weights.T)
+        return self._add_bias(self.input_values(x) @ self.weight_values().T)
+
+    def input_values(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a_lo + self.a_step * self._input_codes(x.to(torch.float32))
+
+    def weight_values(self) -> torch.Tensor:
+        return self.w_lo + self.w_step * self.codes.to(torch.float32)
 
 
 @register
