@@ -89,3 +89,21 @@ def test_a_convolution_on_a_grid_without_zero_pads_after_quantizing(tmp_path):
     with torch.no_grad():
         expected = model(x)
     assert torch.allclose(packed(x), expected, atol=1e-4) and torch.allclose(packed.reference(x), expected, atol=1e-4)
+
+
+def test_an_xnor_convolution_reading_the_input_images_equals_pytorch(tmp_path):
+    """As a first layer the convolution takes the NCHW images on both paths."""
+    from torch import nn
+
+    from qnnlab.nn import QuantConv2d
+
+    torch.manual_seed(0)
+    conv = QuantConv2d(3, 8, 3, padding=1, weight_quantizer="xnor_weight", input_quantizer="xnor_act")
+    model = nn.Sequential(conv, nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
+    runtime.export(model, tmp_path / "x.qnn", input_shape=(3, 6, 6))
+    packed = runtime.load(tmp_path / "x.qnn")
+    x = torch.randn(4, 3, 6, 6)
+    with torch.no_grad():
+        expected = model(x)
+    assert packed.ops[0]["op"] == "quantized_conv" and packed.ops[0]["first"]
+    assert torch.allclose(packed(x), expected, atol=1e-4) and torch.allclose(packed.reference(x), expected, atol=1e-4)

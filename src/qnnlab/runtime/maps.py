@@ -1,6 +1,7 @@
 """Ops on real-valued feature maps, for the convolutional networks whose activations are not
-signs (BinaryConnect, BWN, DoReFa, ternary weights, a float first layer). As on the binary path,
-the packed path keeps maps NHWC and the reference path NCHW, as PyTorch.
+plain signs (BinaryConnect, BWN, DoReFa, QNN, XNOR-Net, ternary weights, a float first layer) and
+for BNN+'s real stream. As on the binary path, the packed path keeps maps NHWC and the reference
+path NCHW, as PyTorch.
 
 - ``conv``: a float convolution (the first layer BWN and DoReFa keep in float), torch's conv2d.
 - ``quantized_conv``: a quantized convolution whose weights and input quantizer are those of one
@@ -101,10 +102,9 @@ class QuantizedConv(_Geometry):
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         if self.inner.kind != "xnor_linear":
             return self.reference(self.nchw(x)).permute(0, 2, 3, 1)
-        signs = kernels.threshold_pack_tables(x.reshape(-1, self.channels), *self._zero_tables).reshape(
-            *x.shape[:3], -1
-        )
-        y = self._binary.packed(signs)  # sign(x) . sign(W) on the register tiles, zero padding adding nothing
+        maps = x.permute(0, 2, 3, 1) if self.first else x
+        signs = kernels.threshold_pack_tables(maps.reshape(-1, self.channels), *self._zero_tables)
+        y = self._binary.packed(signs.reshape(*maps.shape[:3], -1))  # zero padding adds nothing, as in training
         y = y * self._scale_map(self.nchw(x)).permute(0, 2, 3, 1)
         y = y if self.inner.alpha is None else y * self.inner.alpha
         return y if self.inner.bias is None else y + self.inner.bias
