@@ -107,3 +107,24 @@ def test_an_xnor_convolution_reading_the_input_images_equals_pytorch(tmp_path):
         expected = model(x)
     assert packed.ops[0]["op"] == "quantized_conv" and packed.ops[0]["first"]
     assert torch.allclose(packed(x), expected, atol=1e-4) and torch.allclose(packed.reference(x), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "pool", [{"kernel_size": 2, "ceil_mode": True}, {"kernel_size": 2, "stride": 1}, {"kernel_size": (2, 3)}]
+)
+def test_an_average_pooling_the_runtime_would_compute_differently_is_refused(tmp_path, pool):
+    from torch import nn
+
+    from qnnlab.nn import QuantConv2d
+    from qnnlab.runtime import ExportError
+
+    model = nn.Sequential(
+        QuantConv2d(1, 4, 3, padding=1, weight_quantizer="sign", input_quantizer="float"),
+        nn.ReLU(),
+        nn.AvgPool2d(**pool),
+        nn.Flatten(),
+        nn.LazyLinear(10),
+    )
+    model(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ExportError, match="pools averages over square windows"):
+        runtime.export(model.eval(), tmp_path / "c.qnn", input_shape=(1, 8, 8))

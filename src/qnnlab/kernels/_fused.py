@@ -102,25 +102,22 @@ def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, panels, bia
         _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bounds, scale, shift, out)
 
 
-def _binary_tail(packed, shapes, words, panels, biases, signs, bounds, scale, shift, out):
-    """The binary layers of a chain (``_binary_layers``) from packed input bits (B, W), the
-    samples split across threads (``binary_tail``) or on one (``binary_tail_serial``, for one
-    sample: a parallel call would only wait for the other threads)."""
+@njit(cache=True, nogil=True)
+def binary_tail_serial(packed, shapes, words, panels, biases, signs, bounds, scale, shift, out):
+    """The binary layers of a chain (``_binary_layers``) from packed input bits (B, W), one sample
+    at a time on the calling thread (for one sample: a parallel call would only wait for the
+    other threads; a batch takes ``binary_tail_batch``)."""
     widest = max(packed.shape[1] * 64, shapes[:, 0].max())
-    for b in prange(packed.shape[0]):
+    for b in range(packed.shape[0]):
         bits = np.zeros((widest + 63) // 64, dtype=np.uint64)
         following = np.zeros((widest + 63) // 64, dtype=np.uint64)
         bits[: packed.shape[1]] = packed[b]
         _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bounds, scale, shift, out)
 
 
-binary_tail = njit(parallel=True, cache=True, nogil=True)(_binary_tail)
-binary_tail_serial = njit(cache=True, nogil=True)(_binary_tail)
-
-
 @njit(cache=True, nogil=True)
 def binary_tail_batch(packed, shapes, words, panels, biases, signs, bounds, scale, shift, out):
-    """The binary layers of a chain (the tables of ``binary_tail``) for a batch of packed inputs
+    """The binary layers of a chain (the tables of ``binary_tail_serial``) for a batch of packed inputs
     (B, W) in one call: per layer the blocked product of all samples (``_panels.gemm``, which
     reads each weight panel once for the whole batch), then bias and threshold into the next
     layer's bits, the last layer scaled and shifted into out (B, C); the ops' arithmetic."""

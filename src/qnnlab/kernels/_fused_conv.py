@@ -12,6 +12,7 @@ from numba import njit, prange
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
 from qnnlab.kernels._float_tiles import float_tile, threshold_bits
 from qnnlab.kernels._fused import binary_tail_serial
+from qnnlab.kernels._numba import parallel_and_serial
 from qnnlab.kernels._panels import COLUMNS, conv_tile
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
 
@@ -87,7 +88,7 @@ def _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias,
     of pooled position (py, px), for every output channel o. A binary convolution of the
     channel-packed bits x (B, H, W, Wc) with filters as panels (``_panels.panels`` of the packed
     (O, kh kw Wc) filters): per output row, its kh input rows are copied into ``image`` with zero
-    words on the padding, and tiles of up to six pixels (``_panels.conv_tile_*``) read each tap
+    words on the padding, and tiles of up to six pixels (``_panels.conv_tile``) read each tap
     at its offset; a zero word counts as a -1 tap, so a pixel whose window leaves the image takes
     off corrections[dy, dx, o] = C - 2 popcount(filter o at that tap) for each tap outside: the
     sums equal those over the taps inside, as zero padding of +-1 values gives. ``counts``:
@@ -222,17 +223,10 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
             )
 
 
-def _compiled(kernel):
-    """(parallel, serial) compiled forms of ``kernel``: one sample runs on the calling thread, so
-    a call never waits for pool threads whose cores another thread (torch's spinning OpenMP
-    workers, another process) holds."""
-    return njit(parallel=True, cache=True, nogil=True)(kernel), njit(cache=True, nogil=True)(kernel)
-
-
-pixel_conv_threshold, pixel_conv_threshold_serial = _compiled(_pixel_conv_threshold)
-conv_pool_threshold, conv_pool_threshold_serial = _compiled(_conv_pool_threshold)
-conv_pool_threshold_flat, conv_pool_threshold_flat_serial = _compiled(_conv_pool_threshold_flat)
-conv_values, conv_values_serial = _compiled(_conv_values)
+pixel_conv_threshold, pixel_conv_threshold_serial = parallel_and_serial(_pixel_conv_threshold)
+conv_pool_threshold, conv_pool_threshold_serial = parallel_and_serial(_conv_pool_threshold)
+conv_pool_threshold_flat, conv_pool_threshold_flat_serial = parallel_and_serial(_conv_pool_threshold_flat)
+conv_values, conv_values_serial = parallel_and_serial(_conv_values)
 
 
 # the columns of conv_chain's geometry table, one row per binary convolution
@@ -270,7 +264,7 @@ def conv_chain(
     on pixels (``pixel_conv_threshold``; first_shape = kh, kw, stride, padding and its output's
     H, W and words), each binary convolution with its pooling and threshold (one row of
     ``geometry`` each, its tables slices of the flat buffers; the last writes the classifier's
-    flat bits) and the classifier's binary layers (``_fused.binary_tail``, from shapes on). Each
+    flat bits) and the classifier's binary layers (``_fused.binary_tail_serial``, from shapes on). Each
     step is the kernel the plan calls op by op."""
     kernel = (first_shape[0], first_shape[1])
     maps = np.empty((1, first_shape[4], first_shape[5], first_shape[6]), dtype=np.uint64)

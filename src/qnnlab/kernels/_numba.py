@@ -3,12 +3,23 @@ where the CPU has them). Arrays are numpy views of the torch tensors (uint64 wor
 
 from __future__ import annotations
 
+import types as types_module
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
 GRID_BLOCK = 4096
+
+
+def parallel_and_serial(kernel):
+    """(parallel, serial) compiled forms of ``kernel``. The serial copy is a function of its own
+    name, so numba's on-disk cache (keyed by name and bytecode, not by ``parallel``) keeps the two
+    builds apart instead of handing one the other's."""
+    serial = types_module.FunctionType(kernel.__code__, kernel.__globals__, kernel.__name__ + "_serial")
+    serial.__qualname__ = kernel.__qualname__ + "_serial"
+    return njit(parallel=True, cache=True, nogil=True)(kernel), njit(cache=True, nogil=True)(serial)
 
 
 @intrinsic

@@ -59,8 +59,9 @@ class PackedModel:
         if input_shape is not None:
             self.output_shape(input_shape)
         self.plan = packed_plan(self.steps, input_grid == PIXELS)
-        # the whole model in one kernel call at small batches, where inputs are checked to be on the grid
-        on_grid = input_grid == PIXELS
+        # the whole model in one kernel call, where inputs are checked to be on the grid (and the
+        # tables against the input's shape, before the fused forms read them)
+        on_grid = input_grid == PIXELS and input_shape is not None
         self.fused = (FusedDense.match(self.steps) or FusedCNN.match(self.plan, input_shape)) if on_grid else None
         self.fused_batch = FusedDenseBatch.match(self.steps, self.plan) if on_grid else None
         for step in self.steps:  # check_input has verified the grid: the first layer need not again

@@ -93,9 +93,10 @@ def export_model(
     Supported: sequential nets as the ``bnn`` / ``bnn-shift`` recipes build them: QuantLinear and
     QuantConv2d with sign weights (the first layer with real or 8-bit inputs, the others with sign
     inputs), batch norm (plain or shift-based, eval statistics) feeding a sign or ending the
-    model, MaxPool2d, Flatten; and fully connected nets with real activations as BinaryConnect and
-    BWN build them: QuantLinear with sign or scaled-sign weights on real inputs (additions only),
-    float Linear layers, batch norm as an affine map, ReLU. Convolutions need ``input_shape``.
+    model, MaxPool2d, Flatten; nets with real or k-bit activations as BinaryConnect, BWN, DoReFa,
+    QNN, XNOR-Net and the ternary recipes build them (their linear layers and convolutions, float
+    Linear and Conv2d layers, batch norm as an affine map, ReLU, AvgPool2d); and Bi-Real blocks
+    (``RealShortcut``, bnn-plus). Convolutions need ``input_shape``.
     """
     if not isinstance(model, nn.Sequential):
         raise ExportError(f"export supports nn.Sequential models; got {type(model).__name__}")
@@ -161,8 +162,9 @@ def _export_layers(
             first = False
         elif isinstance(m, RealShortcut):
             ops.append(_residual_op(name, m, _Flow(first, real_maps), tensors, shapes))
-        elif isinstance(m, nn.AvgPool2d) and m.padding == 0 and m.kernel_size == (m.stride or m.kernel_size):
-            ops.append({"op": "avgpool", "kernel": m.kernel_size, "layer": name})
+            first = False  # the block hands on the real stream it took
+        elif isinstance(m, nn.AvgPool2d):
+            ops.append(_avgpool_op(name, m))
         elif type(m) is nn.Linear:
             tensors[f"{name}.weight"] = m.weight.detach().float().contiguous()
             op = {"op": "linear", "weight": f"{name}.weight", "layer": name}
@@ -223,6 +225,18 @@ def _residual_op(name: str, m: RealShortcut, flow: _Flow, tensors: dict[str, tor
     return {"op": "residual", "layer": name, **parts}
 
 
+def _avgpool_op(name: str, m: nn.AvgPool2d) -> dict[str, Any]:
+    size = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+    square = {size} == set(m.kernel_size if isinstance(m.kernel_size, tuple) else [size])
+    stride = m.stride if isinstance(m.stride, int) else (m.stride or [size])[0]
+    if not square or stride != size or m.padding not in (0, (0, 0)) or m.ceil_mode or m.divisor_override:
+        raise ExportError(
+            f"layer {name}: the packed runtime pools averages over square windows with stride = kernel, no padding, "
+            f"ceil_mode or divisor_override; got {m}"
+        )
+    return {"op": "avgpool", "kernel": size, "layer": name}
+
+
 def _zero_threshold(name: str, channels: int, layout: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """sign(x) of a real input (a shortcut block's output), packed: a threshold at 0 per channel."""
     values = {
@@ -239,7 +253,7 @@ def _zero_threshold(name: str, channels: int, layout: str, tensors: dict[str, to
 
 def _packed_binary_conv(m: QuantConv2d, first: bool) -> bool:
     """A BNN convolution (sign weights on sign inputs, or on the real or 8-bit input image), which
-    the binary path runs on packed bits; every other quantized convolution runs unfolded."""
+    the binary path runs on packed bits; every other quantized convolution is a ``quantized_conv``."""
     real_input = m.input_quantizer.meta.kind == "float" or _is_pixel_grid(m.input_quantizer)
     return _is_sign(m.weight_quantizer) and (_is_sign(m.input_quantizer) or (first and real_input))
 

@@ -8,8 +8,10 @@
   batch, without the int32 and float feature maps between them.
 - ``PixelConvThreshold``: the first convolution on 8-bit pixels, exact from the integer codes (as
   the MLP's first layer), and the next threshold.
-- ``PixelLinearThreshold``: the MLP's 8-bit first layer at a batch, torch's int8 GEMM on the
-  centred codes and then one pass to its threshold's packed bits, instead of six float ops.
+- ``PixelLinearThreshold``: the MLP's 8-bit first layer at a batch with its threshold, on VNNI
+  register tiles where the CPU has them, else torch's int8 GEMM and one pass to packed bits.
+- ``FusedDenseBatch``: with VNNI, a binary MLP at a batch as one call (first layer, binary layers).
+- ``BinaryTail``: the binary layers that end a model, as one call.
 
 ``packed_plan`` replaces each fusable run of ops; the reference path always runs the ops."""
 
@@ -23,8 +25,7 @@ import torch
 from qnnlab import kernels
 from qnnlab.runtime import ops as runtime_ops
 
-BATCH_LIMIT = 1  # from batch 2 the op-by-op path, with its int8 GEMM, is faster
-TAIL_BATCH_LIMIT = 2  # from here the binary layers' blocked products beat one call per sample
+BATCH_LIMIT = 1  # FusedDense and FusedCNN: from batch 2 the blocked products of a batch are faster
 
 
 class BinaryChain:
@@ -111,8 +112,8 @@ class FusedDense:
 
 class BinaryTail:
     """The binary layers that end a model (a CNN's classifier, an MLP after its first layer) in
-    one call: one sample at a time up to ``TAIL_BATCH_LIMIT``, beyond it the blocked products of
-    the whole batch per layer (``_fused.binary_tail_batch``), which read each weight once."""
+    one call: one sample on the calling thread, a batch as the blocked products of the whole
+    batch per layer (``_fused.binary_tail_batch``), which read each weight once."""
 
     def __init__(self, chain: BinaryChain) -> None:
         self.chain = chain
@@ -124,14 +125,11 @@ class BinaryTail:
 
     def __call__(self, packed: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels import _kernels
-        from qnnlab.kernels._fused import binary_tail, binary_tail_batch, binary_tail_serial
+        from qnnlab.kernels._fused import binary_tail_batch, binary_tail_serial
 
         _kernels()
         out = np.empty((packed.shape[0], len(self.chain.scale)), dtype=np.float32)
-        if packed.shape[0] >= TAIL_BATCH_LIMIT:
-            kernel = binary_tail_batch
-        else:
-            kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail
+        kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail_batch
         kernel(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
         return torch.from_numpy(out)
 
@@ -173,6 +171,8 @@ class ConvPoolThreshold:
         from qnnlab.kernels import _kernels, _words_view
 
         conv = self.conv
+        if x.dim() != 4 or x.shape[3] != kernels.words(conv.channels):
+            raise ValueError(f"layer {conv.layer}: expected channel-packed bits, got {tuple(x.shape)}")
         _, conv_h, conv_w = conv.out_shape((conv.channels, x.shape[1], x.shape[2]))
         pooled = (conv.out_channels, conv_h // self.pool, conv_w // self.pool)
         if self.flat:
@@ -264,6 +264,7 @@ class PixelLinearThreshold:
         self.offset = _padded(linear.offset().numpy(), size)
         self.bias, self.sign, self.bound = (_padded(v, size) for v in (_bias(linear, self.units), sign, bound))
         self.panels: np.ndarray | None = None
+        self.shifts: np.ndarray | None = None
         if _int8_tiles.available():
             groups = -(-k // _int8_tiles.GROUP)
             weights = torch.zeros(size, groups * _int8_tiles.GROUP, dtype=torch.int8)
@@ -287,6 +288,8 @@ class PixelLinearThreshold:
         from qnnlab.kernels._fused import centred_threshold, pixel_dense_threshold
 
         out = np.empty((len(x), kernels.words(self.units)), np.uint64)
+        if x.shape[1] != self.linear.k:
+            raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
         if self.panels is not None:
             kernels._kernels()
             pixel_dense_threshold(x.to(torch.float32).contiguous().numpy(), *self.tables(), out)
@@ -322,6 +325,8 @@ class FusedDenseBatch:
 
         _kernels()
         flat = x.reshape(len(x), -1).to(torch.float32).contiguous().numpy()
+        if flat.shape[1] != self.first.linear.k:
+            raise ValueError(f"the model takes {self.first.linear.k} features per image, got {flat.shape[1]}")
         out = np.empty((len(x), len(self.tail.chain.scale)), dtype=np.float32)
         dense_batch(flat, *self.first.tables(), *self.tail.chain.tables(), out)
         return torch.from_numpy(out)
@@ -415,6 +420,8 @@ class FusedCNN:
         from qnnlab.kernels import _kernels
         from qnnlab.kernels._fused_conv import conv_chain
 
+        if len(x) != 1:
+            raise ValueError(f"the fused CNN runs one image at a time, got a batch of {len(x)}")
         _kernels()
         out = np.empty((1, self.classes), dtype=np.float32)
         conv_chain(x.to(torch.float32).contiguous().numpy(), *self.first, *self.convs, *self.tail, out)

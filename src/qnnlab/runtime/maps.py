@@ -74,6 +74,11 @@ class QuantizedConv(_Geometry):
         if not isinstance(inner, dict) or inner.get("op") not in INNER:
             raise ValueError(f"{self.kind} op of layer {self.layer}: its inner op must be one of {sorted(INNER)}")
         self.inner = build(inner, tensors)
+        if self.inner.kind == "xnor_linear" and 2 * self.padding > min(self.kernel):
+            raise ValueError(
+                f"{self.kind} op of layer {self.layer}: XNOR-Net's scale map takes padding <= kernel / 2, "
+                f"got padding {self.padding} for a {self.kernel} kernel"
+            )
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         out = super().out_shape(shape)
@@ -117,8 +122,8 @@ class QuantizedConv(_Geometry):
 
     @functools.cached_property
     def _binary(self) -> BinaryConv:
-        """The sign filters as a binary convolution on channel-packed bits."""
-        signs = torch.where(self.filters >= 0, 1.0, -1.0)
+        """The sign filters (the inner op's packed bits) as a binary convolution on channel-packed bits."""
+        signs = kernels.unpack(self.inner.weight, self.inner.k).reshape(self.out_channels, self.channels, *self.kernel)
         spec = {**self.spec, "op": "binary_conv", "weight": "w"}
         spec.pop("bias", None)
         return BinaryConv(spec, {"w": kernels.pack_filters(signs)})
@@ -196,7 +201,7 @@ class Residual(Op):
 
     def _run(self, x: torch.Tensor, path: str) -> torch.Tensor:
         branch, shortcut = (self._part(part, x, path) for part in self.parts)
-        return branch.add_(shortcut) if branch is not x else branch + shortcut  # the input stays as it is
+        return branch + shortcut
 
     @staticmethod
     def _part(ops: list[Op], x: torch.Tensor, path: str) -> torch.Tensor:

@@ -19,7 +19,8 @@ Ops:
 - ``maxpool``: max pooling of the integer pre-activations (before the threshold, as trained), or
   of real feature maps.
 
-Ops on real-valued feature maps (convolutions of BinaryConnect, BWN, DoReFa) are in ``maps``.
+Ops on real-valued feature maps (the convolutions of BinaryConnect, BWN, DoReFa, QNN, XNOR-Net,
+BNN+'s residual blocks) are in ``maps``.
 """
 
 from __future__ import annotations
@@ -589,9 +590,9 @@ class RealConv(_Conv):
 
 @register
 class BinaryConv(_Conv):
-    """Channel-packed bits (B, H, W, Wc) against packed filters, computed directly on the packed
-    image (``qnnlab.kernels.binary_conv2d_direct``): taps on the zero padding add nothing, as
-    zero padding of +-1 values does in training."""
+    """Channel-packed bits (B, H, W, Wc) against packed filters, on the binary GEMM's register tiles
+    (``kernels._fused_conv``): taps on the zero padding add nothing, as zero padding of +-1 values
+    does in training."""
 
     kind = "binary_conv"
 
@@ -615,15 +616,25 @@ class BinaryConv(_Conv):
     def corrections(self) -> np.ndarray:
         """(kh, kw, O) int32: C - 2 popcount of filter o's words at each tap, what a tap on the
         zero padding adds when read as -1 bits (``kernels._fused_conv``)."""
+        from qnnlab.kernels import _panels
+
         kh, kw = self.kernel
-        words = self.weight.numpy().view(np.uint64).reshape(self.out_channels, kh, kw, -1)
-        ones = np.bitwise_count(words).sum(3, dtype=np.int32)
-        return np.ascontiguousarray((self.channels - 2 * ones).transpose(1, 2, 0))
+        taps = self.weight.numpy().view(np.uint64).reshape(self.out_channels * kh * kw, -1)
+        ones = np.empty(len(taps), dtype=np.int64)
+        _panels.row_popcounts(taps, ones)
+        return np.ascontiguousarray(
+            (self.channels - 2 * ones).reshape(self.out_channels, kh, kw).transpose(1, 2, 0)
+        ).astype(np.int32)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H', W', O) float32 on the GEMM's register tiles (``_fused_conv.conv_values``)."""
         from qnnlab.kernels import _fused_conv, _kernels, _words_view
 
+        if x.dim() != 4 or x.shape[3] != kernels.words(self.channels):
+            raise ValueError(
+                f"binary_conv op of layer {self.layer} takes channel-packed (B, H, W, "
+                f"{kernels.words(self.channels)}) bits, got {tuple(x.shape)}"
+            )
         _, out_h, out_w = self.out_shape((self.channels, x.shape[1], x.shape[2]))
         padded = kernels.words(self.out_channels) * 64
         bias = np.zeros(padded, dtype=np.float32)
