@@ -69,14 +69,16 @@ def test_bench_model_can_time_beside_a_busy_process(capsys):
     assert row["beside_a_busy_process"] is True and row["qnnlab_ms"] > 0
 
 
-def test_threads_1_runs_one_thread_through_every_kernel():
+@pytest.mark.parametrize("model", ["mlp-small", "cnn"])
+def test_threads_1_runs_one_thread_through_every_kernel(model):
     """numba's pool, started by the first parallel kernel, resets the process's thread count; every
-    kernel entry goes through kernels._kernels, which keeps the count asked for."""
+    kernel entry (the load's table building too) goes through kernels._kernels, which keeps the
+    count asked for."""
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "qnnlab.cli", "bench", "model", "--model", "mlp-small", "--batch", "1,8"]
+        [sys.executable, "-m", "qnnlab.cli", "bench", "model", "--model", model, "--batch", "1,8"]
         + ["--threads", "1", "--repeats", "2", "--json"],
         capture_output=True,
         text=True,

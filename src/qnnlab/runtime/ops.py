@@ -621,6 +621,7 @@ class BinaryConv(_Conv):
         kh, kw = self.kernel
         taps = self.weight.numpy().view(np.uint64).reshape(self.out_channels * kh * kw, -1)
         ones = np.empty(len(taps), dtype=np.int64)
+        kernels._kernels()  # a parallel kernel: start numba's pool the way that keeps torch's thread count
         _panels.row_popcounts(taps, ones)
         return np.ascontiguousarray(
             (self.channels - 2 * ones).reshape(self.out_channels, kh, kw).transpose(1, 2, 0)
