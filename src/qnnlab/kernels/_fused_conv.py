@@ -32,11 +32,7 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, si
     out_h, out_w = out.shape[1], out.shape[2]
     n_out, n_real = out.shape[3] * 64, tap_sums.shape[2]
     padded_w = width + 2 * padding
-    offsets = np.empty(kh * kw * channels, dtype=np.int64)  # tap (dy, dx, c) in the codes (C, kh, W + 2 p)
-    for dy in range(kh):
-        for dx in range(kw):
-            for c in range(channels):
-                offsets[(dy * kw + dx) * channels + c] = (c * kh + dy) * padded_w + dx
+    offsets = _tap_offsets(kh, kw, padded_w, channels)  # tap (dy, dx, c) in the codes (kh, W + 2 p, C)
     all_taps = np.zeros(n_out, dtype=np.float64)
     for dy in range(kh):
         for dx in range(kw):
@@ -44,18 +40,18 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, si
     for row in prange(batch * out_h):
         b, oy = row // out_h, row % out_h
         top = oy * stride - padding
-        codes = np.zeros((channels, kh, padded_w), dtype=np.float32)
+        codes = np.zeros((kh, padded_w, channels), dtype=np.float32)
         for c in range(channels):
             for dy in range(max(0, -top), min(kh, height - top)):
                 for ix in range(width):
-                    codes[c, dy, ix + padding] = np.round(x[b, c, top + dy, ix] * np.float32(127.5) + np.float32(127.5))
+                    codes[dy, ix + padding, c] = np.round(x[b, c, top + dy, ix] * np.float32(127.5) + np.float32(127.5))
         sums = np.empty((out_w, n_out), dtype=np.float32)
         for p in range(panels.shape[0]):
             for ox in range(0, out_w, FLOAT_ROWS):
                 float_tile(
                     min(FLOAT_ROWS, out_w - ox),
-                    codes.ctypes.data + ox * stride * 4,
-                    stride,
+                    codes.ctypes.data + ox * stride * channels * 4,
+                    stride * channels,
                     offsets.ctypes.data,
                     panels[p].ctypes.data,
                     offsets.shape[0],
