@@ -129,17 +129,22 @@ def test_a_safetensors_header_that_lies_is_refused(tmp_path, case):
             load(path)
 
 
-@pytest.fixture
-def honest(tmp_path):
+def _exported(tmp_path, recipe):
+    """(tensors, ops) of a width-0.25 CNN of ``recipe`` exported honestly, to forge from."""
     from qnnlab.data import ImageData
     from qnnlab.run import build_model, resolve
 
     model = build_model(
-        resolve("bnn", {"model": "cnn", "model_options": {"width": 0.25}}), ImageData.empty((1, 28, 28), 10)
+        resolve(recipe, {"model": "cnn", "model_options": {"width": 0.25}}), ImageData.empty((1, 28, 28), 10)
     )
     runtime.export(model.eval(), tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
     packed = runtime.load(tmp_path / "m.qnn")
     return dict(packed.tensors), [dict(op) for op in packed.ops]
+
+
+@pytest.fixture
+def honest(tmp_path):
+    return _exported(tmp_path, "bnn")
 
 
 def forge(path, tensors, ops, inputs=None):
@@ -228,16 +233,8 @@ def test_malformed_packed_metadata_is_named(tmp_path, honest, ops, inputs):
 
 @pytest.fixture
 def honest_maps(tmp_path):
-    """An XNOR-Net CNN: a float first convolution, unfolded convolutions, per-channel batch norm."""
-    from qnnlab.data import ImageData
-    from qnnlab.run import build_model, resolve
-
-    model = build_model(
-        resolve("xnor", {"model": "cnn", "model_options": {"width": 0.25}}), ImageData.empty((1, 28, 28), 10)
-    )
-    runtime.export(model.eval(), tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
-    packed = runtime.load(tmp_path / "m.qnn")
-    return dict(packed.tensors), [dict(op) for op in packed.ops]
+    """An XNOR-Net CNN: a float first convolution, quantized convolutions, per-channel batch norm."""
+    return _exported(tmp_path, "xnor")
 
 
 MAP_FORGERIES = {
@@ -264,14 +261,7 @@ def test_a_forged_model_on_real_feature_maps_is_refused_at_load(tmp_path, honest
     "case", ["a shortcut that does not pool", "a branch that is not a list", "an unknown op in a branch"]
 )
 def test_a_forged_shortcut_block_is_refused_at_load(tmp_path, case):
-    from qnnlab.data import ImageData
-    from qnnlab.run import build_model, resolve
-
-    config = resolve("bnn-plus", {"model": "cnn", "model_options": {"width": 0.25}})
-    model = build_model(config, ImageData.empty((1, 28, 28), 10))
-    runtime.export(model.eval(), tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
-    packed = runtime.load(tmp_path / "m.qnn")
-    tensors, ops = dict(packed.tensors), [dict(op) for op in packed.ops]
+    tensors, ops = _exported(tmp_path, "bnn-plus")
     block = _first(ops, "residual")  # the first block pools: its shortcut is an average pooling
     if case == "a shortcut that does not pool":
         block["shortcut"] = []
