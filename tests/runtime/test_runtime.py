@@ -161,7 +161,7 @@ def test_bad_files_are_refused(trained, tmp_path):
 @pytest.mark.parametrize(
     "recipe, model, words",
     [
-        ("lowprec2014", "mlp-small", "not plain sign weights"),
+        ("lowprec2014", "mlp-small", "weights dfxp on dfxp inputs"),
         ("ebp", "mlp-small", "supports nn.Sequential models; got EBPNetwork"),
     ],
 )
@@ -173,14 +173,18 @@ def test_unsupported_models_are_named(tmp_path, recipe, model, words):
         )
 
 
-def test_scaled_binary_weights_are_refused(tmp_path):
+def test_scaled_binary_weights_on_the_input_run_as_weight_only_products(tmp_path):
     from torch import nn
 
     from qnnlab.nn import QuantLinear
 
-    model = nn.Sequential(nn.Flatten(), QuantLinear(4, 3, weight_quantizer="xnor_weight"))
-    with pytest.raises(ExportError, match="not plain sign"):
-        runtime.export(model.eval(), tmp_path / "x.qnn")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), QuantLinear(70, 3, weight_quantizer="xnor_weight")).eval()
+    runtime.export(model, tmp_path / "x.qnn")
+    packed = runtime.load(tmp_path / "x.qnn")
+    assert [op["op"] for op in packed.ops] == ["flatten", "sign_weight_linear"]
+    x = torch.randn(5, 70)
+    torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("recipe", ["bnn", "bnn-shift"])

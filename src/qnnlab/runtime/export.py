@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -120,96 +121,169 @@ class _Flow:
     real_maps: bool = False
 
 
+@dataclasses.dataclass
+class _Layer:
+    """One layer being exported and what its handler may need around it."""
+
+    name: str
+    module: nn.Module
+    following: list[nn.Module]  # the next two layers (a batch norm looks ahead for the sign it feeds)
+    ops: list[dict[str, Any]]  # the ops exported so far in this sequence
+    flow: _Flow
+    tensors: dict[str, torch.Tensor]
+    shapes: dict
+
+
+_Handler = Callable[[_Layer], list[dict[str, Any]]]
+_HANDLERS: list[tuple[Callable[[_Layer], bool], _Handler]] = []
+
+
+def _handles(matches: Callable[[_Layer], bool]) -> Callable[[_Handler], _Handler]:
+    """Register a handler for the layers ``matches`` accepts; the first registered match exports a
+    layer, so a new layer kind is one handler here and one op in ``runtime.ops`` or ``runtime.maps``."""
+
+    def register(handler: _Handler) -> _Handler:
+        _HANDLERS.append((matches, handler))
+        return handler
+
+    return register
+
+
 def _export_layers(
     children: list[tuple[str, nn.Module]], flow: _Flow, tensors: dict[str, torch.Tensor], shapes: dict
 ) -> list[dict[str, Any]]:
     """The ops of a sequence of layers, ``flow`` updated as they go."""
     ops: list[dict[str, Any]] = []
     layers = [(name, m) for name, m in children if not isinstance(m, (nn.Identity, nn.Dropout))]
-    first, real_maps = flow.first, flow.real_maps
     for index, (name, m) in enumerate(layers):
-        following = [layer for _, layer in layers[index + 1 : index + 3]]
-        if isinstance(m, nn.Flatten):
-            if real_maps:
-                ops.append({"op": "flatten_maps", "layer": name})
-                real_maps = False
-            elif not ops or ops[-1]["op"] != "threshold" or ops[-1]["layout"] != "flat":
-                ops.append({"op": "flatten"})
-        elif type(m) is nn.Conv2d or (isinstance(m, QuantConv2d) and not _packed_binary_conv(m, first)):
-            ops.append(_conv_op(name, m, first, tensors))
-            first, real_maps = False, True
-        elif isinstance(m, QuantLinear) and m.weight_quantizer.meta.kind == "ternary":
-            ops.append(_ternary_op(name, m, tensors))
-            first = False
-        elif isinstance(m, QuantLinear) and m.input_quantizer.meta.output_scale:
-            ops.append(_xnor_op(name, m, tensors))
-            first = False
-        elif isinstance(m, QuantLinear) and m.weight_quantizer.meta.kind == "int":
-            ops.append(_grid_op(name, m, tensors))
-            first = False
-        elif isinstance(m, QuantLinear) and not first and _is_grid(m.input_quantizer):
-            ops.append(_weight_only_op(name, m, tensors, m.input_quantizer.meta))
-        elif isinstance(m, QuantLinear) and not first and not _is_sign(m.input_quantizer):
-            ops.append(_weight_only_op(name, m, tensors))
-        elif isinstance(m, (QuantLinear, QuantConv2d)):
-            if not first and _is_sign(m.input_quantizer) and (not ops or ops[-1]["op"] != "threshold"):
-                conv = isinstance(m, QuantConv2d)  # a sign of real values (after a shortcut block)
-                ops.append(
-                    _zero_threshold(name, m.in_channels if conv else m.in_features, "nhwc" if conv else "rows", tensors)
-                )
-            ops.append(_matmul_op(name, m, first, tensors))
-            real_maps = isinstance(m, QuantConv2d)  # the packed path's conv outputs are real NHWC maps
-            first = False
-        elif isinstance(m, RealShortcut):
-            ops.append(_residual_op(name, m, _Flow(first, real_maps), tensors, shapes))
-            first = False  # the block hands on the real stream it took
-        elif isinstance(m, nn.AvgPool2d):
-            ops.append(_avgpool_op(name, m))
-        elif type(m) is nn.Linear:
-            tensors[f"{name}.weight"] = m.weight.detach().float().contiguous()
-            op = {"op": "linear", "weight": f"{name}.weight", "layer": name}
-            if m.bias is not None:
-                tensors[f"{name}.bias"] = m.bias.detach().float().clone()
-                op["bias"] = f"{name}.bias"
-            ops.append(op)
-            first = False
-        elif isinstance(m, nn.ReLU):
-            ops.append({"op": "relu", "layer": name})
-        elif isinstance(m, nn.MaxPool2d):
-            ops.append({"op": "maxpool", "kernel": m.kernel_size, "stride": m.stride, "layer": name})
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            nxt = following[0] if following else None
-            if isinstance(nxt, (QuantLinear, QuantConv2d)) and _is_sign(nxt.input_quantizer):
-                layout = "nhwc" if isinstance(nxt, QuantConv2d) else "rows"
-                ops.append(_threshold(name, m, layout, tensors))
-                real_maps = False
-            elif (
-                isinstance(nxt, nn.Flatten)
-                and len(following) > 1
-                and isinstance(following[1], QuantLinear)
-                and _is_sign(following[1].input_quantizer)
-            ):
-                spatial = math.prod(shapes[name][2:]) if name in shapes else 1
-                ops.append(_threshold(name, m, "flat", tensors, spatial))
-                real_maps = False
-            elif real_maps:  # batch norm on real feature maps, before a real-input layer
-                scale, shift = batchnorm_affine(m)
-                tensors[f"{name}.scale"], tensors[f"{name}.shift"] = scale.float(), shift.float()
-                ops.append({"op": "channel_affine", "scale": f"{name}.scale", "shift": f"{name}.shift", "layer": name})
-            elif nxt is None or isinstance(m, nn.BatchNorm1d):  # the output, or before a real-input layer
-                scale, shift = batchnorm_affine(m)
-                tensors[f"{name}.scale"], tensors[f"{name}.shift"] = scale.float(), shift.float()
-                ops.append({"op": "affine", "scale": f"{name}.scale", "shift": f"{name}.shift", "layer": name})
-            else:
-                raise ExportError(f"layer {name}: batch norm must feed a sign-input layer or end the model")
-        else:
+        layer = _Layer(name, m, [later for _, later in layers[index + 1 : index + 3]], ops, flow, tensors, shapes)
+        handler = next((handler for matches, handler in _HANDLERS if matches(layer)), None)
+        if handler is None:
             raise ExportError(
                 f"layer {name} ({type(m).__name__}) is not supported by the packed runtime; "
                 f"it runs binary QuantLinear / QuantConv2d, float Linear and Conv2d, batch norm, ReLU, MaxPool2d, "
                 f"AvgPool2d, Flatten and Bi-Real shortcuts"
             )
-    flow.first, flow.real_maps = first, real_maps
+        ops.extend(handler(layer))
     return ops
+
+
+def _packed_binary(m: nn.Module, first: bool) -> bool:
+    """A BNN layer (sign weights on sign inputs, or on the real or 8-bit input image), which the
+    binary path runs on packed bits; every other quantized layer is a product of ``_product_op``."""
+    real_input = m.input_quantizer.meta.kind == "float" or _is_pixel_grid(m.input_quantizer)
+    return _is_sign(m.weight_quantizer) and (_is_sign(m.input_quantizer) or (first and real_input))
+
+
+@_handles(lambda layer: isinstance(layer.module, nn.Flatten))
+def _flatten(layer: _Layer) -> list[dict[str, Any]]:
+    if layer.flow.real_maps:
+        layer.flow.real_maps = False
+        return [{"op": "flatten_maps", "layer": layer.name}]
+    last = layer.ops[-1] if layer.ops else None
+    if last and last["op"] == "threshold" and last["layout"] == "flat":
+        return []  # the flat threshold has laid the bits out already
+    return [{"op": "flatten"}]
+
+
+@_handles(
+    lambda layer: (
+        type(layer.module) is nn.Conv2d
+        or (isinstance(layer.module, QuantConv2d) and not _packed_binary(layer.module, layer.flow.first))
+    )
+)
+def _convolution(layer: _Layer) -> list[dict[str, Any]]:
+    op = _conv_op(layer.name, layer.module, layer.flow.first, layer.tensors)
+    layer.flow.first, layer.flow.real_maps = False, True
+    return [op]
+
+
+@_handles(lambda layer: isinstance(layer.module, QuantLinear) and not _packed_binary(layer.module, layer.flow.first))
+def _quantized_linear(layer: _Layer) -> list[dict[str, Any]]:
+    layer.flow.first = False
+    return [_product_op(layer.name, layer.module, layer.tensors)]
+
+
+@_handles(lambda layer: isinstance(layer.module, (QuantLinear, QuantConv2d)))
+def _binary_layer(layer: _Layer) -> list[dict[str, Any]]:
+    m, flow, ops = layer.module, layer.flow, []
+    conv = isinstance(m, QuantConv2d)
+    if not flow.first and (not layer.ops or layer.ops[-1]["op"] != "threshold"):
+        # a sign of real values (a shortcut block's output): a threshold at 0
+        ops.append(
+            _zero_threshold(
+                layer.name, m.in_channels if conv else m.in_features, "nhwc" if conv else "rows", layer.tensors
+            )
+        )
+    ops.append(_matmul_op(layer.name, m, flow.first, layer.tensors))
+    flow.first, flow.real_maps = False, conv  # the packed path's conv outputs are real NHWC maps
+    return ops
+
+
+@_handles(lambda layer: isinstance(layer.module, RealShortcut))
+def _shortcut_block(layer: _Layer) -> list[dict[str, Any]]:
+    op = _residual_op(layer.name, layer.module, layer.flow, layer.tensors, layer.shapes)
+    layer.flow.first = False  # the block hands on the real stream it took
+    return [op]
+
+
+@_handles(lambda layer: isinstance(layer.module, nn.AvgPool2d))
+def _avgpool(layer: _Layer) -> list[dict[str, Any]]:
+    return [_avgpool_op(layer.name, layer.module)]
+
+
+@_handles(lambda layer: type(layer.module) is nn.Linear)
+def _float_linear(layer: _Layer) -> list[dict[str, Any]]:
+    name, m = layer.name, layer.module
+    layer.tensors[f"{name}.weight"] = m.weight.detach().float().contiguous()
+    op = {"op": "linear", "weight": f"{name}.weight", "layer": name}
+    if m.bias is not None:
+        layer.tensors[f"{name}.bias"] = m.bias.detach().float().clone()
+        op["bias"] = f"{name}.bias"
+    layer.flow.first = False
+    return [op]
+
+
+@_handles(lambda layer: isinstance(layer.module, nn.ReLU))
+def _relu(layer: _Layer) -> list[dict[str, Any]]:
+    return [{"op": "relu", "layer": layer.name}]
+
+
+@_handles(lambda layer: isinstance(layer.module, nn.MaxPool2d))
+def _maxpool(layer: _Layer) -> list[dict[str, Any]]:
+    m = layer.module
+    return [{"op": "maxpool", "kernel": m.kernel_size, "stride": m.stride, "layer": layer.name}]
+
+
+def _feeds_sign(m: nn.Module | None) -> bool:
+    return isinstance(m, (QuantLinear, QuantConv2d)) and _is_sign(m.input_quantizer)
+
+
+@_handles(lambda layer: isinstance(layer.module, nn.modules.batchnorm._BatchNorm) and layer.module.track_running_stats)
+def _batchnorm(layer: _Layer) -> list[dict[str, Any]]:
+    """Before a sign: the sign's threshold (per channel, or per position once flattened); on real
+    feature maps or at the output: an affine map."""
+    name, m, flow, following = layer.name, layer.module, layer.flow, layer.following
+    nxt = following[0] if following else None
+    if _feeds_sign(nxt):
+        flow.real_maps = False
+        return [_threshold(name, m, "nhwc" if isinstance(nxt, QuantConv2d) else "rows", layer.tensors)]
+    if (
+        isinstance(nxt, nn.Flatten)
+        and len(following) > 1
+        and isinstance(following[1], QuantLinear)
+        and _feeds_sign(following[1])
+    ):
+        flow.real_maps = False
+        spatial = math.prod(layer.shapes[name][2:]) if name in layer.shapes else 1
+        return [_threshold(name, m, "flat", layer.tensors, spatial)]
+    if not (flow.real_maps or nxt is None or isinstance(m, nn.BatchNorm1d)):
+        raise ExportError(f"layer {name}: batch norm must feed a sign-input layer or end the model")
+    scale, shift = batchnorm_affine(m)
+    layer.tensors[f"{name}.scale"], layer.tensors[f"{name}.shift"] = scale.float(), shift.float()
+    # per channel on real feature maps (before a real-input layer); per feature at the output
+    kind = "channel_affine" if flow.real_maps else "affine"
+    return [{"op": kind, "scale": f"{name}.scale", "shift": f"{name}.shift", "layer": name}]
 
 
 def _residual_op(name: str, m: RealShortcut, flow: _Flow, tensors: dict[str, torch.Tensor], shapes: dict):
@@ -251,13 +325,6 @@ def _zero_threshold(name: str, channels: int, layout: str, tensors: dict[str, to
     return op
 
 
-def _packed_binary_conv(m: QuantConv2d, first: bool) -> bool:
-    """A BNN convolution (sign weights on sign inputs, or on the real or 8-bit input image), which
-    the binary path runs on packed bits; every other quantized convolution is a ``quantized_conv``."""
-    real_input = m.input_quantizer.meta.kind == "float" or _is_pixel_grid(m.input_quantizer)
-    return _is_sign(m.weight_quantizer) and (_is_sign(m.input_quantizer) or (first and real_input))
-
-
 def _conv_op(name: str, m: nn.Conv2d, first: bool, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """A float convolution (``conv``) or a quantized one whose product is a linear op of the runtime
     (``quantized_conv``, see ``runtime.maps``)."""
@@ -278,17 +345,22 @@ def _conv_op(name: str, m: nn.Conv2d, first: bool, tensors: dict[str, torch.Tens
             tensors[f"{name}.bias"] = m.bias.detach().float().clone()
             op["bias"] = f"{name}.bias"
         return op
-    q, rows = m.input_quantizer, _Rows(m)
-    if q.meta.output_scale:
-        inner = _xnor_op(name, rows, tensors)
-    elif m.weight_quantizer.meta.kind == "int":
-        inner = _grid_op(name, rows, tensors)
-    elif m.weight_quantizer.meta.kind == "ternary":
-        inner = _ternary_op(name, rows, tensors)
-    else:
-        inner = _weight_only_op(name, rows, tensors, q.meta if _is_grid(q) else None)
-    op.update(op="quantized_conv", inner=inner)
+    op.update(op="quantized_conv", inner=_product_op(name, _Rows(m), tensors))
     return op
+
+
+def _product_op(name: str, m: QuantLinear | _Rows, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The linear op of a quantized layer that is not a BNN layer, by its weights and inputs:
+    XNOR-Net's scaled signs, k-bit grids (QNN, DoReFa), ternary planes, or binary weights on real
+    or k-bit inputs (BinaryConnect, BWN)."""
+    q = m.input_quantizer
+    if q.meta.output_scale:
+        return _xnor_op(name, m, tensors)
+    if m.weight_quantizer.meta.kind == "int":
+        return _grid_op(name, m, tensors)
+    if m.weight_quantizer.meta.kind == "ternary":
+        return _ternary_op(name, m, tensors)
+    return _weight_only_op(name, m, tensors, q.meta if _is_grid(q) else None)
 
 
 class _Rows:
