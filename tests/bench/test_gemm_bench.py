@@ -28,6 +28,7 @@ def test_bench_gemm_json(capsys):
     assert rows[0]["binary_macs_per_second"] > 0 and rows[0]["bound_macs_per_second"] > 0
     share = rows[0]["binary_macs_per_second"] / rows[0]["bound_macs_per_second"]
     assert abs(rows[0]["of_bound"] - share) <= 0.001
+    assert rows[0]["of_bound_best"] > 0
     assert set(rows[3]["baselines"]) == {"torch-float32", "torch-int8"} and set(rows[4]["baselines"]) == {"torch-int8"}
     assert rows[4]["stream_ms"] > 0 and rows[4]["times_stream"] > 0
     assert main(["bench", "gemm", "--sizes", "64", "--gemv", "0", "--bitserial", "0", "--repeats", "2"]) == 0
