@@ -16,7 +16,7 @@ def _check_repeats(repeats: int) -> None:
         raise ValueError(f"--repeats {repeats}: a median needs at least 1 timed repeat (5 or more for a stable one)")
 
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+def _times_ms(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
     _check_repeats(repeats)
     for _ in range(warmup):
         fn()
@@ -25,21 +25,17 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    return statistics.median(_times_ms(fn, repeats, warmup))
 
 
 def best_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     """The fastest of ``repeats`` back-to-back runs: what the code reaches when the host lets it, to
     set beside a bound measured the same way (noise only ever adds time)."""
-    _check_repeats(repeats)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
+    return min(_times_ms(fn, repeats, warmup))
 
 
 def paired_ms(
