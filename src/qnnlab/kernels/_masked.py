@@ -3,8 +3,10 @@
 
 Each 64-bit weight word is reinterpreted as lane masks (``<16 x i1>`` for float32, ``<32 x i1>``
 for int16-widened int8), and the 64 inputs it covers are added under those masks into vector
-accumulators: no multiplication and no table. With AVX-512 the masks live in mask registers and
-each addition is one masked ``vaddps`` / ``vpaddw``; other CPUs get LLVM's blend equivalent. The
+accumulators: no multiplication and no table. With AVX-512 each mask is loaded from the packed
+weights straight into a mask register (``kmovw`` / ``kmovd`` from memory, not shifted out of a
+64-bit word first) and each addition is one masked ``vaddps`` / ``vpaddw``; other CPUs get
+LLVM's blend equivalent. The
 int8 version accumulates in int16 lanes for at most ``INT16_WORDS`` words (|x| <= 128, so no
 lane can overflow) before widening into int32, which keeps its results exact. Inputs must be
 padded with zeros to whole words (the packed weights' tail bits are clear).
@@ -69,16 +71,15 @@ def _masked_sums(rows: int, lane_bits: int, widen_every: int):
                         inputs = [builder.sext(v, vector) for v in inputs]
                     for r in range(rows):
                         at = builder.add(builder.mul(stride, _const(index, r)), q)
-                        word = builder.load(builder.gep(w_ptr, [at]), align=8)
                         ahead = builder.gep(w_ptr, [builder.add(at, builder.mul(stride, _const(index, rows)))])
                         builder.call(prefetch, [builder.bitcast(ahead, ir.IntType(8).as_pointer()), *PREFETCH_READ])
+                        # each part's lane mask loaded from memory straight into a mask register
+                        masks = builder.bitcast(
+                            builder.gep(w_ptr, [at]), ir.VectorType(ir.IntType(1), lanes).as_pointer()
+                        )
                         for p in range(parts):
-                            bits = builder.trunc(
-                                builder.lshr(word, ir.Constant(ir.IntType(64), lanes * p)), ir.IntType(lanes)
-                            )
-                            picked = builder.select(
-                                builder.bitcast(bits, ir.VectorType(ir.IntType(1), lanes)), inputs[p], zero
-                            )
+                            bits = builder.load(builder.gep(masks, [_const(index, p)]), align=lanes // 8)
+                            picked = builder.select(bits, inputs[p], zero)
                             summed = (
                                 builder.fadd(builder.load(acc[r][p]), picked, flags=["fast"])
                                 if is_float
