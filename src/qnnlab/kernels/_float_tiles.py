@@ -20,7 +20,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from qnnlab.kernels._panels import by_rows, splat, store_rows
+from qnnlab.kernels._panels import by_rows, outer_products, panel_vectors, splat, store_rows
 
 ROWS = 6  # pixels per tile: 6 x 4 accumulators, the panel row's four vectors and a broadcast
 COLUMNS = 64  # float32 outputs per panel row: four 512-bit vectors
@@ -49,20 +49,17 @@ def float_tile(typingctx, rows, a_address, a_step, offsets_address, panel_addres
         panel_ptr = builder.inttoptr(panel_addr, vector.as_pointer())
         offsets = builder.inttoptr(offsets_addr, ir.IntType(64).as_pointer())
 
+        def spread_at(offset, r):
+            at = builder.add(builder.mul(step, ir.Constant(index, r)), offset)
+            return splat(builder, builder.load(builder.gep(a_ptr, [at]), align=4), vector)
+
+        def multiply_add(total, spread, column):
+            return builder.call(fma, [spread, column, total])
+
         def emit(rows):
             acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(parts)] for _ in range(rows)]
-            with cgutils.for_range(builder, taps) as loop:
-                offset = builder.load(builder.gep(offsets, [loop.index]))
-                start = builder.mul(loop.index, ir.Constant(index, parts))
-                columns = [
-                    builder.load(builder.gep(panel_ptr, [builder.add(start, ir.Constant(index, p))]), align=4)
-                    for p in range(parts)
-                ]
-                for r in range(rows):
-                    at = builder.add(builder.mul(step, ir.Constant(index, r)), offset)
-                    spread = splat(builder, builder.load(builder.gep(a_ptr, [at]), align=4), vector)
-                    for p in range(parts):
-                        builder.store(builder.call(fma, [spread, columns[p], builder.load(acc[r][p])]), acc[r][p])
+            column_at = panel_vectors(builder, panel_ptr, parts, 4)
+            outer_products(builder, taps, acc, column_at, spread_at, multiply_add, offsets)
             store_rows(builder, out_addr, out_step, [[builder.load(v) for v in row] for row in acc])
 
         by_rows(builder, height, ROWS, emit)

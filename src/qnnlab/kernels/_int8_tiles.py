@@ -18,7 +18,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from qnnlab.kernels._panels import by_rows, splat, store_rows
+from qnnlab.kernels._panels import by_rows, outer_products, panel_vectors, splat, store_rows
 
 ROWS = 6
 COLUMNS = 64
@@ -59,21 +59,17 @@ def dot4_tile(typingctx, rows, a_address, a_stride, panel_address, groups, out_a
         panel_ptr = builder.inttoptr(panel_addr, quads.as_pointer())
         zero = ir.Constant(lanes, [0] * LANES)
 
+        def spread_at(t, r):
+            at = builder.add(builder.mul(a_step, ir.Constant(index, r)), builder.mul(t, ir.Constant(index, GROUP)))
+            codes = builder.load(builder.bitcast(builder.gep(a_ptr, [at]), word.as_pointer()), align=1)
+            return builder.bitcast(splat(builder, codes, lanes), quads)
+
+        def dot4(total, spread, column):
+            return builder.call(dot, [total, spread, column])
+
         def emit(rows):
             acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(parts)] for _ in range(rows)]
-            with cgutils.for_range(builder, count) as loop:
-                start = builder.mul(loop.index, ir.Constant(index, parts))
-                columns = [
-                    builder.load(builder.gep(panel_ptr, [builder.add(start, ir.Constant(index, p))]), align=1)
-                    for p in range(parts)
-                ]
-                at = builder.mul(loop.index, ir.Constant(index, GROUP))
-                for r in range(rows):
-                    row = builder.gep(a_ptr, [builder.add(builder.mul(a_step, ir.Constant(index, r)), at)])
-                    codes = builder.load(builder.bitcast(row, word.as_pointer()), align=1)
-                    spread = builder.bitcast(splat(builder, codes, lanes), quads)
-                    for p in range(parts):
-                        builder.store(builder.call(dot, [builder.load(acc[r][p]), spread, columns[p]]), acc[r][p])
+            outer_products(builder, count, acc, panel_vectors(builder, panel_ptr, parts, 1), spread_at, dot4)
             store_rows(builder, out_addr, out_step, [[builder.load(v) for v in row] for row in acc])
 
         by_rows(builder, height, ROWS, emit)

@@ -23,29 +23,48 @@ COLUMNS = 32
 LANES = 8  # 64-bit lanes per 512-bit vector
 
 
+def outer_products(builder, count, acc, column_at, spread_at, step, offsets=None) -> None:
+    """Emit the loop every register tile runs: for t < ``count``, acc[r][p] = step(acc[r][p],
+    spread_at(u, r), column_at(t, p)), the panel's vectors loaded once per t and each row's
+    operand broadcast once; u is t, or offsets[t] with ``offsets`` (a pointer to int64: the taps of
+    a convolution read in the image itself). ``step`` makes it a binary (XOR, popcount, add),
+    float (multiply-add) or 8-bit (VPDPBUSD) outer product."""
+    with cgutils.for_range(builder, count) as loop:
+        columns = [column_at(loop.index, p) for p in range(len(acc[0]))]
+        at = loop.index if offsets is None else builder.load(builder.gep(offsets, [loop.index]))
+        for r, row in enumerate(acc):
+            spread = spread_at(at, r)
+            for v, column in zip(row, columns):
+                builder.store(step(builder.load(v), spread, column), v)
+
+
+def panel_vectors(builder, panel_ptr, parts: int, align: int):
+    """``column_at`` for ``outer_products``: vector p of the panel's row t, rows ``parts`` vectors long."""
+
+    def column_at(t, p):
+        at = builder.add(builder.mul(t, ir.Constant(t.type, parts)), ir.Constant(t.type, p))
+        return builder.load(builder.gep(panel_ptr, [at]), align=align)
+
+    return column_at
+
+
 def _count_tile(builder, a_ptr, a_stride, panel_ptr, count, acc, offsets=None) -> None:
     """Emit acc[r][v] (lanes 8 v .. 8 v + 7) += sum_t popcount(a[r, t] XOR panel[t, column]) for
     the rows r of a (``a_stride`` words apart; one per row of ``acc``) and the panel's COLUMNS
     columns; with ``offsets`` (a pointer to int64), word t of row r is a[r a_stride + offsets[t]]
     instead, e.g. the taps of a convolution read in the image itself."""
-    word = ir.IntType(64)
-    vector = ir.VectorType(word, LANES)
-    parts = COLUMNS // LANES
-    index = count.type
+    vector = ir.VectorType(ir.IntType(64), LANES)
     ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector]), f"llvm.ctpop.v{LANES}i64")
-    with cgutils.for_range(builder, count) as loop:
-        row_start = builder.mul(loop.index, ir.Constant(index, parts))
-        columns = [
-            builder.load(builder.gep(panel_ptr, [builder.add(row_start, ir.Constant(index, p))]), align=8)
-            for p in range(parts)
-        ]
-        word_at = loop.index if offsets is None else builder.load(builder.gep(offsets, [loop.index]))
-        for r in range(len(acc)):
-            at = builder.add(builder.mul(a_stride, ir.Constant(index, r)), word_at)
-            spread = splat(builder, builder.load(builder.gep(a_ptr, [at]), align=8), vector)
-            for p in range(parts):
-                counted = builder.call(ctpop, [builder.xor(spread, columns[p])])
-                builder.store(builder.add(builder.load(acc[r][p]), counted), acc[r][p])
+
+    def spread_at(word_at, r):
+        at = builder.add(builder.mul(a_stride, ir.Constant(word_at.type, r)), word_at)
+        return splat(builder, builder.load(builder.gep(a_ptr, [at]), align=8), vector)
+
+    def step(total, spread, column):
+        return builder.add(total, builder.call(ctpop, [builder.xor(spread, column)]))
+
+    column_at = panel_vectors(builder, panel_ptr, COLUMNS // LANES, 8)
+    outer_products(builder, count, acc, column_at, spread_at, step, offsets)
 
 
 def _vectors(builder, count: int = ROWS) -> list[list[ir.Value]]:
