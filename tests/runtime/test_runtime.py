@@ -266,13 +266,14 @@ def _real_linear_op(model):
     return next(op for op in ops if op["op"] == "real_linear"), tensors
 
 
-@pytest.mark.parametrize("model_name", ["mlp-small", "mlp"])
-def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, tmp_path):
+@pytest.mark.parametrize("model_name, options", [("mlp-small", {}), ("mlp", {}), ("mlp", {"widths": [100, 70, 65]})])
+def test_the_fused_mlp_kernel_computes_what_the_ops_compute(model_name, options, tmp_path):
     """At batch 1 a binary MLP runs as one kernel call, at larger batches as one call too where the
     CPU has VNNI (``FusedDenseBatch``), else as its plan (``PixelLinearThreshold``, then the
     binary layers); the logits of all equal the op-by-op path's bit for bit."""
     torch.manual_seed(0)
-    model = build_model(resolve("bnn", {"model": model_name}), data.ImageData.empty((1, 28, 28), 10)).eval()
+    config = resolve("bnn", {"model": model_name, "model_options": options})
+    model = build_model(config, data.ImageData.empty((1, 28, 28), 10)).eval()
     _spread_batchnorm(model, (-3, 3), (0.5, 2))
     runtime.export(model, tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
     packed = runtime.load(tmp_path / "m.qnn")

@@ -143,19 +143,17 @@ def binary_tail_batch(packed, shapes, words, panels, biases, signs, bounds, scal
 
 @njit(parallel=True, cache=True, nogil=True)
 def _threshold_rows(products, bias, sign, bound, out):
-    """out[b] = the packed bits (sign y >= bound) of y = float32(products[b]) + bias."""
+    """out[b] = the packed bits (sign y >= bound) of y = float32(products[b]) + bias; bias, sign
+    and bound padded to whole words."""
     n = products.shape[1]
     for b in prange(products.shape[0]):
         values = np.zeros(64, dtype=np.float32)
-        signs = np.zeros(64)
-        bounds = np.zeros(64)
         for word in range(out.shape[1]):
             at = word * 64
             count = min(64, n - at)
             for j in range(count):
                 values[j] = np.float32(products[b, at + j]) + bias[at + j]
-                signs[j], bounds[j] = sign[at + j], bound[at + j]
-            out[b, word] = threshold_bits(values.ctypes.data, signs.ctypes.data, bounds.ctypes.data, count)
+            out[b, word] = threshold_bits(values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, count)
 
 
 @njit(cache=True, nogil=True)

@@ -38,8 +38,9 @@ class BinaryChain:
         from qnnlab.kernels import _panels  # numba compiles on first use, not at import
 
         sizes = [layer.weight.shape[0] for layer in layers]
+        padded = [-(-n // 64) * 64 for n in sizes]  # each layer's values in whole words: read 64 at a time
         word_starts = np.cumsum([0] + [layer.weight.numel() for layer in layers])[:-1]
-        value_starts = np.cumsum([0] + sizes)[:-1]
+        value_starts = np.cumsum([0] + padded)[:-1]
         panels = [_panels.panels(layer.weight.numpy().view(np.uint64)).reshape(-1) for layer in layers]
         panel_starts = np.cumsum([0] + [len(p) for p in panels])[:-1]
         self.shapes = np.array(
@@ -51,11 +52,11 @@ class BinaryChain:
         )
         self.words = np.concatenate([layer.weight.reshape(-1).numpy().view(np.uint64) for layer in layers])
         self.panels = np.concatenate(panels)
-        self.biases = np.concatenate([_bias(layer, n) for layer, n in zip(layers, sizes)])
+        self.biases = np.concatenate([_padded(_bias(layer, n), m) for layer, n, m in zip(layers, sizes, padded)])
         tables = [kernels.threshold_tables(t.t, t.positive, t.constant) for t in thresholds]
-        padding = np.zeros(sizes[-1])  # the last layer has no threshold: its slots are never read
-        self.signs = np.concatenate([sign for sign, _ in tables] + [padding])
-        self.bounds = np.concatenate([bound for _, bound in tables] + [padding])
+        last = np.zeros(padded[-1])  # the last layer has no threshold: its slots are never read
+        self.signs = np.concatenate([_padded(sign, m) for (sign, _), m in zip(tables, padded)] + [last])
+        self.bounds = np.concatenate([_padded(bound, m) for (_, bound), m in zip(tables, padded)] + [last])
         self.scale = affine.scale.numpy() if affine else np.ones(sizes[-1], dtype=np.float32)
         self.shift = affine.shift.numpy() if affine else np.zeros(sizes[-1], dtype=np.float32)
 
@@ -132,6 +133,10 @@ class BinaryTail:
         kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail_batch
         kernel(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
         return torch.from_numpy(out)
+
+
+def _padded(values: np.ndarray, size: int) -> np.ndarray:
+    return np.pad(values, (0, size - len(values)))
 
 
 def _bias(op: Any, n: int) -> np.ndarray:
