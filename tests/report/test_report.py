@@ -147,9 +147,17 @@ def test_each_study_gets_its_figure(tmp_path):
     _fake_sweep(results / "recipes-mlp", {c: {"case": c} for c in ("float", "bnn")})
     _fake_sweep(results / "estimators-mlp", {"ste": {"case": "ste"}})  # running: its reference not yet done
     _fake_sweep(results / "tricks-cnn", {"no-bn": {"case": "no-bn"}})
+    _fake_sweep(results / "beyond-cnn", {c: {"case": c} for c in ("full", "shortcut", "plus")})
     assert main(["report", str(results), "--out", str(tmp_path / "r.html")]) == 0
     markdown = (tmp_path / "r.md").read_text()
-    for title in ("DoReFa's W x A x G bits", "per-layer sensitivity, MLP", "width, MLP", "input discretization"):
+    beyond_cnn = "beyond the 2016 recipes: distillation, two-step training and Bi-Real shortcuts, BNN CNN"
+    for title in (
+        "DoReFa's W x A x G bits",
+        "per-layer sensitivity, MLP",
+        "width, MLP",
+        "input discretization",
+        beyond_cnn,
+    ):
         assert f"![{title}]" in markdown  # the study's figure, besides its table
     assert "Accuracy against the energy of a training step" in markdown
     assert "weights W1 -> W32: +4.00 points" in markdown and "Weights need the most bits." in markdown

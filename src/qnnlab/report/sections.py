@@ -27,6 +27,7 @@ STUDIES = {
     "input-mlp": ("input discretization", "float-pixels"),
     "estimators-mlp": ("gradient estimators in training, BNN MLP with stochastic activations", "clipped"),
     "beyond-mlp": ("beyond the 2016 recipes: distillation and two-step training, BNN MLP", "full"),
+    "beyond-cnn": ("beyond the 2016 recipes: distillation, two-step training and Bi-Real shortcuts, BNN CNN", "full"),
     "gradients-mlp": ("gradient quantization: DoReFa, ZipML levels and dynamic fixed point", "float-errors"),
 }
 
@@ -67,6 +68,7 @@ STUDY_FIGURES = {  # (table, title, curves) -> figure; curves() reads the runs' 
         _split(t, r"(uniform|zipml|lloydmax)-(\d+)", ("levels", "bits")), "bits", "levels", title, "input bits"
     ),
     "beyond-mlp": lambda t, title, _curves: figures.difference_bars(t, "full", title),
+    "beyond-cnn": lambda t, title, _curves: figures.difference_bars(t, "full", title),
     "gradients-mlp": lambda t, title, _curves: figures.difference_bars(t, "float-errors", title),
     "estimators-mlp": lambda t, title, curves: figures.training_curves(
         curves(), f"{title}: test accuracy per epoch (band: seed range)"
