@@ -20,6 +20,7 @@ PAPER_RECIPES = {
     "lowprec2014-forward",
     "dropconnect-moments",
     "lowprec2014-maxout",
+    "lowprec2014-fixed",
     "bnn",
     "bnn-shift",
     "qnn",
