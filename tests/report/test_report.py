@@ -150,7 +150,7 @@ def test_each_study_gets_its_figure(tmp_path):
     _fake_sweep(results / "beyond-cnn", {c: {"case": c} for c in ("full", "shortcut", "plus")})
     assert main(["report", str(results), "--out", str(tmp_path / "r.html")]) == 0
     markdown = (tmp_path / "r.md").read_text()
-    beyond_cnn = "beyond the 2016 recipes: distillation, two-step training and Bi-Real shortcuts, BNN CNN"
+    beyond_cnn = "beyond the 2016 recipes: two-step training, distillation, RPReLU, Bi-Real shortcuts, BNN CNN"
     for title in (
         "DoReFa's W x A x G bits",
         "per-layer sensitivity, MLP",

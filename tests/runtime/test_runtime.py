@@ -161,7 +161,7 @@ def test_bad_files_are_refused(trained, tmp_path):
 @pytest.mark.parametrize(
     "recipe, model, words",
     [
-        ("lowprec2014", "mlp-small", "weights dfxp on dfxp inputs"),
+        ("lowprec2014", "mlp-small", "no product for weights dfxp on dfxp inputs"),
         ("ebp", "mlp-small", "supports nn.Sequential models; got EBPNetwork"),
     ],
 )
@@ -184,6 +184,21 @@ def test_scaled_binary_weights_on_the_input_run_as_weight_only_products(tmp_path
     packed = runtime.load(tmp_path / "x.qnn")
     assert [op["op"] for op in packed.ops] == ["flatten", "sign_weight_linear"]
     x = torch.randn(5, 70)
+    torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-4)
+
+
+def test_a_first_layer_on_a_k_bit_grid_runs_bit_serial(tmp_path):
+    from torch import nn
+
+    from qnnlab.nn import QuantLinear
+
+    torch.manual_seed(0)
+    layer = QuantLinear(70, 5, weight_quantizer="xnor_weight", input_quantizer="uniform:bits=4,lo=-1.0")
+    model = nn.Sequential(nn.Flatten(), layer).eval()
+    runtime.export(model, tmp_path / "g.qnn")
+    packed = runtime.load(tmp_path / "g.qnn")
+    assert [op["op"] for op in packed.ops] == ["flatten", "codes_linear"]
+    x = torch.rand(6, 70) * 2.4 - 1.2  # some inputs outside [-1, 1], clipped as in training
     torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-4)
 
 

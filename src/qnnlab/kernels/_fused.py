@@ -143,8 +143,8 @@ def binary_tail_batch(packed, shapes, words, panels, biases, signs, bounds, scal
 
 @njit(parallel=True, cache=True, nogil=True)
 def _threshold_rows(products, bias, sign, bound, out):
-    """out[b] = the packed bits (sign y >= bound) of y = float32(products[b]) + bias; bias, sign
-    and bound padded to whole words."""
+    """out[b] = the packed bits (sign y >= bound) of y = float32(products[b]) + bias; sign and
+    bound padded to whole words (``threshold_bits`` reads 64 entries)."""
     n = products.shape[1]
     for b in prange(products.shape[0]):
         values = np.zeros(64, dtype=np.float32)

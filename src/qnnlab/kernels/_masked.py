@@ -74,11 +74,11 @@ def _masked_sums(rows: int, lane_bits: int, widen_every: int):
                         ahead = builder.gep(w_ptr, [builder.add(at, builder.mul(stride, _const(index, rows)))])
                         builder.call(prefetch, [builder.bitcast(ahead, ir.IntType(8).as_pointer()), *PREFETCH_READ])
                         # each part's lane mask loaded from memory straight into a mask register
-                        masks = builder.bitcast(
-                            builder.gep(w_ptr, [at]), ir.VectorType(ir.IntType(1), lanes).as_pointer()
-                        )
-                        for p in range(parts):
-                            bits = builder.load(builder.gep(masks, [_const(index, p)]), align=lanes // 8)
+                        word_bytes = builder.bitcast(builder.gep(w_ptr, [at]), ir.IntType(8).as_pointer())
+                        for p in range(parts):  # bits lanes p .. lanes p + lanes - 1 of the word
+                            part = builder.gep(word_bytes, [_const(index, p * lanes // 8)])
+                            mask_type = ir.VectorType(ir.IntType(1), lanes).as_pointer()
+                            bits = builder.load(builder.bitcast(part, mask_type), align=lanes // 8)
                             picked = builder.select(bits, inputs[p], zero)
                             summed = (
                                 builder.fadd(builder.load(acc[r][p]), picked, flags=["fast"])

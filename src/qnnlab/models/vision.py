@@ -189,7 +189,7 @@ class RealShortcut(nn.Module):
     layer, its pooling and batch norm) plus its real-valued input carried around it, then the
     activation: the real activations survive each sign. Where the branch changes the size, the
     shortcut pools (average, as Bi-Real) and where it changes the channels, a 1x1 convolution with
-    batch norm maps them (kept real: a recipe's rules name it ``*shortcut*``)."""
+    batch norm maps them (binary under a recipe's ``*`` rule; a rule on ``*shortcut*`` keeps it real)."""
 
     def __init__(self, branch: nn.Module, shortcut: nn.Module, act: nn.Module) -> None:
         super().__init__()

@@ -26,8 +26,14 @@ STUDIES = {
     "precision-fixed-mlp": ("propagation vs update bits, fixed point", None),
     "input-mlp": ("input discretization", "float-pixels"),
     "estimators-mlp": ("gradient estimators in training, BNN MLP with stochastic activations", "clipped"),
-    "beyond-mlp": ("beyond the 2016 recipes: distillation and two-step training, BNN MLP", "full"),
-    "beyond-cnn": ("beyond the 2016 recipes: distillation, two-step training and Bi-Real shortcuts, BNN CNN", "full"),
+    "beyond-mlp": (
+        "beyond the 2016 recipes: two-step training, distillation, RPReLU, Bi-Real shortcuts, BNN MLP",
+        "full",
+    ),
+    "beyond-cnn": (
+        "beyond the 2016 recipes: two-step training, distillation, RPReLU, Bi-Real shortcuts, BNN CNN",
+        "full",
+    ),
     "gradients-mlp": ("gradient quantization: DoReFa, ZipML levels and dynamic fixed point", "float-errors"),
 }
 

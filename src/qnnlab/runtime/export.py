@@ -17,6 +17,19 @@ from qnnlab.nn import QuantConv2d, QuantLinear, ShiftBatchNorm1d, ShiftBatchNorm
 from qnnlab.quant.rounding import ap2
 
 
+OUTPUT_OPS = (  # what a model may end with: the linear ops, whose outputs are the logits, or a batch norm's affine
+    "affine",
+    "linear",
+    "binary_linear",
+    "real_linear",
+    "sign_weight_linear",
+    "codes_linear",
+    "xnor_linear",
+    "ternary_linear",
+    "grid_linear",
+)
+
+
 class ExportError(ValueError):
     """The model holds a layer or quantizer the packed runtime does not support."""
 
@@ -93,11 +106,12 @@ def export_model(
 
     Supported: sequential nets as the ``bnn`` / ``bnn-shift`` recipes build them: QuantLinear and
     QuantConv2d with sign weights (the first layer with real or 8-bit inputs, the others with sign
-    inputs), batch norm (plain or shift-based, eval statistics) feeding a sign or ending the
-    model, MaxPool2d, Flatten; nets with real or k-bit activations as BinaryConnect, BWN, DoReFa,
-    QNN, XNOR-Net and the ternary recipes build them (their linear layers and convolutions, float
-    Linear and Conv2d layers, batch norm as an affine map, ReLU, AvgPool2d); and Bi-Real blocks
-    (``RealShortcut``, bnn-plus). Convolutions need ``input_shape``.
+    inputs; a first layer on a k-bit grid runs bit-serial), batch norm (plain or shift-based, eval
+    statistics) feeding a sign or ending the model, MaxPool2d, Flatten; nets with real or k-bit
+    activations as BinaryConnect, BWN, DoReFa, QNN, XNOR-Net and the ternary recipes build them
+    (their linear layers and convolutions, float Linear and Conv2d layers, batch norm as an affine
+    map, ReLU, AvgPool2d); and Bi-Real blocks (``RealShortcut``, bnn-plus). Convolutions need
+    ``input_shape``.
     """
     if not isinstance(model, nn.Sequential):
         raise ExportError(f"export supports nn.Sequential models; got {type(model).__name__}")
@@ -107,7 +121,7 @@ def export_model(
     shapes = _input_shapes(model, input_shape)
     tensors: dict[str, torch.Tensor] = {}
     ops = _export_layers(list(model.named_children()), _Flow(), tensors, shapes)
-    if not ops or ops[-1]["op"] not in ("affine", "binary_linear", "real_linear", "sign_weight_linear", "linear"):
+    if not ops or ops[-1]["op"] not in OUTPUT_OPS:
         raise ExportError("the model must end with a linear layer or an output batch norm")
     return ops, tensors
 
@@ -402,8 +416,10 @@ def _weight_only_op(
     q = m.weight_quantizer
     if q.meta.kind != "binary" or (grid is None and not xnor and m.input_quantizer.meta.kind != "float"):
         raise ExportError(
-            f"layer {name}: weights {q} on {m.input_quantizer} inputs; the packed runtime runs binary weights "
-            f"on real inputs (BinaryConnect, BWN) or on sign inputs (BNN)"
+            f"layer {name}: the packed runtime has no product for weights {q} on {m.input_quantizer} inputs; it runs "
+            f"sign weights on sign inputs (BNN), binary or ternary weights on real inputs (BinaryConnect, BWN, "
+            f"TernaryConnect), binary weights on k-bit grids (DoReFa), k-bit weights on k-bit inputs (QNN) and "
+            f"XNOR-Net's scaled signs"
         )
     with torch.no_grad():  # a stochastic quantizer's most probable weights, as the binary evaluation mode uses
         values = q.deterministic()(m.weight).detach().float()
@@ -498,14 +514,8 @@ def _grid_op(name: str, m: QuantLinear, tensors: dict[str, torch.Tensor]) -> dic
 
 
 def _matmul_op(name: str, m: nn.Module, first: bool, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    if not _is_sign(m.weight_quantizer):
-        raise ExportError(f"layer {name}: weights {m.weight_quantizer} are not plain sign weights")
+    """A BNN layer (``_packed_binary``): sign weights on sign inputs, or on the real or 8-bit image."""
     sign_input = _is_sign(m.input_quantizer)
-    if not sign_input and not (first and (m.input_quantizer.meta.kind == "float" or _is_pixel_grid(m.input_quantizer))):
-        raise ExportError(
-            f"layer {name}: input quantizer {m.input_quantizer} is not supported"
-            + ("" if first else " after the first layer (use sign)")
-        )
     w = m.weight.detach()
     op: dict[str, Any] = {"layer": name}
     if m.bias is not None:

@@ -30,7 +30,8 @@ BATCH_LIMIT = 1  # FusedDense and FusedCNN: from batch 2 the blocked products of
 
 class BinaryChain:
     """The tables of a run of binary layers as flat buffers for one kernel call: per layer (N, K,
-    offset of its packed words, offset of its N values, offset of its panels), the packed weights
+    offset of its packed words, offset of its N values (padded to whole 64-entry words), offset of
+    its panels), the packed weights
     as rows and in the register-tile layout (``kernels._panels``), biases and the
     threshold tables between layers, and the output batch norm (identity without one)."""
 
@@ -133,10 +134,6 @@ class BinaryTail:
         kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail_batch
         kernel(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
         return torch.from_numpy(out)
-
-
-def _padded(values: np.ndarray, size: int) -> np.ndarray:
-    return np.pad(values, (0, size - len(values)))
 
 
 def _bias(op: Any, n: int) -> np.ndarray:
