@@ -16,7 +16,6 @@ from qnnlab.models.vision import RealShortcut
 from qnnlab.nn import QuantConv2d, QuantLinear, ShiftBatchNorm1d, ShiftBatchNorm2d
 from qnnlab.quant.rounding import ap2
 
-
 OUTPUT_OPS = (  # what a model may end with: the linear ops, whose outputs are the logits, or a batch norm's affine
     "affine",
     "linear",
