@@ -50,6 +50,7 @@ def _masked_sums(rows: int, lane_bits: int, widen_every: int):
             wide = ir.VectorType(ir.IntType(32), lanes)
             zero = ir.Constant(vector, [0.0 if is_float else 0] * lanes)
             x_ptr = builder.inttoptr(x_addr, ir.VectorType(stored, lanes).as_pointer())
+            mask_pointer = ir.VectorType(ir.IntType(1), lanes).as_pointer()
             w_ptr = builder.inttoptr(w_addr, ir.IntType(64).as_pointer())
             prefetch = cgutils.get_or_insert_function(builder.module, PREFETCH_TYPE, "llvm.prefetch.p0")
             acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(parts)] for _ in range(rows)]
@@ -77,8 +78,7 @@ def _masked_sums(rows: int, lane_bits: int, widen_every: int):
                         word_bytes = builder.bitcast(builder.gep(w_ptr, [at]), ir.IntType(8).as_pointer())
                         for p in range(parts):  # bits lanes p .. lanes p + lanes - 1 of the word
                             part = builder.gep(word_bytes, [_const(index, p * lanes // 8)])
-                            mask_type = ir.VectorType(ir.IntType(1), lanes).as_pointer()
-                            bits = builder.load(builder.bitcast(part, mask_type), align=lanes // 8)
+                            bits = builder.load(builder.bitcast(part, mask_pointer), align=lanes // 8)
                             picked = builder.select(bits, inputs[p], zero)
                             summed = (
                                 builder.fadd(builder.load(acc[r][p]), picked, flags=["fast"])

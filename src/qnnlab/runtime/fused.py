@@ -31,15 +31,14 @@ BATCH_LIMIT = 1  # FusedDense and FusedCNN: from batch 2 the blocked products of
 class BinaryChain:
     """The tables of a run of binary layers as flat buffers for one kernel call: per layer (N, K,
     offset of its packed words, offset of its N values (padded to whole 64-entry words), offset of
-    its panels), the packed weights
-    as rows and in the register-tile layout (``kernels._panels``), biases and the
-    threshold tables between layers, and the output batch norm (identity without one)."""
+    its panels), the packed weights as rows and in the register-tile layout (``kernels._panels``),
+    biases and the threshold tables between layers, and the output batch norm (identity without one)."""
 
     def __init__(self, layers: list[Any], thresholds: list[Any], affine: Any) -> None:
         from qnnlab.kernels import _panels  # numba compiles on first use, not at import
 
         sizes = [layer.weight.shape[0] for layer in layers]
-        padded = [-(-n // 64) * 64 for n in sizes]  # each layer's values in whole words: read 64 at a time
+        padded = [kernels.words(n) * 64 for n in sizes]  # each layer's values in whole words: read 64 at a time
         word_starts = np.cumsum([0] + [layer.weight.numel() for layer in layers])[:-1]
         value_starts = np.cumsum([0] + padded)[:-1]
         panels = [_panels.panels(layer.weight.numpy().view(np.uint64)).reshape(-1) for layer in layers]
