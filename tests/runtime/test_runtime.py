@@ -256,22 +256,23 @@ def _write_version_1(packed, path):
     )
 
 
-def test_the_first_layer_without_an_int8_gemm_takes_the_bit_plane_kernel_with_the_same_result(monkeypatch):
+@pytest.mark.parametrize("path", ["int8 GEMM", "float32 GEMM", "bit planes"])
+def test_the_first_layer_gives_the_same_exact_sums_on_every_path(path, monkeypatch):
+    """The 8-bit first layer's integer sums: torch's int8 GEMM where the CPU has VNNI, a float32
+    GEMM (exact below 2^24) where it has not, the bit-plane kernel past that; all bit for bit equal."""
     shape_only = data.ImageData.empty((1, 28, 28), 10)
     torch.manual_seed(0)
     model = build_model(resolve("bnn", {"model": "mlp-small"}), shape_only).eval()
-    first = runtime.ops.RealLinear(*_real_linear_op(model))
     codes = torch.randint(0, 256, (5, 784)).float()
     x = codes / 127.5 - 1
-    with_gemm = first.packed(x)
-
-    def no_int8_gemm(*args):
-        raise RuntimeError("no int8 GEMM here")
-
-    monkeypatch.setattr(torch, "_int_mm", no_int8_gemm)
-    first._int8_weights = None
-    assert torch.equal(first.packed(x), with_gemm)
-    torch.testing.assert_close(with_gemm, first.reference(x), atol=1e-4, rtol=1e-5)
+    op, tensors = _real_linear_op(model)
+    expected = (codes - 128).double() @ kernels.unpack(tensors[op["weight"]], 784).double().T
+    monkeypatch.setattr(kernels, "int8_dot_products", lambda: path == "int8 GEMM")
+    if path == "bit planes":
+        monkeypatch.setattr(runtime.ops, "FLOAT32_EXACT", 128 * 784)
+    first = runtime.ops.RealLinear(op, tensors)
+    assert torch.equal(first.centred_sums(codes).double(), expected)
+    torch.testing.assert_close(first.packed(x), first.reference(x), atol=1e-4, rtol=1e-5)
 
 
 def _real_linear_op(model):

@@ -8,6 +8,8 @@ use and run on ``torch.get_num_threads()`` threads.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -32,6 +34,7 @@ __all__ = [
     "pack",
     "pack_filters",
     "pack_nhwc",
+    "int8_dot_products",
     "on_pixel_grid",
     "pixel_matmul",
     "popcount_rate",
@@ -67,6 +70,16 @@ def _kernels():  # imported lazily: numba compiles on first use
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
     return _numba
+
+
+@functools.cache
+def int8_dot_products() -> bool:
+    """Whether the CPU has integer dot-product instructions (AVX-512 VNNI or AVX-VNNI), on which
+    torch's int8 GEMM runs fast; without them (e.g. AMD Zen 2) it is a slow reference loop."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("avx512vnni") or features.get("avxvnni"))
 
 
 def _words_view(packed: torch.Tensor) -> np.ndarray:

@@ -223,7 +223,7 @@ class PixelConvThreshold:
         nxt = steps[i + 1] if i + 1 < len(steps) else None
         if steps[i].kind == "real_conv" and nxt is not None and nxt.kind == "threshold" and nxt.layout == "nhwc":
             taps = steps[i].filters[0].numel()
-            return (cls(steps[i], nxt), 2) if taps * 255 < 2**24 else None  # float32 sums exact
+            return (cls(steps[i], nxt), 2) if taps * 255 < runtime_ops.FLOAT32_EXACT else None
         return None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ BNN+'s residual blocks) are in ``maps``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any, ClassVar
@@ -34,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from qnnlab import kernels
+
+FLOAT32_EXACT = 1 << 24  # float32 holds every integer below this exactly
 
 OPS: dict[str, type[Op]] = {}
 
@@ -167,6 +170,7 @@ class RealLinear(Op):
         self.weight, self.k = self._tensor(tensors, "weight", torch.int64), self._count("k")
         self.weight_sum = self._tensor(tensors, "weight_sum", torch.float64)
         self._int8_weights: torch.Tensor | None = None
+        self._float_weights: torch.Tensor | None = None
         self._transposed: torch.Tensor | None = None
         self.grid_checked = False  # set by a model that checks its inputs lie on the pixel grid
         self._offset: torch.Tensor | None = None
@@ -207,17 +211,23 @@ class RealLinear(Op):
         return self._add_bias(x.to(torch.float32) @ kernels.unpack(self.weight, self.k).T)
 
     def centred_sums(self, codes: torch.Tensor) -> torch.Tensor:
-        """Exact sum_t (c_t - 128) w_t for pixel codes (whole floats 0..255) and +-1 weights. An int8
-        GEMM does it fastest where the CPU has integer dot-product instructions, (c - 128) and w in
-        int8; where torch offers none, the bit-plane AND-popcount kernel (QNN paper) gives c . w."""
-        if self._int8_weights is None:
-            self._int8_weights = kernels.unpack(self.weight, self.k).to(torch.int8).T.contiguous()
-        try:
-            return torch._int_mm((codes - 128).to(torch.int8), self._int8_weights)
-        except (AttributeError, RuntimeError):
-            if self._transposed is None:
-                self._transposed = self.weight.T.contiguous()
-            return kernels.pixel_matmul(codes.to(torch.uint8), self._transposed, self.k) - 128 * self.weight_sum.long()
+        """Exact sum_t (c_t - 128) w_t for pixel codes (whole floats 0..255) and +-1 weights. Where the
+        CPU has integer dot-product instructions (VNNI), torch's int8 GEMM, (c - 128) and w in int8;
+        elsewhere torch's int8 GEMM is a slow reference loop, and a float32 GEMM is exact while every
+        partial sum is an integer below 2^24 (|c - 128| <= 128 over k < 2^17 terms); past that, the
+        bit-plane AND-popcount kernel (QNN paper) gives c . w."""
+        if kernels.int8_dot_products():
+            if self._int8_weights is None:
+                self._int8_weights = kernels.unpack(self.weight, self.k).to(torch.int8).T.contiguous()
+            with contextlib.suppress(AttributeError, RuntimeError):  # torch builds without _int_mm on CPU
+                return torch._int_mm((codes - 128).to(torch.int8), self._int8_weights)
+        if 128 * self.k < FLOAT32_EXACT:
+            if self._float_weights is None:
+                self._float_weights = kernels.unpack(self.weight, self.k).T.contiguous()
+            return (codes - 128) @ self._float_weights
+        if self._transposed is None:
+            self._transposed = self.weight.T.contiguous()
+        return kernels.pixel_matmul(codes.to(torch.uint8), self._transposed, self.k) - 128 * self.weight_sum.long()
 
 
 @register
