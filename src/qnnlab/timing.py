@@ -89,14 +89,20 @@ def interleaved_ms(
 
 
 def cpu_name() -> str:
-    """The processor's model name, printed with every timing (the machines here change)."""
+    """The processor's model name and its microarchitecture as the kernels' compiler (LLVM) names it,
+    e.g. "AMD EPYC (znver2)", printed with every timing: the machines here change, and a model name
+    alone may not say which generation (and so which vector instructions) ran."""
+    import llvmlite.binding as llvm
+
+    name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return f"{name} ({llvm.get_host_cpu_name()})"
 
 
 def versus(candidate_ms: float, baseline_ms: dict[str, float], ratios: dict[str, float]) -> dict[str, Any]:

@@ -292,7 +292,9 @@ def read_packed(w_packed: torch.Tensor) -> np.ndarray:
 
 def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
     """Binary multiply-accumulates per second that XOR, popcount and add reach on registers alone
-    (``kernels._rates``), on ``torch.get_num_threads()`` threads: the arithmetic bound of a GEMM."""
+    (``kernels._rates``, the best of its loop shapes), on ``torch.get_num_threads()`` threads: the
+    arithmetic bound of a GEMM. ``steps`` is the count of the largest shape's steps; the others
+    run as many multiply-accumulates."""
     import time
 
     import numba
@@ -301,13 +303,18 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
     from qnnlab.kernels import _rates
 
     out = np.empty(numba.get_num_threads(), dtype=np.uint64)
-    _rates.run_loops(steps // 8, out)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _rates.run_loops(steps, out)
-        times.append(time.perf_counter() - start)
-    return len(out) * steps * _rates.MACS_PER_STEP / min(times)  # a bound: the best of the repeats
+    largest = max(_rates.macs_per_step(*shape) for shape in _rates.SHAPES)
+    rates = []
+    for shape, run_loops in _rates.RUNNERS.items():
+        shape_steps = steps * largest // _rates.macs_per_step(*shape)
+        run_loops(shape_steps // 8, out)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run_loops(shape_steps, out)
+            times.append(time.perf_counter() - start)
+        rates.append(len(out) * shape_steps * _rates.macs_per_step(*shape) / min(times))
+    return max(rates)  # a bound: the best shape's best repeat
 
 
 def on_pixel_grid(x: torch.Tensor) -> bool:
