@@ -1,5 +1,5 @@
-"""Packed binary kernels against torch float32 and torch's int8 GEMM (``torch._int_mm``) on the
-same thread count, operands prepared (packed, float or int8) before timing, timed in interleaved
+"""Packed binary kernels against torch float32 and torch's int8 GEMM (``torch._int_mm``, where the
+CPU has VNNI: elsewhere it is a reference loop no one would deploy) on the same thread count, operands prepared (packed, float or int8) before timing, timed in interleaved
 rounds (medians); each row names the CPU.
 
 gemm N: binary_matmul of packed (N, N) by (N, N) against float32 and int8 (N, N) products, with
@@ -44,15 +44,24 @@ def _row(name: str, shape: str, candidate, baseline, repeats: int) -> dict[str, 
     }
 
 
+def _int8_gemm(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
+    """{"torch-int8": a @ b.T in torch's int8 GEMM} where it is a baseline a user would pick: on a
+    CPU with VNNI, and for sizes it takes (above 16 and multiples of 8). Without VNNI it is a
+    reference loop (seconds at 1024^3), slower than float32, and the row leaves it out."""
+    if not kernels.int8_dot_products():
+        return {}
+    a8, b8t = a.to(torch.int8), b.to(torch.int8).T.contiguous()
+    try:
+        torch._int_mm(a8, b8t)
+    except (AttributeError, RuntimeError):
+        return {}
+    return {"torch-int8": lambda: torch._int_mm(a8, b8t)}
+
+
 def _gemm_row(n: int, repeats: int, bound: float) -> dict[str, Any]:
     a, b = _pm1(n, n), _pm1(n, n)
     pa, pb = kernels.pack(a), kernels.pack(b)
-    a8, b8t = a.to(torch.int8), b.to(torch.int8).T.contiguous()
-    baselines = {"torch-float32": lambda: torch.matmul(a, b.T), "torch-int8": lambda: torch._int_mm(a8, b8t)}
-    try:
-        torch._int_mm(a8, b8t)
-    except (AttributeError, RuntimeError):  # torch's int8 GEMM wants sizes above 16 and multiples of 8
-        del baselines["torch-int8"]
+    baselines = {"torch-float32": lambda: torch.matmul(a, b.T), **_int8_gemm(a, b)}
     panels = kernels.binary_panels(pb)  # b's register-tile layout, made once as a network's weights are
     product = lambda: kernels.binary_matmul(pa, pb, n, panels)  # noqa: E731
     q_ms, base_ms, ratios = interleaved_ms(product, baselines, repeats)
@@ -94,14 +103,10 @@ def _gemv_rows(k: int, repeats: int) -> Iterator[dict[str, Any]]:
     yield _row(
         "binary_gemv", f"1x{k}x{k}", lambda: kernels.binary_matmul(px, pw, k), lambda: torch.matmul(x, w.T), repeats
     )
-    w8t = w.to(torch.int8).T
     real, real8 = torch.randn(1, k), torch.randint(-128, 128, (1, k), dtype=torch.int8)
     stream_ms = median_ms(lambda: kernels.read_packed(pw), repeats)
-    for name, inputs, baselines in (
-        ("weight_only_gemv", real, {"torch-float32": lambda: torch.matmul(real, w.T)}),
-        ("weight_only_gemv_int8", real8, {}),
-    ):
-        baselines["torch-int8"] = lambda: torch._int_mm(real8, w8t)
+    baselines = {"torch-float32": lambda: torch.matmul(real, w.T), **_int8_gemm(real8, w)}
+    for name, inputs in (("weight_only_gemv", real), ("weight_only_gemv_int8", real8)):
         q_ms, base_ms, ratios = interleaved_ms(lambda: kernels.sign_weight_matmul(inputs, pw, k), baselines, repeats)
         yield {
             "name": name,
@@ -123,12 +128,11 @@ def _bitserial_row(n: int, a_bits: int, b_bits: int, repeats: int) -> dict[str, 
     planes_a, planes_b = kernels._planes(a, a_bits, "a"), kernels._planes(b, b_bits, "b")
     weights = np.array([[1 << (i + j) for j in range(b_bits)] for i in range(a_bits)], dtype=np.int64)
     fa, fb = a.float(), b.float()
-    a8, b8t = (a - 2 ** (a_bits - 1)).to(torch.int8), (b - 2 ** (b_bits - 1)).to(torch.int8).T.contiguous()
-    q_ms, base_ms, ratios = interleaved_ms(
-        lambda: kernels._and_planes(planes_a, planes_b, weights),
-        {"torch-float32": lambda: torch.matmul(fa, fb.T), "torch-int8": lambda: torch._int_mm(a8, b8t)},
-        repeats,
-    )
+    baselines = {
+        "torch-float32": lambda: torch.matmul(fa, fb.T),
+        **_int8_gemm(a - 2 ** (a_bits - 1), b - 2 ** (b_bits - 1)),
+    }
+    q_ms, base_ms, ratios = interleaved_ms(lambda: kernels._and_planes(planes_a, planes_b, weights), baselines, repeats)
     return {
         "name": f"bitserial_{a_bits}x{b_bits}_gemm",
         "shape": f"{n}x{n}x{n}",
