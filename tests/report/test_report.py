@@ -14,6 +14,7 @@ from qnnlab.analysis.estimators import measure
 from qnnlab.analysis.inside import inside
 from qnnlab.cli import main
 from qnnlab.data import ImageData, load
+from qnnlab.report import figures
 from qnnlab.report.records import Records
 from qnnlab.report.sections import outline
 from qnnlab.run.config import resolve
@@ -178,6 +179,22 @@ def test_the_xnor_net_model_sits_beside_the_measured_convolutions(tmp_path):
     markdown = (tmp_path / "r.md").read_text()
     assert "XNOR-Net's speed-up model beside the measured binary convolution (bnn-cnn, measured on Test CPU" in markdown
     assert "| 3 | 64 | 9 | 57.60 | 10.20 |" in markdown
+
+
+def test_benchmark_records_of_several_cpus_are_drawn_side_by_side_each_named(tmp_path):
+    def row(cpu):
+        speedups = {"torch-float32": {"ms": 9.0, "speedup": 9.0}, "ort-int8-static": {"ms": 2.0, "speedup": 2.0}}
+        return {"name": "model/mlp", "shape": "batch 100", "cpu": cpu, "threads": 1, "baselines": speedups}
+
+    bench = tmp_path / "results" / "cpu" / "bench"
+    (bench / "znver2").mkdir(parents=True)
+    (bench / "model-mlp-threads1.jsonl").write_text(json.dumps(row("CPU A")) + "\n")
+    (bench / "znver2" / "model-mlp-threads1.jsonl").write_text(json.dumps(row("CPU B (znver2)")) + "\n")
+    records = Records.find([tmp_path / "results"])
+    assert [r["cpu"] for r in records.bench] == ["CPU A", "CPU B (znver2)"]
+    axes = figures.measured_speedups(records.bench).axes[0]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["mlp b100 t1 CPU A", "mlp b100 t1 CPU B (znver2)"]
+    assert "CPU A and CPU B (znver2)" in axes.get_title()
 
 
 def test_inside_the_networks_is_drawn_from_the_runs_inside_records(tmp_path):

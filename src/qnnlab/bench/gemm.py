@@ -1,6 +1,7 @@
 """Packed binary kernels against torch float32 and torch's int8 GEMM (``torch._int_mm``, where the
-CPU has VNNI: elsewhere it is a reference loop no one would deploy) on the same thread count, operands prepared (packed, float or int8) before timing, timed in interleaved
-rounds (medians); each row names the CPU.
+CPU has VNNI: elsewhere it is a reference loop no one would deploy) on the same thread count,
+operands prepared (packed, float or int8) before timing, timed in interleaved rounds (medians);
+each row names the CPU.
 
 gemm N: binary_matmul of packed (N, N) by (N, N) against float32 and int8 (N, N) products, with
 the binary multiply-accumulates per second it reaches and their share of the machine's measured

@@ -481,7 +481,12 @@ def measured_speedups(rows: list[dict[str, Any]]) -> Any:
     thread count, from ``qnnlab bench model`` records; 1 marks parity."""
     plt = pyplot()
     rows = [r for r in rows if not r.get("beside_a_busy_process")]
-    labels = [f"{r['name'].split('/')[-1]} b{r['shape'].split()[-1]} t{r['threads']}" for r in rows]
+    cpus = list(dict.fromkeys(r["cpu"] for r in rows))
+    labels = [
+        f"{r['name'].split('/')[-1]} b{r['shape'].split()[-1]} t{r['threads']}"
+        + (f" {r['cpu']}" if len(cpus) > 1 else "")
+        for r in rows
+    ]
     baselines = sorted({name for r in rows for name in r["baselines"]})
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) * len(baselines) + 1.4))
     height = 0.8 / max(1, len(baselines))
@@ -500,7 +505,7 @@ def measured_speedups(rows: list[dict[str, Any]]) -> Any:
     ax.set_xscale("log")
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))], labels)
     ax.set_xlabel("speed-up of the packed BNN over the baseline (x, log scale; right of 1: faster)")
-    ax.set_title(f"Measured on {rows[0]['cpu']}: packed BNN against float32 and int8 deployments")
+    ax.set_title(f"Measured on {' and '.join(cpus)}: packed BNN against float32 and int8 deployments", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

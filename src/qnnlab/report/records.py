@@ -1,7 +1,7 @@
 """What a report reads: the sweeps (folders with ``sweep.json``, their runs' ``result.json``,
 ``metrics.jsonl`` and ``inside.json``), the estimator measurements (``estimator-bias-variance.json``),
-the demo's ``speed.json`` and benchmark records (``bench/model-*.jsonl``, ``bench/analyze-*.json``)
-found under the folders it is given."""
+the demo's ``speed.json`` and benchmark records (``bench/model-*.jsonl``, also in a folder per CPU
+below ``bench``, and ``bench/analyze-*.json``) found under the folders it is given."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class Records:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{speeds[0]}: unreadable speed record ({exc})") from None
         bench = []
-        for file in sorted(p for folder in map(Path, folders) for p in folder.glob("*/bench/model-*.jsonl")):
+        for file in sorted(p for folder in map(Path, folders) for p in folder.glob("*/bench/**/model-*.jsonl")):
             try:
                 bench += [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
             except (OSError, json.JSONDecodeError) as exc:
