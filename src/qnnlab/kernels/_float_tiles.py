@@ -16,7 +16,7 @@ however short the loops around them.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -90,3 +90,14 @@ def threshold_bits(typingctx, values_address, sign_address, bound_address, count
         return builder.and_(word, keep)
 
     return sig, codegen
+
+
+@njit(inline="always")
+def threshold_words(values, sign, bound, count, out):
+    """out[w] = ``threshold_bits`` of entries 64 w .. 64 w + 63 for every word w of out, over the
+    first ``count`` entries; values, sign and bound padded to whole words."""
+    for word in range(out.shape[0]):
+        at = word * WORD
+        out[word] = threshold_bits(
+            values[at:].ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(WORD, count - at)
+        )

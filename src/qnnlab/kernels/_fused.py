@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from qnnlab.kernels import _int8_tiles
-from qnnlab.kernels._float_tiles import threshold_bits
+from qnnlab.kernels._float_tiles import threshold_bits, threshold_words
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
 from qnnlab.kernels._panels import COLUMNS, gemm, signed_tile
@@ -147,13 +147,10 @@ def _threshold_rows(products, bias, sign, bound, out):
     bound padded to whole words (``threshold_bits`` reads 64 entries)."""
     n = products.shape[1]
     for b in prange(products.shape[0]):
-        values = np.zeros(64, dtype=np.float32)
-        for word in range(out.shape[1]):
-            at = word * 64
-            count = min(64, n - at)
-            for j in range(count):
-                values[j] = np.float32(products[b, at + j]) + bias[at + j]
-            out[b, word] = threshold_bits(values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, count)
+        values = np.zeros(out.shape[1] * 64, dtype=np.float32)
+        for j in range(n):
+            values[j] = np.float32(products[b, j]) + bias[j]
+        threshold_words(values, sign, bound, n, out[b])
 
 
 @njit(cache=True, nogil=True)
@@ -163,14 +160,11 @@ def centred_threshold(sums, offset, bias, sign, bound, out):
     (sign y >= bound), as the ops compute it; bias, sign and bound padded to whole words. One
     thread: light work right after torch's GEMM, whose OpenMP workers still hold the cores."""
     batch, n = sums.shape
-    values = np.zeros(64, dtype=np.float32)
+    values = np.zeros(out.shape[1] * 64, dtype=np.float32)
     for b in range(batch):
-        for word in range(out.shape[1]):
-            at = word * 64
-            count = min(64, n - at)
-            for j in range(count):
-                values[j] = np.float32(sums[b, at + j] / 127.5 + offset[at + j]) + bias[at + j]
-            out[b, word] = threshold_bits(values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, count)
+        for j in range(n):
+            values[j] = np.float32(sums[b, j] / 127.5 + offset[j]) + bias[j]
+        threshold_words(values, sign, bound, n, out[b])
 
 
 @njit(parallel=True, cache=True, nogil=True)

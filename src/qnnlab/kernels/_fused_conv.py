@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
-from qnnlab.kernels._float_tiles import float_tile, threshold_bits
+from qnnlab.kernels._float_tiles import float_tile, threshold_words
 from qnnlab.kernels._fused import binary_tail_serial
 from qnnlab.kernels._numba import parallel_and_serial
 from qnnlab.kernels._panels import COLUMNS, conv_tile
@@ -71,11 +71,7 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, si
                         inside[:n_real] += tap_sums[dy, dx]
             for o in range(n_out):
                 values[o] = np.float32(np.float64(sums[ox, o]) * (1 / 127.5) - inside[o]) + bias[o]
-            for word in range(out.shape[3]):
-                at = word * 64
-                out[b, oy, ox, word] = threshold_bits(
-                    values[at:].ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(64, n_real - at)
-                )
+            threshold_words(values, sign, bound, n_real, out[b, oy, ox])
 
 
 @njit(inline="always")
@@ -178,14 +174,7 @@ def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool
         best = np.empty((out_w, bias.shape[0]), dtype=np.float32)
         _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias, b, py, image, counts, best)
         for px in range(out_w):
-            for word in range(out.shape[3]):
-                at = word * 64
-                out[b, py, px, word] = threshold_bits(
-                    best[px, at:].ctypes.data,
-                    sign[at:].ctypes.data,
-                    bound[at:].ctypes.data,
-                    min(64, corrections.shape[2] - at),
-                )
+            threshold_words(best[px], sign, bound, corrections.shape[2], out[b, py, px])
 
 
 def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding, pool, bias, sign, bound, out):
@@ -212,11 +201,7 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
             for px in range(pooled_w):
                 for o in range(n_out):  # into the classifier's (C, H, W) order
                     values[(o * pooled_h + py) * pooled_w + px] = best[px, o]
-        for word in range(out.shape[1]):
-            at = word * 64
-            out[b, word] = threshold_bits(
-                values[at:].ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(64, features - at)
-            )
+        threshold_words(values, sign, bound, features, out[b])
 
 
 pixel_conv_threshold, pixel_conv_threshold_serial = parallel_and_serial(_pixel_conv_threshold)
