@@ -177,6 +177,36 @@ def test_a_kernel_call_leaves_torchs_thread_count_alone():
     assert out.strip() == "1"  # numba's thread pool, started on first use, used to reset it to the core count
 
 
+def test_numba_runs_its_workqueue_pool_and_threads_that_launch_at_once_take_turns():
+    """Unless the user chose a threading layer, numba's pool is its workqueue (idle threads sleep
+    instead of spinning beside torch's OpenMP workers); it aborts the process when two threads
+    launch parallel work at once, so ``kernels.launch`` lets one launch at a time."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import threading, numba, torch
+from qnnlab import kernels
+torch.set_num_threads(2)
+a = kernels.pack(torch.where(torch.rand(512, 2048) < 0.5, -1.0, 1.0))
+b = kernels.pack(torch.where(torch.rand(1024, 2048) < 0.5, -1.0, 1.0))
+expected = kernels.binary_matmul(a, b, 2048)  # parallel: the register-tiled GEMM
+wrong = []
+def work():
+    for _ in range(30):
+        wrong.append(not torch.equal(kernels.binary_matmul(a, b, 2048), expected))
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(numba.threading_layer(), sum(wrong))
+"""
+    env = {name: value for name, value in os.environ.items() if name != "NUMBA_THREADING_LAYER"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["workqueue", "0"]
+
+
 def test_the_popcount_rate_is_a_rate_and_counts_every_thread():
     import numba
 

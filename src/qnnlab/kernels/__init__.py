@@ -9,6 +9,8 @@ use and run on ``torch.get_num_threads()`` threads.
 from __future__ import annotations
 
 import functools
+import os
+import threading
 
 import numpy as np
 import torch
@@ -53,16 +55,23 @@ ROWS_KERNEL_BYTES = 1 << 16  # packed b up to this size stays in L1/L2: sweep it
 
 
 _pool_started = False
+_LAUNCHES = threading.Lock()
 
 
 def _kernels():  # imported lazily: numba compiles on first use
+    """The compiled kernels, with numba's pool started on torch's thread count. Unless the user
+    chose (``NUMBA_THREADING_LAYER``), the pool is numba's workqueue: its idle threads sleep,
+    where an OpenMP pool's spin beside torch's own OpenMP workers (a second copy of libgomp) and
+    the two fight for the cores; beside a busy process that cost the packed models 2-4x."""
     global _pool_started
     import numba
 
     from qnnlab.kernels import _numba
 
     threads = torch.get_num_threads()
-    if not _pool_started:  # starting numba's OpenMP pool resets the process's (torch's) thread count
+    if not _pool_started:  # starting numba's pool resets the process's (torch's) thread count
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            numba.config.THREADING_LAYER = "workqueue"
         _numba.launch_pool(2)
         torch.set_num_threads(threads)
         _pool_started = True
@@ -70,6 +79,14 @@ def _kernels():  # imported lazily: numba compiles on first use
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
     return _numba
+
+
+def launch(kernel, *args):
+    """``kernel(*args)`` for a compiled kernel, on torch's thread count, one call at a time in the
+    process: numba's workqueue pool aborts the process when two threads launch work at once."""
+    _kernels()
+    with _LAUNCHES:
+        return kernel(*args)
 
 
 @functools.cache
@@ -106,10 +123,10 @@ def binary_matmul(
     out = np.empty((m, n), dtype=np.int32)
     a, b = _words_view(a_packed), _words_view(b_packed)
     if m == 1:
-        kernels.xnor_gemv(a, b, k, out)
+        launch(kernels.xnor_gemv, a, b, k, out)
     elif b.nbytes <= ROWS_KERNEL_BYTES:
         rows = kernels.xnor_gemm_rows_serial if m * n * a.shape[1] < SERIAL_BELOW else kernels.xnor_gemm_rows
-        rows(a, np.ascontiguousarray(b.T), k, out)
+        launch(rows, a, np.ascontiguousarray(b.T), k, out)
     else:
         from qnnlab.kernels import _panels
 
@@ -119,7 +136,7 @@ def binary_matmul(
             raise ValueError(
                 f"b_panels is {b_panels.dtype} {tuple(b_panels.shape)}; make it with binary_panels(b_packed)"
             )
-        _panels.gemm(a, _words_view(b_panels), b, k, out)
+        launch(_panels.gemm, a, _words_view(b_panels), b, k, out)
     return torch.from_numpy(out)
 
 
@@ -167,14 +184,14 @@ def _and_planes(planes_a: torch.Tensor, planes_b: torch.Tensor, weights: np.ndar
     m, n = a.shape[1], b.shape[1]
     if m < _panels.ROWS or n < _panels.COLUMNS:
         out = np.empty((m, n), dtype=np.int64)
-        kernels.and_gemm_planes(a, b, weights, out)
+        launch(kernels.and_gemm_planes, a, b, weights, out)
         return torch.from_numpy(out)
     rows = sum(int(w) * _row_popcounts(a[p]) for p, w in enumerate(weights.sum(axis=1)))
     columns = sum(int(w) * _row_popcounts(b[q]) for q, w in enumerate(weights.sum(axis=0)))
     panels = np.stack([_panels.panels(plane) for plane in b])
     twice = np.empty((m, n), dtype=np.int64)  # sum_pq w_pq (popcount(a_p) + popcount(b_q) - XOR count)
-    _panels.weighted_plane_counts(a, panels, b, np.ascontiguousarray(-weights, dtype=np.int64), twice)
-    _panels.halve_with_margins(twice, rows, columns)
+    launch(_panels.weighted_plane_counts, a, panels, b, np.ascontiguousarray(-weights, dtype=np.int64), twice)
+    launch(_panels.halve_with_margins, twice, rows, columns)
     return torch.from_numpy(twice)
 
 
@@ -182,7 +199,7 @@ def _row_popcounts(words: np.ndarray) -> np.ndarray:
     from qnnlab.kernels import _panels
 
     out = np.empty(words.shape[0], dtype=np.int64)
-    _panels.row_popcounts(words, out)
+    launch(_panels.row_popcounts, words, out)
     return out
 
 
@@ -215,7 +232,7 @@ def pixel_matmul(codes: torch.Tensor, w_packed_t: torch.Tensor, k: int, bits: in
         rows = codes_np[start : start + chunk]
         planes = np.zeros((len(rows), bits, w.shape[0]), dtype=np.uint64)
         sums = np.zeros((len(rows), bits, n), dtype=np.uint64)
-        _kernels().pixel_planes_matmul(rows, w, k, bits, planes, sums, out[start : start + chunk])
+        launch(_kernels().pixel_planes_matmul, rows, w, k, bits, planes, sums, out[start : start + chunk])
     return torch.from_numpy(out)
 
 
@@ -250,7 +267,7 @@ def threshold_pack_tables(y: torch.Tensor, sign: np.ndarray, bound: np.ndarray) 
     if len(sign) != n or len(bound) != n:
         raise ValueError(f"threshold tables hold {len(sign)} and {len(bound)} values for {n} columns")
     out = np.empty((m, words(n)), dtype=np.uint64)
-    _kernels().threshold_pack(y.contiguous().numpy(), sign, bound, out)
+    launch(_kernels().threshold_pack, y.contiguous().numpy(), sign, bound, out)
     return torch.from_numpy(out.view(np.int64))
 
 
@@ -262,7 +279,6 @@ def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch
     check_packed(w_packed, k, "w_packed")
     if x.dim() != 2 or x.shape[1] != k or not (x.dtype.is_floating_point or x.dtype == torch.int8):
         raise ValueError(f"x must be a float or int8 (M, {k}) tensor, got {x.dtype} {tuple(x.shape)}")
-    _kernels()  # sets the thread count
     from qnnlab.kernels import _masked
 
     w_words = w_packed.contiguous().numpy().view(np.uint64)
@@ -274,19 +290,18 @@ def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch
         xs = np.pad(xs, ((0, 0), (0, padded - k)))
     out = np.empty((x.shape[0], w_words.shape[0]), dtype=np.int32 if integer else np.float32)
     totals = xs.sum(axis=1, dtype=np.int64 if integer else np.float64).astype(np.int64 if integer else np.float32)
-    (_masked.sign_weight_int if integer else _masked.sign_weight_float)(xs, w_words, totals, out)
+    launch(_masked.sign_weight_int if integer else _masked.sign_weight_float, xs, w_words, totals, out)
     return torch.from_numpy(out)
 
 
 def read_packed(w_packed: torch.Tensor) -> np.ndarray:
     """One parallel read of the packed words (OR over each row): the least any product that must
     read them does, on the same threads; time it as a bound (``bench gemm``'s ``stream_ms``)."""
-    _kernels()
     from qnnlab.kernels import _masked
 
     words = _words_view(w_packed)
     out = np.empty(words.shape[0], dtype=np.uint64)
-    _masked.read_words(words, out)
+    launch(_masked.read_words, words, out)
     return out
 
 
@@ -307,11 +322,11 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
     rates = []
     for shape, run_loops in _rates.RUNNERS.items():
         shape_steps = steps * largest // _rates.macs_per_step(*shape)
-        run_loops(shape_steps // 8, out)
+        launch(run_loops, shape_steps // 8, out)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            run_loops(shape_steps, out)
+            launch(run_loops, shape_steps, out)
             times.append(time.perf_counter() - start)
         rates.append(len(out) * shape_steps * _rates.macs_per_step(*shape) / min(times))
     return max(rates)  # a bound: the best shape's best repeat
@@ -320,4 +335,4 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
 def on_pixel_grid(x: torch.Tensor) -> bool:
     """Whether every value of x is on the 8-bit pixel grid x = c / 127.5 - 1, c in 0..255 (within
     1e-3 of a code, in float32), and so finite."""
-    return bool(_kernels().on_pixel_grid(x.detach().to(torch.float32).contiguous().reshape(-1).numpy()))
+    return bool(launch(_kernels().on_pixel_grid, x.detach().to(torch.float32).contiguous().reshape(-1).numpy()))

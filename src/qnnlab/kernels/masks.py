@@ -30,16 +30,15 @@ def _float2d(t: torch.Tensor, name: str) -> np.ndarray:
 
 def masked_linear(x: torch.Tensor, w: torch.Tensor, seed: int, keep: float) -> torch.Tensor:
     """(B, K) x (N, K) -> (B, N): y[b] = (M_b * W) x[b] / keep, M_b the mask of sample b."""
-    from qnnlab.kernels import _kernels
+    from qnnlab.kernels import launch
     from qnnlab.kernels._masks import masked_forward
 
-    _kernels()  # thread count as torch's
     xs, ws = _float2d(x, "x"), _float2d(w, "w")
     if xs.shape[1] != ws.shape[1]:
         raise ValueError(f"x has {xs.shape[1]} features, w expects {ws.shape[1]}")
     threshold, scale = _threshold(keep)
     out = np.empty((xs.shape[0], ws.shape[0]), dtype=np.float32)
-    masked_forward(xs, ws, _seed(seed), threshold, np.float32(scale), out)
+    launch(masked_forward, xs, ws, _seed(seed), threshold, np.float32(scale), out)
     return torch.from_numpy(out)
 
 
@@ -47,25 +46,25 @@ def masked_linear_grads(
     grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, seed: int, keep: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dL/dx, dL/dW) of ``masked_linear`` for dL/dy = ``grad``, under the same masks."""
-    from qnnlab.kernels import _kernels
+    from qnnlab.kernels import launch
     from qnnlab.kernels._masks import masked_input_grad, masked_weight_grad
 
-    _kernels()
     gs, xs, ws = _float2d(grad, "grad"), _float2d(x, "x"), _float2d(w, "w")
     threshold, scale = _threshold(keep)
     dx = np.empty_like(xs)
     dw = np.empty_like(ws)
-    masked_input_grad(gs, ws, _seed(seed), threshold, np.float32(scale), dx)
-    masked_weight_grad(gs, xs, _seed(seed), threshold, np.float32(scale), dw)
+    launch(masked_input_grad, gs, ws, _seed(seed), threshold, np.float32(scale), dx)
+    launch(masked_weight_grad, gs, xs, _seed(seed), threshold, np.float32(scale), dw)
     return torch.from_numpy(dx), torch.from_numpy(dw)
 
 
 def masks(batch: int, n_out: int, n_in: int, seed: int, keep: float) -> torch.Tensor:
     """The bool masks (batch, n_out, n_in) that ``masked_linear`` draws for ``seed``: a reference
     for tests (it stores what the kernels never do)."""
+    from qnnlab.kernels import launch
     from qnnlab.kernels._masks import mask_bits
 
     threshold, _ = _threshold(keep)
     out = np.empty((batch, n_out, n_in), dtype=np.bool_)
-    mask_bits(_seed(seed), threshold, out)
+    launch(mask_bits, _seed(seed), threshold, out)
     return torch.from_numpy(out)

@@ -101,13 +101,13 @@ class FusedDense:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of x (B, ...) on the 8-bit pixel grid, B <= BATCH_LIMIT."""
-        from qnnlab.kernels import _kernels
         from qnnlab.kernels._fused import dense_chain
 
-        _kernels()
         flat = x.reshape(x.shape[0], -1).to(torch.float32).contiguous().numpy()
         out = np.empty((flat.shape[0], len(self.chain.scale)), dtype=np.float32)
-        dense_chain(flat, self.w0, self.offset0, self.bias0, self.sign0, self.bound0, *self.chain.tables(), out)
+        kernels.launch(
+            dense_chain, flat, self.w0, self.offset0, self.bias0, self.sign0, self.bound0, *self.chain.tables(), out
+        )
         return torch.from_numpy(out)
 
 
@@ -125,13 +125,11 @@ class BinaryTail:
         return (cls(BinaryChain(*parts)), len(steps) - i) if parts else None
 
     def __call__(self, packed: torch.Tensor) -> torch.Tensor:
-        from qnnlab.kernels import _kernels
         from qnnlab.kernels._fused import binary_tail_batch, binary_tail_serial
 
-        _kernels()
         out = np.empty((packed.shape[0], len(self.chain.scale)), dtype=np.float32)
         kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail_batch
-        kernel(packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
+        kernels.launch(kernel, packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
         return torch.from_numpy(out)
 
 
@@ -169,7 +167,7 @@ class ConvPoolThreshold:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels import _fused_conv as fc
-        from qnnlab.kernels import _kernels, _words_view
+        from qnnlab.kernels import _words_view
 
         conv = self.conv
         if x.dim() != 4 or x.shape[3] != kernels.words(conv.channels):
@@ -180,12 +178,12 @@ class ConvPoolThreshold:
             out = np.empty((len(x), kernels.words(pooled[0] * pooled[1] * pooled[2])), np.uint64)
         else:
             out = np.empty((len(x), pooled[1], pooled[2], kernels.words(conv.out_channels)), np.uint64)
-        _kernels()
         if self.flat:
             kernel = fc.conv_pool_threshold_flat_serial if len(x) == 1 else fc.conv_pool_threshold_flat
         else:
             kernel = fc.conv_pool_threshold_serial if len(x) == 1 else fc.conv_pool_threshold
-        kernel(
+        kernels.launch(
+            kernel,
             _words_view(x),
             self.panels,
             self.corrections,
@@ -227,14 +225,13 @@ class PixelConvThreshold:
         return None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from qnnlab.kernels import _kernels
         from qnnlab.kernels._fused_conv import pixel_conv_threshold, pixel_conv_threshold_serial
 
         conv = self.conv
         _, out_h, out_w = conv.out_shape(tuple(x.shape[1:]))
         out = np.empty((len(x), out_h, out_w, kernels.words(conv.out_channels)), np.uint64)
-        _kernels()
-        (pixel_conv_threshold_serial if len(x) == 1 else pixel_conv_threshold)(
+        kernels.launch(
+            pixel_conv_threshold_serial if len(x) == 1 else pixel_conv_threshold,
             x.to(torch.float32).contiguous().numpy(),
             self.panels,
             conv.kernel,
@@ -292,12 +289,11 @@ class PixelLinearThreshold:
         if x.shape[1] != self.linear.k:
             raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
         if self.panels is not None:
-            kernels._kernels()
-            pixel_dense_threshold(x.to(torch.float32).contiguous().numpy(), *self.tables(), out)
+            kernels.launch(pixel_dense_threshold, x.to(torch.float32).contiguous().numpy(), *self.tables(), out)
         else:
             codes = ((x.to(torch.float32) + 1) * 127.5).round()
             sums = self.linear.centred_sums(codes).to(torch.int32).contiguous().numpy()
-            centred_threshold(sums, self.offset, self.bias, self.sign, self.bound, out)
+            kernels.launch(centred_threshold, sums, self.offset, self.bias, self.sign, self.bound, out)
         return torch.from_numpy(out.view(np.int64))
 
 
@@ -321,15 +317,13 @@ class FusedDenseBatch:
         return None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from qnnlab.kernels import _kernels
         from qnnlab.kernels._fused import dense_batch
 
-        _kernels()
         flat = x.reshape(len(x), -1).to(torch.float32).contiguous().numpy()
         if flat.shape[1] != self.first.linear.k:
             raise ValueError(f"the model takes {self.first.linear.k} features per image, got {flat.shape[1]}")
         out = np.empty((len(x), len(self.tail.chain.scale)), dtype=np.float32)
-        dense_batch(flat, *self.first.tables(), *self.tail.chain.tables(), out)
+        kernels.launch(dense_batch, flat, *self.first.tables(), *self.tail.chain.tables(), out)
         return torch.from_numpy(out)
 
 
@@ -418,14 +412,12 @@ class FusedCNN:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of one image x (1, C, H, W) on the 8-bit pixel grid."""
-        from qnnlab.kernels import _kernels
         from qnnlab.kernels._fused_conv import conv_chain
 
         if len(x) != 1:
             raise ValueError(f"the fused CNN runs one image at a time, got a batch of {len(x)}")
-        _kernels()
         out = np.empty((1, self.classes), dtype=np.float32)
-        conv_chain(x.to(torch.float32).contiguous().numpy(), *self.first, *self.convs, *self.tail, out)
+        kernels.launch(conv_chain, x.to(torch.float32).contiguous().numpy(), *self.first, *self.convs, *self.tail, out)
         return torch.from_numpy(out)
 
 

@@ -631,15 +631,14 @@ class BinaryConv(_Conv):
         kh, kw = self.kernel
         taps = self.weight.numpy().view(np.uint64).reshape(self.out_channels * kh * kw, -1)
         ones = np.empty(len(taps), dtype=np.int64)
-        kernels._kernels()  # a parallel kernel: start numba's pool the way that keeps torch's thread count
-        _panels.row_popcounts(taps, ones)
+        kernels.launch(_panels.row_popcounts, taps, ones)
         return np.ascontiguousarray(
             (self.channels - 2 * ones).reshape(self.out_channels, kh, kw).transpose(1, 2, 0)
         ).astype(np.int32)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H', W', O) float32 on the GEMM's register tiles (``_fused_conv.conv_values``)."""
-        from qnnlab.kernels import _fused_conv, _kernels, _words_view
+        from qnnlab.kernels import _fused_conv, _words_view
 
         if x.dim() != 4 or x.shape[3] != kernels.words(self.channels):
             raise ValueError(
@@ -652,9 +651,10 @@ class BinaryConv(_Conv):
         if self.bias is not None:
             bias[: self.out_channels] = self.bias.numpy()
         out = np.empty((len(x), out_h, out_w, self.out_channels), dtype=np.float32)
-        _kernels()
         kernel = _fused_conv.conv_values_serial if len(x) == 1 else _fused_conv.conv_values
-        kernel(_words_view(x), self.panels, self.corrections, self.channels, self.stride, self.padding, bias, out)
+        kernels.launch(
+            kernel, _words_view(x), self.panels, self.corrections, self.channels, self.stride, self.padding, bias, out
+        )
         return torch.from_numpy(out)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:  # x holds +-1 floats (B, C, H, W)
