@@ -183,7 +183,12 @@ def test_the_xnor_net_model_sits_beside_the_measured_convolutions(tmp_path):
 
 def test_benchmark_records_of_several_cpus_are_drawn_side_by_side_each_named(tmp_path):
     def row(cpu):
-        speedups = {"torch-float32": {"ms": 9.0, "speedup": 9.0}, "ort-int8-static": {"ms": 2.0, "speedup": 2.0}}
+        speedups = {
+            "torch-float32": {"ms": 9.0, "speedup": 9.0},
+            "ort-float32": {"ms": 12.0, "speedup": 12.0},
+            "torch-int8-dynamic": {"ms": 3.0, "speedup": 3.0},
+            "ort-int8-static": {"ms": 2.0, "speedup": 2.0},
+        }
         return {"name": "model/mlp", "shape": "batch 100", "cpu": cpu, "threads": 1, "baselines": speedups}
 
     bench = tmp_path / "results" / "cpu" / "bench"
@@ -195,6 +200,9 @@ def test_benchmark_records_of_several_cpus_are_drawn_side_by_side_each_named(tmp
     axes = figures.measured_speedups(records.bench).axes[0]
     assert [t.get_text() for t in axes.get_yticklabels()] == ["mlp b100 t1 CPU A", "mlp b100 t1 CPU B (znver2)"]
     assert "CPU A and CPU B (znver2)" in axes.get_title()
+    int8_bars, float32_bars = axes.containers
+    assert [bar.get_width() for bar in int8_bars] == [2.0, 2.0]  # the strongest of each kind
+    assert [bar.get_width() for bar in float32_bars] == [9.0, 9.0]
 
 
 def test_inside_the_networks_is_drawn_from_the_runs_inside_records(tmp_path):
