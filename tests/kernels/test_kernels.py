@@ -180,7 +180,8 @@ def test_a_kernel_call_leaves_torchs_thread_count_alone():
 def test_numba_runs_its_workqueue_pool_and_threads_that_launch_at_once_take_turns():
     """Unless the user chose a threading layer, numba's pool is its workqueue (idle threads sleep
     instead of spinning beside torch's OpenMP workers); it aborts the process when two threads
-    launch parallel work at once, so ``kernels.launch`` lets one launch at a time."""
+    launch parallel work at once, so ``kernels.launch`` lets one launch at a time (and one thread
+    start the pool)."""
     import os
     import subprocess
     import sys
@@ -189,9 +190,9 @@ def test_numba_runs_its_workqueue_pool_and_threads_that_launch_at_once_take_turn
 import threading, numba, torch
 from qnnlab import kernels
 torch.set_num_threads(2)
-a = kernels.pack(torch.where(torch.rand(512, 2048) < 0.5, -1.0, 1.0))
-b = kernels.pack(torch.where(torch.rand(1024, 2048) < 0.5, -1.0, 1.0))
-expected = kernels.binary_matmul(a, b, 2048)  # parallel: the register-tiled GEMM
+x, y = (torch.where(torch.rand(rows, 2048) < 0.5, -1.0, 1.0) for rows in (512, 1024))
+a, b = kernels.pack(x), kernels.pack(y)
+expected = (x @ y.T).to(torch.int32)  # the threads make the first kernel calls, all at once
 wrong = []
 def work():
     for _ in range(30):

@@ -69,12 +69,14 @@ def _kernels():  # imported lazily: numba compiles on first use
     from qnnlab.kernels import _numba
 
     threads = torch.get_num_threads()
-    if not _pool_started:  # starting numba's pool resets the process's (torch's) thread count
-        if "NUMBA_THREADING_LAYER" not in os.environ:
-            numba.config.THREADING_LAYER = "workqueue"
-        _numba.launch_pool(2)
-        torch.set_num_threads(threads)
-        _pool_started = True
+    if not _pool_started:
+        with _LAUNCHES:  # two threads' first calls must not both start the pool
+            if not _pool_started:  # starting numba's pool resets the process's (torch's) thread count
+                if "NUMBA_THREADING_LAYER" not in os.environ:
+                    numba.config.THREADING_LAYER = "workqueue"
+                _numba.launch_pool(2)
+                torch.set_num_threads(threads)
+                _pool_started = True
     wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
