@@ -72,7 +72,7 @@ def test_bench_model_can_time_beside_a_busy_process(capsys):
 @pytest.mark.parametrize("model", ["mlp-small", "cnn"])
 def test_threads_1_runs_one_thread_through_every_kernel(model):
     """numba's pool, started by the first parallel kernel, resets the process's thread count; every
-    kernel entry (the load's table building too) goes through kernels._kernels, which keeps the
+    kernel entry (the load's table building too) goes through kernels._pool, which keeps the
     count asked for."""
     import subprocess
     import sys

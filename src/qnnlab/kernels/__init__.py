@@ -59,8 +59,8 @@ _pool_started = False
 _LAUNCHES = threading.Lock()
 
 
-def _kernels():  # imported lazily: numba compiles on first use
-    """The compiled kernels, with numba's pool started on torch's thread count. Unless the user
+def _pool() -> None:  # numba imported lazily: it compiles on first use
+    """numba's pool, started once and set to torch's thread count. Unless the user
     chose (``NUMBA_THREADING_LAYER``), the pool is numba's workqueue: its idle threads sleep,
     where an OpenMP pool's spin beside torch's own OpenMP workers (a second copy of libgomp) and
     the two fight for the cores; beside a busy process that cost the packed models 2-4x."""
@@ -81,13 +81,12 @@ def _kernels():  # imported lazily: numba compiles on first use
     wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
-    return _numba
 
 
 def launch(kernel, *args):
     """``kernel(*args)`` for a compiled kernel, on torch's thread count, one call at a time in the
     process: numba's workqueue pool aborts the process when two threads launch work at once."""
-    _kernels()
+    _pool()
     with _LAUNCHES:
         return kernel(*args)
 
@@ -121,14 +120,15 @@ def binary_matmul(
     """(M, W) and (N, W) packed +-1 rows -> int32 (M, N) = a @ b.T = K - 2 popcount(a XOR b).
     ``b_panels``: ``binary_panels(b_packed)``, made once by a caller that multiplies by b often."""
     _check_pair(a_packed, b_packed, k)
-    kernels = _kernels()
+    from qnnlab.kernels import _numba
+
     m, n = a_packed.shape[0], b_packed.shape[0]
     out = np.empty((m, n), dtype=np.int32)
     a, b = _words_view(a_packed), _words_view(b_packed)
     if m == 1:
-        launch(kernels.xnor_gemv, a, b, k, out)
+        launch(_numba.xnor_gemv, a, b, k, out)
     elif b.nbytes <= ROWS_KERNEL_BYTES:
-        rows = kernels.xnor_gemm_rows_serial if m * n * a.shape[1] < SERIAL_BELOW else kernels.xnor_gemm_rows
+        rows = _numba.xnor_gemm_rows_serial if m * n * a.shape[1] < SERIAL_BELOW else _numba.xnor_gemm_rows
         launch(rows, a, np.ascontiguousarray(b.T), k, out)
     else:
         from qnnlab.kernels import _panels
@@ -145,7 +145,7 @@ def binary_matmul(
 
 def binary_panels(b_packed: torch.Tensor) -> torch.Tensor:
     """b (N, W) packed rows laid out for ``binary_matmul``'s register tiles (``kernels._panels``)."""
-    _kernels()  # every numba call goes through it first: it keeps torch's thread count
+    _pool()  # every numba call goes through it first: it keeps torch's thread count
     from qnnlab.kernels import _panels
 
     return torch.from_numpy(_panels.panels(_words_view(b_packed)).view(np.int64))
@@ -180,14 +180,13 @@ def _and_planes(planes_a: torch.Tensor, planes_b: torch.Tensor, weights: np.ndar
     (popcount(a) + popcount(b) - popcount(a XOR b)) / 2: the popcounts of each plane's rows are
     rank-one terms, and one pass (``_panels.weighted_plane_counts``) sums every pair's weighted
     XOR counts."""
-    from qnnlab.kernels import _panels
+    from qnnlab.kernels import _numba, _panels
 
-    kernels = _kernels()
     a, b = _words_view(planes_a), _words_view(planes_b)
     m, n = a.shape[1], b.shape[1]
     if m < _panels.ROWS or n < _panels.COLUMNS:
         out = np.empty((m, n), dtype=np.int64)
-        launch(kernels.and_gemm_planes, a, b, weights, out)
+        launch(_numba.and_gemm_planes, a, b, weights, out)
         return torch.from_numpy(out)
     rows = sum(int(w) * _row_popcounts(a[p]) for p, w in enumerate(weights.sum(axis=1)))
     columns = sum(int(w) * _row_popcounts(b[q]) for q, w in enumerate(weights.sum(axis=0)))
@@ -227,6 +226,8 @@ def pixel_matmul(codes: torch.Tensor, w_packed_t: torch.Tensor, k: int, bits: in
         raise ValueError(f"codes must be uint8 (M, {k}), got {codes.dtype} {tuple(codes.shape)}")
     if w_packed_t.dtype != torch.int64 or w_packed_t.dim() != 2 or w_packed_t.shape[0] != words(k):
         raise ValueError(f"weights must be packed and transposed ({words(k)}, N), got {tuple(w_packed_t.shape)}")
+    from qnnlab.kernels import _numba
+
     m, n = codes.shape[0], w_packed_t.shape[1]
     out = np.empty((m, n), dtype=np.int64)
     codes_np, w = codes.contiguous().numpy(), _words_view(w_packed_t)
@@ -235,7 +236,7 @@ def pixel_matmul(codes: torch.Tensor, w_packed_t: torch.Tensor, k: int, bits: in
         rows = codes_np[start : start + chunk]
         planes = np.zeros((len(rows), bits, w.shape[0]), dtype=np.uint64)
         sums = np.zeros((len(rows), bits, n), dtype=np.uint64)
-        launch(_kernels().pixel_planes_matmul, rows, w, k, bits, planes, sums, out[start : start + chunk])
+        launch(_numba.pixel_planes_matmul, rows, w, k, bits, planes, sums, out[start : start + chunk])
     return torch.from_numpy(out)
 
 
@@ -266,11 +267,13 @@ def threshold_tables(
 
 def threshold_pack_tables(y: torch.Tensor, sign: np.ndarray, bound: np.ndarray) -> torch.Tensor:
     """``threshold_pack`` with the tables of ``threshold_tables`` made once (the runtime's path)."""
+    from qnnlab.kernels import _numba
+
     m, n = y.shape
     if len(sign) != n or len(bound) != n:
         raise ValueError(f"threshold tables hold {len(sign)} and {len(bound)} values for {n} columns")
     out = np.empty((m, words(n)), dtype=np.uint64)
-    launch(_kernels().threshold_pack, y.contiguous().numpy(), sign, bound, out)
+    launch(_numba.threshold_pack, y.contiguous().numpy(), sign, bound, out)
     return torch.from_numpy(out.view(np.int64))
 
 
@@ -317,7 +320,7 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
 
     import numba
 
-    _kernels()
+    _pool()
     from qnnlab.kernels import _rates
 
     out = np.empty(numba.get_num_threads(), dtype=np.uint64)
@@ -338,4 +341,6 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
 def on_pixel_grid(x: torch.Tensor) -> bool:
     """Whether every value of x is on the 8-bit pixel grid x = c / 127.5 - 1, c in 0..255 (within
     1e-3 of a code, in float32), and so finite."""
-    return bool(launch(_kernels().on_pixel_grid, x.detach().to(torch.float32).contiguous().reshape(-1).numpy()))
+    from qnnlab.kernels import _numba
+
+    return bool(launch(_numba.on_pixel_grid, x.detach().to(torch.float32).contiguous().reshape(-1).numpy()))

@@ -246,7 +246,7 @@ def panels(b: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)  # serial: a parallel call here would start numba's pool behind _kernels()
+@njit(cache=True, nogil=True)  # serial: a parallel call here would start numba's pool behind kernels._pool()
 def _transpose_panels(b, out):
     n, words = b.shape
     for p in range(out.shape[0]):

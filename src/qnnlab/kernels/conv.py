@@ -64,7 +64,7 @@ def binary_conv2d_direct(
     (B, H', W', O), equal to conv2d of the +-1 values with zero padding, computed directly on the
     packed image (``_numba.binary_conv_direct``).
     ``transposed``: ``direct_filters(w_packed, kernel)``, made once by a caller that convolves often."""
-    from qnnlab.kernels import _kernels, _words_view, launch
+    from qnnlab.kernels import _numba, _words_view, launch
 
     _check_operands(x_nhwc, w_packed, channels, kernel)
     kh, kw = kernel
@@ -80,7 +80,7 @@ def binary_conv2d_direct(
     elif tuple(transposed.shape) != (kh, kw, wc, w_packed.shape[0]) or not transposed.is_contiguous():
         raise ValueError(f"transposed filters must be direct_filters(w_packed, kernel), got {tuple(transposed.shape)}")
     out = np.empty((batch, out_h, out_w, w_packed.shape[0]), dtype=np.int32)
-    launch(_kernels().binary_conv_direct, _words_view(x_nhwc), _words_view(transposed), channels, stride, padding, out)
+    launch(_numba.binary_conv_direct, _words_view(x_nhwc), _words_view(transposed), channels, stride, padding, out)
     return torch.from_numpy(out)
 
 
