@@ -177,17 +177,18 @@ def test_a_kernel_call_leaves_torchs_thread_count_alone():
     assert out.strip() == "1"  # numba's thread pool, started on first use, used to reset it to the core count
 
 
-def test_numba_runs_its_workqueue_pool_and_threads_that_launch_at_once_take_turns():
-    """Unless the user chose a threading layer, numba's pool is its workqueue (idle threads sleep
-    instead of spinning beside torch's OpenMP workers); it aborts the process when two threads
-    launch parallel work at once, so ``kernels.launch`` lets one launch at a time (and one thread
-    start the pool)."""
+def test_numba_runs_an_openmp_pool_with_a_short_spin_and_threads_that_launch_at_once_take_turns():
+    """Unless the user chose a threading layer, numba's pool is its OpenMP layer, whose libgomp
+    reads a short spin count from the environment at load (the variable is removed after, so
+    child processes' torch keeps its default); threads launching at once take turns
+    (``kernels.launch``), which the workqueue layer a user may choose needs, and one starts the
+    pool."""
     import os
     import subprocess
     import sys
 
     code = """
-import threading, numba, torch
+import os, threading, numba, torch
 from qnnlab import kernels
 torch.set_num_threads(2)
 x, y = (torch.where(torch.rand(rows, 2048) < 0.5, -1.0, 1.0) for rows in (512, 1024))
@@ -200,12 +201,15 @@ def work():
 threads = [threading.Thread(target=work) for _ in range(4)]
 for t in threads: t.start()
 for t in threads: t.join()
-print(numba.threading_layer(), sum(wrong))
+print(numba.threading_layer(), sum(wrong), os.environ.get("GOMP_SPINCOUNT", "unset"), torch.get_num_threads())
 """
-    env = {name: value for name, value in os.environ.items() if name != "NUMBA_THREADING_LAYER"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["workqueue", "0"]
+    chosen = {"NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"}
+    env = {name: value for name, value in os.environ.items() if name not in chosen}
+    for layer, expected in ((None, "omp"), ("workqueue", "workqueue")):
+        run_env = env if layer is None else {**env, "NUMBA_THREADING_LAYER": layer}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == [expected, "0", "unset", "2"]
 
 
 def test_the_popcount_rate_is_a_rate_and_counts_every_thread():

@@ -59,11 +59,18 @@ _pool_started = False
 _LAUNCHES = threading.Lock()
 
 
+SPIN_COUNT = "10000"  # idle pool threads spin about 0.1 ms (pause loop iterations), then sleep
+
+
 def _pool() -> None:  # numba imported lazily: it compiles on first use
-    """numba's pool, started once and set to torch's thread count. Unless the user
-    chose (``NUMBA_THREADING_LAYER``), the pool is numba's workqueue: its idle threads sleep,
-    where an OpenMP pool's spin beside torch's own OpenMP workers (a second copy of libgomp) and
-    the two fight for the cores; beside a busy process that cost the packed models 2-4x."""
+    """numba's pool, started once and set to torch's thread count. Unless the user chose
+    (``NUMBA_THREADING_LAYER``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``), the pool is numba's
+    OpenMP layer with a short spin: its idle threads catch the next parallel region of the same
+    call at once (about 2 us where numba's workqueue layer, which wakes a sleeping thread for
+    every region, measured 150-300 us) and sleep soon after, instead of spinning for
+    milliseconds on cores that torch's own OpenMP workers (a second copy of libgomp, which keeps
+    its settings) or other processes need. The spin is set in the environment before numba
+    loads its libgomp, which reads it once, at load, and removed after."""
     global _pool_started
     import numba
 
@@ -73,9 +80,16 @@ def _pool() -> None:  # numba imported lazily: it compiles on first use
     if not _pool_started:
         with _LAUNCHES:  # two threads' first calls must not both start the pool
             if not _pool_started:  # starting numba's pool resets the process's (torch's) thread count
+                spin = not {"NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)
                 if "NUMBA_THREADING_LAYER" not in os.environ:
-                    numba.config.THREADING_LAYER = "workqueue"
-                _numba.launch_pool(2)
+                    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+                if spin:
+                    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+                try:
+                    _numba.launch_pool(2)
+                finally:  # child processes' torch keeps its own default
+                    if spin:
+                        del os.environ["GOMP_SPINCOUNT"]
                 torch.set_num_threads(threads)
                 _pool_started = True
     wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
