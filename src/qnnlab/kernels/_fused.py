@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from qnnlab.kernels import _int8_tiles
+from qnnlab.kernels import _int8_tiles, _panels
 from qnnlab.kernels._float_tiles import threshold_bits, threshold_words
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
@@ -118,9 +118,9 @@ def binary_tail_serial(packed, shapes, words, panels, biases, signs, bounds, sca
 @njit(cache=True, nogil=True)
 def binary_tail_batch(packed, shapes, words, panels, biases, signs, bounds, scale, shift, out):
     """The binary layers of a chain (the tables of ``binary_tail_serial``) for a batch of packed inputs
-    (B, W) in one call: per layer the blocked product of all samples (``_panels.gemm``, which
-    reads each weight panel once for the whole batch), then bias and threshold into the next
-    layer's bits, the last layer scaled and shifted into out (B, C); the ops' arithmetic."""
+    (B, W) in one call: each layer but the last as register tiles thresholded into the next
+    layer's bits while in L1 (``_threshold_layer``), the last as the blocked product of all
+    samples (``_panels.gemm``) scaled and shifted into out (B, C); the ops' arithmetic."""
     batch = packed.shape[0]
     bits = packed
     layers = shapes.shape[0]
@@ -129,28 +129,45 @@ def binary_tail_batch(packed, shapes, words, panels, biases, signs, bounds, scal
         wk = (k + 63) // 64
         count = (n + COLUMNS - 1) // COLUMNS
         layer_panels = panels[panel_at : panel_at + count * wk * COLUMNS].reshape((count, wk, COLUMNS))
-        products = np.empty((batch, n), dtype=np.int32)
-        gemm(bits, layer_panels, words[word_at : word_at + n * wk].reshape((n, wk)), k, products)
         if i == layers - 1:
+            products = np.empty((batch, n), dtype=np.int32)
+            gemm(bits, layer_panels, words[word_at : word_at + n * wk].reshape((n, wk)), k, products)
             for b in range(batch):
                 for j in range(n):
                     out[b, j] = (np.float32(products[b, j]) + biases[value_at + j]) * scale[j] + shift[j]
         else:
             following = np.empty((batch, (n + 63) // 64), dtype=np.uint64)
-            _threshold_rows(products, biases[value_at:], signs[value_at:], bounds[value_at:], following)
+            _threshold_layer(
+                bits, layer_panels, k, n, biases[value_at:], signs[value_at:], bounds[value_at:], following
+            )
             bits = following
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _threshold_rows(products, bias, sign, bound, out):
-    """out[b] = the packed bits (sign y >= bound) of y = float32(products[b]) + bias; sign and
-    bound padded to whole words (``threshold_bits`` reads 64 entries)."""
-    n = products.shape[1]
-    for b in prange(products.shape[0]):
-        values = np.zeros(out.shape[1] * 64, dtype=np.float32)
-        for j in range(n):
-            values[j] = np.float32(products[b, j]) + bias[j]
-        threshold_words(values, sign, bound, n, out[b])
+def _threshold_layer(bits, layer_panels, k, n, bias, sign, bound, out):
+    """out[b] = the packed bits (sign y >= bound) of y = float32(k - 2 popcount(bits[b] XOR w)) +
+    bias over the layer's n units: each word of 64 units from two register tiles, thresholded
+    while their products are in L1 (no (B, N) products written and read back); the words split
+    across threads, every sample streaming past their panels. bias, sign and bound padded to
+    whole words; the panels' missing rows zero (their values are never kept)."""
+    batch, wk = bits.shape
+    for q in prange(out.shape[1]):
+        products = np.empty((_panels.ROWS, 2 * COLUMNS), dtype=np.int32)
+        values = np.empty(2 * COLUMNS, dtype=np.float32)
+        at = q * 2 * COLUMNS
+        for first in range(0, batch, _panels.ROWS):
+            rows = min(_panels.ROWS, batch - first)
+            for half in range(2):
+                if at + half * COLUMNS < n:
+                    panel = layer_panels[2 * q + half].ctypes.data
+                    target = products.ctypes.data + half * COLUMNS * 4
+                    signed_tile(rows, bits[first].ctypes.data, wk, panel, wk, target, 2 * COLUMNS, k)
+            for r in range(rows):
+                for j in range(2 * COLUMNS):
+                    values[j] = np.float32(products[r, j]) + bias[at + j]
+                out[first + r, q] = threshold_bits(
+                    values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(2 * COLUMNS, n - at)
+                )
 
 
 @njit(cache=True, nogil=True)
