@@ -2,6 +2,7 @@
 around word and panel edges, output channels not a multiple of the 32-channel panel, strides,
 paddings wider than one, non-square kernels, pooling windows, maps whose rows end mid-tile."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -132,3 +133,28 @@ def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n, vnni, mon
     x = torch.randint(0, 256, (13, k)).float() / 127.5 - 1  # two tiles of six samples and one
     expected = threshold.packed(linear.packed(x))
     assert torch.equal(step(x), expected) and torch.equal(step(x[:1]), expected[:1])
+
+
+def test_the_first_dense_layers_integer_ranges_fire_exactly_where_its_float_threshold_does():
+    """``code_ranges`` against every possible sum of three pixel codes (-765..765), with bounds put
+    exactly on a sum's value (the ties), either sign, units that always or never fire, and padding."""
+    rng = np.random.default_rng(0)
+    k, units = 3, 40
+    weight_sums = rng.choice([-3.0, -1.0, 1.0, 3.0], units)
+    shifts, offset = 128 * weight_sums, (128 / 127.5 - 1) * weight_sums
+    bias = rng.normal(size=units).astype(np.float32)
+    sign = rng.choice([-1.0, 1.0], units)
+    sums = np.arange(-255 * k, 255 * k + 1)
+
+    def values(s):  # the ops' arithmetic, per unit (columns) and sum (rows)
+        return ((s[:, None] - shifts) / 127.5 + offset).astype(np.float32) + bias
+
+    bound = sign * values(rng.choice(sums, 1))[0].astype(np.float64)  # ties
+    bound[::3] = rng.normal(size=len(bound[::3]))
+    bound[5], bound[6] = -np.inf, np.inf  # always, never
+    padded = [np.append(v, 0.0) for v in (shifts, offset, bias, sign, bound)]
+    low, high = fused.code_ranges(*padded, k, units)
+    fires = values(sums).astype(np.float64) * sign >= bound
+    inside = (low[:units] <= sums[:, None]) & (sums[:, None] <= high[:units])
+    assert np.array_equal(inside, fires) and fires[:, 5].all() and not fires[:, 6].any()
+    assert low[units] > high[units]  # the padding never fires

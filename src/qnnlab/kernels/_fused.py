@@ -185,13 +185,14 @@ def centred_threshold(sums, offset, bias, sign, bound, out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def pixel_dense_threshold(x, panels, units, shifts, offset, bias, sign, bound, out):
-    """``centred_threshold`` of the 8-bit first layer with its product on VNNI tiles
+def pixel_dense_threshold(x, panels, low, high, out):
+    """The packed bits of the 8-bit first layer at a batch with its product on VNNI tiles
     (``_int8_tiles.dot4_tile``, only where available): x (B, K) float32 on the pixel grid, the +-1
-    weights of ``units`` units as panels (P, ceil(K / 4), 64, 4) int8, shifts = 128 sum(w) per
-    unit, so that the centred sums (c - 128) . w = c . w - 128 sum(w) are exact. The panels are
-    split across threads, each streaming every sample past its panel; shifts, offset, bias,
-    sign and bound are padded to P 64 entries."""
+    weights as panels (P, ceil(K / 4), 64, 4) int8, and per unit the range [low, high] of the
+    sums c . w of pixel codes c in which its threshold fires (``code_ranges``: the threshold is
+    monotone in the sum, so an integer compare replaces the float arithmetic after the
+    product). The panels are split across threads, each streaming every sample past its panel;
+    low and high are padded to P 64 entries with empty ranges."""
     batch, k = x.shape
     groups = panels.shape[1]
     codes = np.zeros((batch, groups * _int8_tiles.GROUP), dtype=np.uint8)
@@ -200,7 +201,6 @@ def pixel_dense_threshold(x, panels, units, shifts, offset, bias, sign, bound, o
             codes[b, t] = np.uint8(np.int32(x[b, t] * np.float32(127.5) + np.float32(128.0)))
     for p in prange(panels.shape[0]):
         sums = np.empty((_int8_tiles.ROWS, 64), dtype=np.int32)
-        values = np.empty(64, dtype=np.float32)
         at = p * 64
         for first in range(0, batch, _int8_tiles.ROWS):
             rows = min(_int8_tiles.ROWS, batch - first)
@@ -208,36 +208,15 @@ def pixel_dense_threshold(x, panels, units, shifts, offset, bias, sign, bound, o
                 rows, codes[first].ctypes.data, codes.shape[1], panels[p].ctypes.data, groups, sums.ctypes.data, 64
             )
             for r in range(rows):
-                for j in range(64):
-                    centred = np.float64(sums[r, j]) - shifts[at + j]
-                    values[j] = np.float32(centred / 127.5 + offset[at + j]) + bias[at + j]
-                out[first + r, p] = threshold_bits(
-                    values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(64, units - at)
+                out[first + r, p] = _int8_tiles.inside_bits(
+                    sums.ctypes.data + r * 64 * 4, low[at:].ctypes.data, high[at:].ctypes.data
                 )
 
 
 @njit(cache=True, nogil=True)
-def dense_batch(
-    x,
-    panels,
-    units,
-    shifts,
-    offset,
-    bias,
-    sign,
-    bound,
-    shapes,
-    words,
-    tail_panels,
-    biases,
-    signs,
-    bounds,
-    scale,
-    shift,
-    out,
-):
+def dense_batch(x, panels, low, high, shapes, words, tail_panels, biases, signs, bounds, scale, shift, out):
     """A whole binary MLP on a batch in one call: the first layer on VNNI tiles with its threshold
     (``pixel_dense_threshold``), then the binary layers (``binary_tail_batch``)."""
-    bits = np.empty((x.shape[0], (units + 63) // 64), dtype=np.uint64)
-    pixel_dense_threshold(x, panels, units, shifts, offset, bias, sign, bound, bits)
+    bits = np.empty((x.shape[0], panels.shape[0]), dtype=np.uint64)
+    pixel_dense_threshold(x, panels, low, high, bits)
     binary_tail_batch(bits, shapes, words, tail_panels, biases, signs, bounds, scale, shift, out)

@@ -262,14 +262,15 @@ class PixelLinearThreshold:
         self.offset = _padded(linear.offset().numpy(), size)
         self.bias, self.sign, self.bound = (_padded(v, size) for v in (_bias(linear, self.units), sign, bound))
         self.panels: np.ndarray | None = None
-        self.shifts: np.ndarray | None = None
+        self.ranges: tuple[np.ndarray, np.ndarray] | None = None
         if _int8_tiles.available():
             groups = -(-k // _int8_tiles.GROUP)
             weights = torch.zeros(size, groups * _int8_tiles.GROUP, dtype=torch.int8)
             weights[: self.units, :k] = kernels.unpack(linear.weight, k).to(torch.int8)
             # (P, groups, 64, 4): panel p, group g, column j, code q = w[64 p + j, 4 g + q]
             self.panels = weights.reshape(-1, 64, groups, _int8_tiles.GROUP).permute(0, 2, 1, 3).contiguous().numpy()
-            self.shifts = 128.0 * weights.sum(1, dtype=torch.int64).double().numpy()
+            shifts = 128.0 * weights.sum(1, dtype=torch.int64).double().numpy()
+            self.ranges = code_ranges(shifts, self.offset, self.bias, self.sign, self.bound, k, self.units)
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelLinearThreshold, int] | None:
@@ -280,7 +281,7 @@ class PixelLinearThreshold:
 
     def tables(self) -> tuple[Any, ...]:
         """The VNNI path's arguments after x (``_fused.pixel_dense_threshold``)."""
-        return self.panels, self.units, self.shifts, self.offset, self.bias, self.sign, self.bound
+        return self.panels, *self.ranges
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels._fused import centred_threshold, pixel_dense_threshold
@@ -295,6 +296,40 @@ class PixelLinearThreshold:
             sums = self.linear.centred_sums(codes).to(torch.int32).contiguous().numpy()
             kernels.launch(centred_threshold, sums, self.offset, self.bias, self.sign, self.bound, out)
         return torch.from_numpy(out.view(np.int64))
+
+
+def code_ranges(shifts, offset, bias, sign, bound, k: int, units: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the range [low, high] of sums s = c . w of pixel codes c (0..255) against its +-1
+    weights in which the threshold fires, in the ops' arithmetic: y = float32((s - shift) /
+    127.5 + offset) + bias, bit = (sign y >= bound). Every step of y rounds monotonically, so
+    the bit is a step in s: on from some sum up where sign > 0, up to some sum where sign < 0;
+    a binary search over the 510 k + 1 possible sums finds it. Units from ``units`` on (the
+    padding) and units that never fire get an empty range (low > high)."""
+
+    def fires(s: np.ndarray) -> np.ndarray:
+        y = ((s.astype(np.float64) - shifts) / 127.5 + offset).astype(np.float32) + bias.astype(np.float32)
+        return y.astype(np.float64) * sign >= bound
+
+    top = np.full(len(shifts), 255 * k, dtype=np.int64)
+    rising = fires(top)
+    low, high = -top, top.copy()
+    for _ in range(int(np.ceil(np.log2(510 * k + 1))) + 1):  # rising: low -> the first sum that fires
+        mid = (low + high) // 2
+        on = fires(mid)
+        high = np.where(rising & on, mid, high)
+        low = np.where(rising & ~on, mid + 1, low)
+    first = np.where(rising, low, -top)
+    low, high = -top, top.copy()
+    falling = ~rising & fires(-top)
+    for _ in range(int(np.ceil(np.log2(510 * k + 1))) + 1):  # falling: high -> the last sum that fires
+        mid = (low + high + 1) // 2
+        on = fires(mid)
+        low = np.where(falling & on, mid, low)
+        high = np.where(falling & ~on, mid - 1, high)
+    last = np.where(falling, high, top)
+    never = ~rising & ~falling
+    never[units:] = True
+    return np.where(never, 1, first).astype(np.int32), np.where(never, 0, last).astype(np.int32)
 
 
 class FusedDenseBatch:
