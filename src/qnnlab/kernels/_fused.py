@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from qnnlab.kernels import _int8_tiles, _panels
-from qnnlab.kernels._float_tiles import threshold_bits, threshold_words
+from qnnlab.kernels._float_tiles import threshold_words
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
 from qnnlab.kernels._panels import COLUMNS, gemm, signed_tile
@@ -44,12 +44,13 @@ def _unit_fires(acc, n, offset0, bias0, sign0, bound0):
 
 
 @njit(inline="always")
-def _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bounds, scale, shift, out):
+def _binary_layers(bits, following, b, shapes, words, panels, biases, lows, highs, scale, shift, out):
     """The binary layers of a chain for sample b, from the packed bits of its input: layer i has
     shapes[i] = (N, K, offset of its packed words, offset of its N values, offset of its panels),
     weights words[...] (N rows of ceil(K / 64) words) and the same in the register-tile layout
-    (``_panels.panels``), y = K - 2 popcount(a XOR w) + bias; every layer but the last
-    thresholded as bit = (sign y >= bound), the last scaled and shifted into out[b]. Each full
+    (``_panels.panels``), products p = K - 2 popcount(a XOR w); every layer but the last
+    thresholded as bit = (lows <= p <= highs), the ranges in which the ops' threshold of p + bias
+    fires, the last's p + bias scaled and shifted into out[b]. Each full
     group of 32 units is one register tile (the input word broadcast against 32 units' words)."""
     layers = shapes.shape[0]
     products = np.empty(COLUMNS, dtype=np.int32)
@@ -70,16 +71,15 @@ def _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bou
                 for t in range(wk):
                     pop += popcount(bits[t] ^ words[row + t])
                 product = k - 2 * pop
-            y = np.float32(product) + biases[value_at + n]
             if i == layers - 1:
-                out[b, n] = y * scale[n] + shift[n]
-            elif np.float64(y) * signs[value_at + n] >= bounds[value_at + n]:
+                out[b, n] = (np.float32(product) + biases[value_at + n]) * scale[n] + shift[n]
+            elif lows[value_at + n] <= product <= highs[value_at + n]:
                 following[n // 64] |= np.uint64(1) << np.uint64(n % 64)
         bits, following = following, bits
 
 
 @njit(cache=True, nogil=True)
-def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, panels, biases, signs, bounds, scale, shift, out):
+def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, panels, biases, lows, highs, scale, shift, out):
     """x (B, K0) float32 on the 8-bit pixel grid; layer 0: +-1 weights w0 packed (N1, W0) uint64,
     y = (c - 128) . w / 127.5 + offset (float64, then float32) + bias, thresholded into packed
     bits; then the binary layers (``_binary_layers``) into the logits out (B, C). The arithmetic
@@ -99,11 +99,11 @@ def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, panels, bia
         for n in range(n1):
             if keep[n]:
                 bits[n // 64] |= np.uint64(1) << np.uint64(n % 64)
-        _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bounds, scale, shift, out)
+        _binary_layers(bits, following, b, shapes, words, panels, biases, lows, highs, scale, shift, out)
 
 
 @njit(cache=True, nogil=True)
-def binary_tail_serial(packed, shapes, words, panels, biases, signs, bounds, scale, shift, out):
+def binary_tail_serial(packed, shapes, words, panels, biases, lows, highs, scale, shift, out):
     """The binary layers of a chain (``_binary_layers``) from packed input bits (B, W), one sample
     at a time on the calling thread (for one sample: a parallel call would only wait for the
     other threads; a batch takes ``binary_tail_batch``)."""
@@ -112,11 +112,11 @@ def binary_tail_serial(packed, shapes, words, panels, biases, signs, bounds, sca
         bits = np.zeros((widest + 63) // 64, dtype=np.uint64)
         following = np.zeros((widest + 63) // 64, dtype=np.uint64)
         bits[: packed.shape[1]] = packed[b]
-        _binary_layers(bits, following, b, shapes, words, panels, biases, signs, bounds, scale, shift, out)
+        _binary_layers(bits, following, b, shapes, words, panels, biases, lows, highs, scale, shift, out)
 
 
 @njit(cache=True, nogil=True)
-def binary_tail_batch(packed, shapes, words, panels, biases, signs, bounds, scale, shift, out):
+def binary_tail_batch(packed, shapes, words, panels, biases, lows, highs, scale, shift, out):
     """The binary layers of a chain (the tables of ``binary_tail_serial``) for a batch of packed inputs
     (B, W) in one call: each layer but the last as register tiles thresholded into the next
     layer's bits while in L1 (``_threshold_layer``), the last as the blocked product of all
@@ -137,23 +137,20 @@ def binary_tail_batch(packed, shapes, words, panels, biases, signs, bounds, scal
                     out[b, j] = (np.float32(products[b, j]) + biases[value_at + j]) * scale[j] + shift[j]
         else:
             following = np.empty((batch, (n + 63) // 64), dtype=np.uint64)
-            _threshold_layer(
-                bits, layer_panels, k, n, biases[value_at:], signs[value_at:], bounds[value_at:], following
-            )
+            _threshold_layer(bits, layer_panels, k, n, lows[value_at:], highs[value_at:], following)
             bits = following
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _threshold_layer(bits, layer_panels, k, n, bias, sign, bound, out):
-    """out[b] = the packed bits (sign y >= bound) of y = float32(k - 2 popcount(bits[b] XOR w)) +
-    bias over the layer's n units: each word of 64 units from two register tiles, thresholded
-    while their products are in L1 (no (B, N) products written and read back); the words split
-    across threads, every sample streaming past their panels. bias, sign and bound padded to
-    whole words; the panels' missing rows zero (their values are never kept)."""
+def _threshold_layer(bits, layer_panels, k, n, low, high, out):
+    """out[b] = the packed bits (low <= k - 2 popcount(bits[b] XOR w) <= high) over the layer's n
+    units: each word of 64 units from two register tiles, thresholded while their products are
+    in L1 (no (B, N) products written and read back); the words split across threads, every
+    sample streaming past their panels. low and high padded to whole words with empty ranges;
+    the panels' missing rows zero."""
     batch, wk = bits.shape
     for q in prange(out.shape[1]):
         products = np.empty((_panels.ROWS, 2 * COLUMNS), dtype=np.int32)
-        values = np.empty(2 * COLUMNS, dtype=np.float32)
         at = q * 2 * COLUMNS
         for first in range(0, batch, _panels.ROWS):
             rows = min(_panels.ROWS, batch - first)
@@ -163,10 +160,8 @@ def _threshold_layer(bits, layer_panels, k, n, bias, sign, bound, out):
                     target = products.ctypes.data + half * COLUMNS * 4
                     signed_tile(rows, bits[first].ctypes.data, wk, panel, wk, target, 2 * COLUMNS, k)
             for r in range(rows):
-                for j in range(2 * COLUMNS):
-                    values[j] = np.float32(products[r, j]) + bias[at + j]
-                out[first + r, q] = threshold_bits(
-                    values.ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(2 * COLUMNS, n - at)
+                out[first + r, q] = _int8_tiles.inside_bits(
+                    products.ctypes.data + r * 2 * COLUMNS * 4, low[at:].ctypes.data, high[at:].ctypes.data
                 )
 
 
@@ -214,9 +209,9 @@ def pixel_dense_threshold(x, panels, low, high, out):
 
 
 @njit(cache=True, nogil=True)
-def dense_batch(x, panels, low, high, shapes, words, tail_panels, biases, signs, bounds, scale, shift, out):
+def dense_batch(x, panels, low, high, shapes, words, tail_panels, biases, lows, highs, scale, shift, out):
     """A whole binary MLP on a batch in one call: the first layer on VNNI tiles with its threshold
     (``pixel_dense_threshold``), then the binary layers (``binary_tail_batch``)."""
     bits = np.empty((x.shape[0], panels.shape[0]), dtype=np.uint64)
     pixel_dense_threshold(x, panels, low, high, bits)
-    binary_tail_batch(bits, shapes, words, tail_panels, biases, signs, bounds, scale, shift, out)
+    binary_tail_batch(bits, shapes, words, tail_panels, biases, lows, highs, scale, shift, out)

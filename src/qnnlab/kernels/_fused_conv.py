@@ -235,8 +235,8 @@ def conv_chain(
     words,
     tail_panels,
     tail_biases,
-    tail_signs,
-    tail_bounds,
+    tail_lows,
+    tail_highs,
     scale,
     shift,
     out,
@@ -273,4 +273,4 @@ def conv_chain(
                 maps, panel, correction, g[CHANNELS], g[STRIDE], g[PADDING], g[POOL], bias, sign, bound, following
             )
             maps = following
-    binary_tail_serial(flat, shapes, words, tail_panels, tail_biases, tail_signs, tail_bounds, scale, shift, out)
+    binary_tail_serial(flat, shapes, words, tail_panels, tail_biases, tail_lows, tail_highs, scale, shift, out)

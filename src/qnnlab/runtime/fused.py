@@ -53,15 +53,15 @@ class BinaryChain:
         self.words = np.concatenate([layer.weight.reshape(-1).numpy().view(np.uint64) for layer in layers])
         self.panels = np.concatenate(panels)
         self.biases = np.concatenate([_padded(_bias(layer, n), m) for layer, n, m in zip(layers, sizes, padded)])
-        tables = [kernels.threshold_tables(t.t, t.positive, t.constant) for t in thresholds]
-        last = np.zeros(padded[-1])  # the last layer has no threshold: its slots are never read
-        self.signs = np.concatenate([_padded(sign, m) for (sign, _), m in zip(tables, padded)] + [last])
-        self.bounds = np.concatenate([_padded(bound, m) for (_, bound), m in zip(tables, padded)] + [last])
+        ranges = [_product_ranges(layer, t, n, m) for layer, t, n, m in zip(layers, thresholds, sizes, padded)]
+        last = np.zeros(padded[-1], dtype=np.int32)  # the last layer has no threshold: its slots are never read
+        self.lows = np.concatenate([low for low, _ in ranges] + [last])
+        self.highs = np.concatenate([high for _, high in ranges] + [last])
         self.scale = affine.scale.numpy() if affine else np.ones(sizes[-1], dtype=np.float32)
         self.shift = affine.shift.numpy() if affine else np.zeros(sizes[-1], dtype=np.float32)
 
     def tables(self) -> tuple[np.ndarray, ...]:
-        return self.shapes, self.words, self.panels, self.biases, self.signs, self.bounds, self.scale, self.shift
+        return self.shapes, self.words, self.panels, self.biases, self.lows, self.highs, self.scale, self.shift
 
     @staticmethod
     def split(steps: list[Any]) -> tuple[list[Any], list[Any], Any] | None:
@@ -77,6 +77,15 @@ class BinaryChain:
         ):
             return None
         return layers, thresholds, affine
+
+
+def _product_ranges(layer: Any, threshold: Any, units: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``threshold_ranges`` of a binary layer over its products p in [-K, K]: y = float32(p) + bias."""
+    bias = _padded(_bias(layer, units), size)
+    tables = (
+        _padded(table, size) for table in kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+    )
+    return threshold_ranges(lambda p: p.astype(np.float32) + bias, *tables, -layer.k, layer.k, units)
 
 
 class FusedDense:
@@ -298,38 +307,47 @@ class PixelLinearThreshold:
         return torch.from_numpy(out.view(np.int64))
 
 
-def code_ranges(shifts, offset, bias, sign, bound, k: int, units: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per unit, the range [low, high] of sums s = c . w of pixel codes c (0..255) against its +-1
-    weights in which the threshold fires, in the ops' arithmetic: y = float32((s - shift) /
-    127.5 + offset) + bias, bit = (sign y >= bound). Every step of y rounds monotonically, so
-    the bit is a step in s: on from some sum up where sign > 0, up to some sum where sign < 0;
-    a binary search over the 510 k + 1 possible sums finds it. Units from ``units`` on (the
-    padding) and units that never fire get an empty range (low > high)."""
+def threshold_ranges(values, sign, bound, smallest: int, largest: int, units: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the range [low, high] of the integer sums s in [smallest, largest] for which its
+    threshold fires, bit = (sign values(s) >= bound), where ``values`` maps an array of sums (one
+    per unit) to the float32 values the ops compute from them. Each step of that arithmetic
+    rounds monotonically, so the bit is a step in s: on from some sum up where sign > 0, up to
+    some sum where sign < 0, found by binary search. Units from ``units`` on (padding) and
+    units that never fire get an empty range (low > high). Thresholding integer sums against
+    these is exact: no float arithmetic after the product."""
 
     def fires(s: np.ndarray) -> np.ndarray:
-        y = ((s.astype(np.float64) - shifts) / 127.5 + offset).astype(np.float32) + bias.astype(np.float32)
-        return y.astype(np.float64) * sign >= bound
+        return values(s).astype(np.float64) * sign >= bound
 
-    top = np.full(len(shifts), 255 * k, dtype=np.int64)
-    rising = fires(top)
-    low, high = -top, top.copy()
-    for _ in range(int(np.ceil(np.log2(510 * k + 1))) + 1):  # rising: low -> the first sum that fires
+    lowest, highest = np.full(len(sign), smallest, dtype=np.int64), np.full(len(sign), largest, dtype=np.int64)
+    steps = int(np.ceil(np.log2(largest - smallest + 1))) + 1
+    rising, falling = fires(highest), fires(lowest)
+    low, high = lowest.copy(), highest.copy()
+    for _ in range(steps):  # rising units: low -> the first sum that fires
         mid = (low + high) // 2
         on = fires(mid)
-        high = np.where(rising & on, mid, high)
-        low = np.where(rising & ~on, mid + 1, low)
-    first = np.where(rising, low, -top)
-    low, high = -top, top.copy()
-    falling = ~rising & fires(-top)
-    for _ in range(int(np.ceil(np.log2(510 * k + 1))) + 1):  # falling: high -> the last sum that fires
+        high, low = np.where(rising & on, mid, high), np.where(rising & ~on, mid + 1, low)
+    first = np.where(rising, low, lowest)
+    falling &= ~rising
+    low, high = lowest.copy(), highest.copy()
+    for _ in range(steps):  # falling units: high -> the last sum that fires
         mid = (low + high + 1) // 2
         on = fires(mid)
-        low = np.where(falling & on, mid, low)
-        high = np.where(falling & ~on, mid - 1, high)
-    last = np.where(falling, high, top)
+        low, high = np.where(falling & on, mid, low), np.where(falling & ~on, mid - 1, high)
+    last = np.where(falling, high, highest)
     never = ~rising & ~falling
     never[units:] = True
     return np.where(never, 1, first).astype(np.int32), np.where(never, 0, last).astype(np.int32)
+
+
+def code_ranges(shifts, offset, bias, sign, bound, k: int, units: int) -> tuple[np.ndarray, np.ndarray]:
+    """``threshold_ranges`` of the 8-bit first layer over the sums s = c . w of K pixel codes c
+    (0..255) against +-1 weights: y = float32((s - shift) / 127.5 + offset) + bias."""
+
+    def values(s: np.ndarray) -> np.ndarray:
+        return ((s.astype(np.float64) - shifts) / 127.5 + offset).astype(np.float32) + bias.astype(np.float32)
+
+    return threshold_ranges(values, sign, bound, -255 * k, 255 * k, units)
 
 
 class FusedDenseBatch:
