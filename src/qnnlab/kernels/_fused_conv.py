@@ -12,6 +12,7 @@ from numba import njit, prange
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
 from qnnlab.kernels._float_tiles import float_tile, threshold_words
 from qnnlab.kernels._fused import binary_tail_serial
+from qnnlab.kernels._int8_tiles import inside_bits
 from qnnlab.kernels._numba import parallel_and_serial
 from qnnlab.kernels._panels import COLUMNS, conv_tile
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
@@ -75,9 +76,9 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, si
 
 
 @njit(inline="always")
-def _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias, b, py, image, counts, best):
-    """best[px, o] (float32) = the largest convolution output plus bias over the pool x pool window
-    of pooled position (py, px), for every output channel o. A binary convolution of the
+def _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, b, py, image, counts, best):
+    """best[px, o] (int32) = the largest convolution sum over the pool x pool window of pooled
+    position (py, px), for every output channel o. A binary convolution of the
     channel-packed bits x (B, H, W, Wc) with filters as panels (``_panels.panels`` of the packed
     (O, kh kw Wc) filters): per output row, its kh input rows are copied into ``image`` with zero
     words on the padding, and tiles of up to six pixels (``_panels.conv_tile``) read each tap
@@ -88,7 +89,7 @@ def _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias,
     height, width, wc = x.shape[1], x.shape[2], x.shape[3]
     kh, kw, n_out = corrections.shape
     used_w = best.shape[0] * pool
-    best[:] = np.float32(-3.0e38)  # below any value: a sum of at most 2^31 terms plus a bias
+    best[:] = np.iinfo(np.int32).min
     for qy in range(pool):
         top = (py * pool + qy) * stride - padding
         image[:] = 0
@@ -118,9 +119,7 @@ def _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias,
                                 counts[ox, o] -= corrections[dy, dx, o]
             px = ox // pool
             for o in range(n_out):
-                value = np.float32(counts[ox, o]) + bias[o]
-                if value > best[px, o]:
-                    best[px, o] = value
+                best[px, o] = max(best[px, o], counts[ox, o])
 
 
 @njit(inline="always")
@@ -147,41 +146,45 @@ def _conv_values(x, panels, corrections, channels, stride, padding, bias, out):
         b, oy = row // out_h, row % out_h
         image = np.empty((kh, padded_w, wc), dtype=np.uint64)
         counts = np.empty((out_w, panels.shape[0] * COLUMNS), dtype=np.int32)
-        values = np.empty((out_w, bias.shape[0]), dtype=np.float32)
-        _pooled_row(
-            x, panels, offsets, corrections, kh * kw * channels, stride, padding, 1, bias, b, oy, image, counts, values
-        )
-        out[b, oy] = values[:, :n_out]
+        sums = np.empty((out_w, n_out), dtype=np.int32)
+        _pooled_row(x, panels, offsets, corrections, kh * kw * channels, stride, padding, 1, b, oy, image, counts, sums)
+        for ox in range(out_w):
+            for o in range(n_out):
+                out[b, oy, ox, o] = np.float32(sums[ox, o]) + bias[o]
 
 
-def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool, bias, sign, bound, out):
-    """A binary convolution (``_pooled_row``), plus bias, max-pooled over pool x pool windows
-    (stride pool; pool 1: none), then batch norm + sign as a threshold per channel, written as
-    channel-packed bits out (B, H'', W'', ceil(O / 64)): three ops of the packed path without their
-    int32 and float feature maps in between. The values compared are the op-by-op path's (integer
-    sums, then float32 with the bias, max, then the float64 test). bias, sign and bound are
-    padded to whole words of 64 channels."""
+def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool, low, high, out):
+    """A binary convolution (``_pooled_row``) max-pooled over pool x pool windows (stride pool;
+    pool 1: none), then batch norm + sign as a threshold per channel, written as channel-packed
+    bits out (B, H'', W'', ceil(O / 64)): three ops of the packed path without their int32 and
+    float feature maps in between. The ops' threshold of float32(sum) + bias is monotone in the
+    integer sum, so max pooling the sums and testing them against the range [low, high] in which
+    it fires (``runtime.fused.threshold_ranges``) gives the ops' bits; low and high padded to
+    whole words of 64 channels with empty ranges."""
     kh, kw, _ = corrections.shape
     wc = x.shape[3]
     padded_w = x.shape[2] + 2 * padding
     offsets = _tap_offsets(kh, kw, padded_w, wc)
     k = kh * kw * channels
-    out_h, out_w = out.shape[1], out.shape[2]
+    out_h, out_w, words = out.shape[1], out.shape[2], out.shape[3]
     for row in prange(x.shape[0] * out_h):
         b, py = row // out_h, row % out_h
         image = np.empty((kh, padded_w, wc), dtype=np.uint64)
         counts = np.empty((out_w * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
-        best = np.empty((out_w, bias.shape[0]), dtype=np.float32)
-        _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias, b, py, image, counts, best)
+        best = np.empty((out_w, words * 64), dtype=np.int32)
+        _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, b, py, image, counts, best)
         for px in range(out_w):
-            threshold_words(best[px], sign, bound, corrections.shape[2], out[b, py, px])
+            for w in range(words):
+                at = px * words * 64 + w * 64
+                out[b, py, px, w] = inside_bits(
+                    best.ctypes.data + at * 4, low[w * 64 :].ctypes.data, high[w * 64 :].ctypes.data
+                )
 
 
-def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding, pool, bias, sign, bound, out):
+def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding, pool, low, high, out):
     """``conv_pool_threshold`` for the last convolution before the classifier: the thresholded
     bits packed in the classifier's (C, H'', W'') order, out (B, ceil(C H'' W'' / 64)), with one
-    threshold per feature (sign and bound padded to whole words); the samples split across
-    threads."""
+    range per feature (padded to whole words); the samples split across threads."""
     kh, kw, n_out = corrections.shape
     wc = x.shape[3]
     padded_w = x.shape[2] + 2 * padding
@@ -190,18 +193,19 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
     out_h = (x.shape[1] + 2 * padding - kh) // stride + 1
     out_w = (x.shape[2] + 2 * padding - kw) // stride + 1
     pooled_h, pooled_w = out_h // pool, out_w // pool
-    features = n_out * pooled_h * pooled_w
     for b in prange(x.shape[0]):
         image = np.empty((kh, padded_w, wc), dtype=np.uint64)
         counts = np.empty((pooled_w * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
-        best = np.empty((pooled_w, bias.shape[0]), dtype=np.float32)
-        values = np.zeros(out.shape[1] * 64, dtype=np.float32)
+        best = np.empty((pooled_w, n_out), dtype=np.int32)
+        values = np.zeros(out.shape[1] * 64, dtype=np.int32)
         for py in range(pooled_h):
-            _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, bias, b, py, image, counts, best)
+            _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, b, py, image, counts, best)
             for px in range(pooled_w):
                 for o in range(n_out):  # into the classifier's (C, H, W) order
                     values[(o * pooled_h + py) * pooled_w + px] = best[px, o]
-        threshold_words(values, sign, bound, features, out[b])
+        for w in range(out.shape[1]):
+            at = w * 64
+            out[b, w] = inside_bits(values[at:].ctypes.data, low[at:].ctypes.data, high[at:].ctypes.data)
 
 
 pixel_conv_threshold, pixel_conv_threshold_serial = parallel_and_serial(_pixel_conv_threshold)
@@ -212,8 +216,8 @@ conv_values, conv_values_serial = parallel_and_serial(_conv_values)
 
 # the columns of conv_chain's geometry table, one row per binary convolution
 CHANNELS, KH, KW, STRIDE, PADDING, POOL, OUT_H, OUT_W, OUT_WORDS, FLAT = range(10)
-PANELS_AT, PANEL_COUNT, PANEL_WORDS, CORRECTIONS_AT, UNITS, VALUES_AT, THRESHOLDS_AT, THRESHOLDS = range(10, 18)
-GEOMETRY_COLUMNS = 18
+PANELS_AT, PANEL_COUNT, PANEL_WORDS, CORRECTIONS_AT, UNITS, THRESHOLDS_AT, THRESHOLDS = range(10, 17)
+GEOMETRY_COLUMNS = 17
 
 
 @njit(cache=True, nogil=True)
@@ -228,9 +232,8 @@ def conv_chain(
     geometry,
     panels,
     corrections,
-    biases,
-    signs,
-    bounds,
+    lows,
+    highs,
     shapes,
     words,
     tail_panels,
@@ -259,18 +262,17 @@ def conv_chain(
         panel = panels[g[PANELS_AT] : g[PANELS_AT] + size].reshape((g[PANEL_COUNT], g[PANEL_WORDS], COLUMNS))
         size = g[KH] * g[KW] * g[UNITS]
         correction = corrections[g[CORRECTIONS_AT] : g[CORRECTIONS_AT] + size].reshape((g[KH], g[KW], g[UNITS]))
-        bias = biases[g[VALUES_AT] : g[VALUES_AT] + (g[UNITS] + 63) // 64 * 64]
-        sign = signs[g[THRESHOLDS_AT] : g[THRESHOLDS_AT] + g[THRESHOLDS]]
-        bound = bounds[g[THRESHOLDS_AT] : g[THRESHOLDS_AT] + g[THRESHOLDS]]
+        low = lows[g[THRESHOLDS_AT] : g[THRESHOLDS_AT] + g[THRESHOLDS]]
+        high = highs[g[THRESHOLDS_AT] : g[THRESHOLDS_AT] + g[THRESHOLDS]]
         if g[FLAT]:
             flat = np.empty((1, g[OUT_WORDS]), dtype=np.uint64)
             conv_pool_threshold_flat_serial(
-                maps, panel, correction, g[CHANNELS], g[STRIDE], g[PADDING], g[POOL], bias, sign, bound, flat
+                maps, panel, correction, g[CHANNELS], g[STRIDE], g[PADDING], g[POOL], low, high, flat
             )
         else:
             following = np.empty((1, g[OUT_H], g[OUT_W], g[OUT_WORDS]), dtype=np.uint64)
             conv_pool_threshold_serial(
-                maps, panel, correction, g[CHANNELS], g[STRIDE], g[PADDING], g[POOL], bias, sign, bound, following
+                maps, panel, correction, g[CHANNELS], g[STRIDE], g[PADDING], g[POOL], low, high, following
             )
             maps = following
     binary_tail_serial(flat, shapes, words, tail_panels, tail_biases, tail_lows, tail_highs, scale, shift, out)

@@ -153,11 +153,14 @@ class ConvPoolThreshold:
     def __init__(self, conv: runtime_ops.BinaryConv, pool: int, threshold: runtime_ops.Threshold) -> None:
         self.conv, self.pool, self.flat = conv, pool, threshold.layout == "flat"
         self.panels, self.corrections = conv.panels, conv.corrections
-        padded = kernels.words(conv.out_channels) * 64
-        self.bias = _padded(_bias(conv, conv.out_channels), padded)
         sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
         size = kernels.words(len(sign)) * 64
-        self.sign, self.bound = _padded(sign, size), _padded(bound, size)
+        bias = _bias(conv, conv.out_channels)  # per channel, or per feature (channel-major) when flat
+        bias = _padded(np.repeat(bias, len(sign) // len(bias)), size)
+        k = int(np.prod(conv.kernel)) * conv.channels
+        self.low, self.high = threshold_ranges(
+            lambda p: p.astype(np.float32) + bias, _padded(sign, size), _padded(bound, size), -k, k, len(sign)
+        )
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[ConvPoolThreshold, int] | None:
@@ -200,9 +203,8 @@ class ConvPoolThreshold:
             conv.stride,
             conv.padding,
             self.pool,
-            self.bias,
-            self.sign,
-            self.bound,
+            self.low,
+            self.high,
             out,
         )
         return torch.from_numpy(out.view(np.int64))
@@ -407,8 +409,8 @@ class FusedCNN:
             first.sign,
             first.bound,
         )
-        rows, panels, corrections, biases, signs, bounds = [], [], [], [], [], []
-        sizes = np.zeros(5, dtype=np.int64)  # the flat buffers' lengths so far
+        rows, panels, corrections, lows, highs = [], [], [], [], []
+        sizes = np.zeros(3, dtype=np.int64)  # the flat buffers' lengths so far
         for step in convs:
             conv = step.conv
             _, conv_h, conv_w = conv.out_shape((conv.channels, height, width))
@@ -425,23 +427,21 @@ class FusedCNN:
             )
             row[[fc.OUT_H, fc.OUT_W, fc.OUT_WORDS, fc.FLAT, fc.UNITS]] = height, width, out_words, step.flat, units
             row[[fc.PANEL_COUNT, fc.PANEL_WORDS]] = step.panels.shape[:2]
-            row[[fc.PANELS_AT, fc.CORRECTIONS_AT, fc.VALUES_AT, fc.THRESHOLDS_AT]] = sizes[:4]
-            row[fc.THRESHOLDS] = len(step.sign)
-            parts = (step.panels.reshape(-1), step.corrections.reshape(-1), step.bias, step.sign)
-            sizes[:4] += [len(part) for part in parts]
+            row[[fc.PANELS_AT, fc.CORRECTIONS_AT, fc.THRESHOLDS_AT]] = sizes
+            row[fc.THRESHOLDS] = len(step.low)
+            parts = (step.panels.reshape(-1), step.corrections.reshape(-1), step.low)
+            sizes += [len(part) for part in parts]
             rows.append(row)
             panels.append(parts[0])
             corrections.append(parts[1])
-            biases.append(step.bias)
-            signs.append(step.sign)
-            bounds.append(step.bound)
+            lows.append(step.low)
+            highs.append(step.high)
         self.convs = (
             np.stack(rows),
             np.concatenate(panels),
             np.concatenate(corrections),
-            np.concatenate(biases),
-            np.concatenate(signs),
-            np.concatenate(bounds),
+            np.concatenate(lows),
+            np.concatenate(highs),
         )
         self.tail = tail.chain.tables()
         self.classes = len(tail.chain.scale)
