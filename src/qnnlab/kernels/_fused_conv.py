@@ -18,7 +18,7 @@ from qnnlab.kernels._panels import COLUMNS, conv_tile
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
 
 
-def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, sign, bound, out):
+def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, sign, bound, low, high, out):
     """The first convolution, on pixels x = c / 127.5 - 1 (B, C, H, W) float32 against +-1 filters
     as float32 panels (P, kh kw C, 64) (``_float_tiles.COLUMNS`` output channels each, taps in
     (dy, dx, c) order) with zero padding, computed exactly from the integer codes:
@@ -27,17 +27,16 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, si
     Per output row the codes of its input rows, zero on the padding (where they add nothing),
     go through register tiles of pixels (``_float_tiles``); tap_sums (kh, kw, O) float64 are the
     filters' sums per tap, for the taps inside the image. bias, sign and bound are padded to
-    P 64 entries. The quotient is taken as a product with 1 / 127.5 (within one float64 ulp)."""
+    P 64 entries. The quotient is taken as a product with 1 / 127.5 (within one float64 ulp).
+    Where the window lies inside the image, the threshold of that arithmetic is monotone in the
+    integer sum of codes, and [low, high] (padded with empty ranges) are the sums in which each
+    channel fires (``runtime.fused.PixelConvThreshold``): those pixels compare integers."""
     batch, channels, height, width = x.shape
     kh, kw = kernel
     out_h, out_w = out.shape[1], out.shape[2]
     n_out, n_real = out.shape[3] * 64, tap_sums.shape[2]
     padded_w = width + 2 * padding
     offsets = _tap_offsets(kh, kw, padded_w, channels)  # tap (dy, dx, c) in the codes (kh, W + 2 p, C)
-    all_taps = np.zeros(n_out, dtype=np.float64)
-    for dy in range(kh):
-        for dx in range(kw):
-            all_taps[:n_real] += tap_sums[dy, dx]
     for row in prange(batch * out_h):
         b, oy = row // out_h, row % out_h
         top = oy * stride - padding
@@ -61,15 +60,22 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, si
                 )
         inside = np.empty(n_out, dtype=np.float64)
         values = np.empty(n_out, dtype=np.float32)
+        whole = np.empty(n_out, dtype=np.int32)
         for ox in range(out_w):
             left = ox * stride - padding
             if top >= 0 and top + kh <= height and left >= 0 and left + kw <= width:
-                inside[:] = all_taps
-            else:
-                inside[:] = 0
-                for dy in range(max(0, -top), min(kh, height - top)):
-                    for dx in range(max(0, -left), min(kw, width - left)):
-                        inside[:n_real] += tap_sums[dy, dx]
+                for o in range(n_out):
+                    whole[o] = np.int32(sums[ox, o])
+                for w in range(out.shape[3]):
+                    at = w * 64
+                    out[b, oy, ox, w] = inside_bits(
+                        whole.ctypes.data + at * 4, low[at:].ctypes.data, high[at:].ctypes.data
+                    )
+                continue
+            inside[:] = 0
+            for dy in range(max(0, -top), min(kh, height - top)):
+                for dx in range(max(0, -left), min(kw, width - left)):
+                    inside[:n_real] += tap_sums[dy, dx]
             for o in range(n_out):
                 values[o] = np.float32(np.float64(sums[ox, o]) * (1 / 127.5) - inside[o]) + bias[o]
             threshold_words(values, sign, bound, n_real, out[b, oy, ox])
@@ -229,6 +235,8 @@ def conv_chain(
     first_bias,
     first_sign,
     first_bound,
+    first_low,
+    first_high,
     geometry,
     panels,
     corrections,
@@ -253,7 +261,18 @@ def conv_chain(
     kernel = (first_shape[0], first_shape[1])
     maps = np.empty((1, first_shape[4], first_shape[5], first_shape[6]), dtype=np.uint64)
     pixel_conv_threshold_serial(
-        x, first_panels, kernel, first_shape[2], first_shape[3], tap_sums, first_bias, first_sign, first_bound, maps
+        x,
+        first_panels,
+        kernel,
+        first_shape[2],
+        first_shape[3],
+        tap_sums,
+        first_bias,
+        first_sign,
+        first_bound,
+        first_low,
+        first_high,
+        maps,
     )
     flat = np.empty((1, 0), dtype=np.uint64)
     for layer in range(geometry.shape[0]):

@@ -226,6 +226,13 @@ class PixelConvThreshold:
         self.panels = columns.reshape(-1, padded // COLUMNS, COLUMNS).transpose(0, 1).contiguous().numpy()
         sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
         self.bias, self.sign, self.bound = (_padded(v, padded) for v in (_bias(conv, n_out), sign, bound))
+        all_taps = _padded(self.tap_sums.sum((0, 1)), padded)  # a window inside the image: every tap
+
+        def interior(s: np.ndarray) -> np.ndarray:  # the kernel's arithmetic there
+            return (s.astype(np.float64) * (1 / 127.5) - all_taps).astype(np.float32) + self.bias
+
+        taps = kh * kw * channels
+        self.low, self.high = threshold_ranges(interior, self.sign, self.bound, -255 * taps, 255 * taps, n_out)
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelConvThreshold, int] | None:
@@ -252,6 +259,8 @@ class PixelConvThreshold:
             self.bias,
             self.sign,
             self.bound,
+            self.low,
+            self.high,
             out,
         )
         return torch.from_numpy(out.view(np.int64))
@@ -408,6 +417,8 @@ class FusedCNN:
             first.bias,
             first.sign,
             first.bound,
+            first.low,
+            first.high,
         )
         rows, panels, corrections, lows, highs = [], [], [], [], []
         sizes = np.zeros(3, dtype=np.int64)  # the flat buffers' lengths so far
