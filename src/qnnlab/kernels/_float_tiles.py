@@ -11,6 +11,9 @@ however short the loops around them.
 - ``threshold_bits``: the packed word of (sign[j] * float64(values[j]) >= bound[j]) over 64
   channels, one vector compare per eight channels instead of 64 scalar tests; lanes at or past
   ``count`` are cleared, so the caller pads its buffers to whole words.
+- ``inside_bits`` / ``inside_words``: the same for integer sums against the range of sums in
+  which each channel's threshold fires (``runtime.fused.threshold_ranges``), eight compares
+  per 64 channels; padding channels carry empty ranges.
 """
 
 from __future__ import annotations
@@ -101,3 +104,27 @@ def threshold_words(values, sign, bound, count, out):
         out[word] = threshold_bits(
             values[at:].ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(WORD, count - at)
         )
+
+
+@intrinsic
+def inside_bits(typingctx, values_address, low_address, high_address):
+    """uint64 whose bit j is low[j] <= values[j] <= high[j], over 64 int32 entries each: a threshold
+    on integer sums as four vector compares of each bound."""
+    sig = types.uint64(types.uintp, types.uintp, types.uintp)
+
+    def codegen(context, builder, signature, args):
+        vector = ir.VectorType(ir.IntType(32), 64)
+        values, low, high = (builder.load(builder.inttoptr(a, vector.as_pointer()), align=4) for a in args)
+        inside = builder.and_(builder.icmp_signed(">=", values, low), builder.icmp_signed("<=", values, high))
+        return builder.bitcast(inside, ir.IntType(64))
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def inside_words(values_address, low, high, out):
+    """out[w] = ``inside_bits`` of int32 entries 64 w .. 64 w + 63 of the values at
+    ``values_address`` for every word w of out; low and high padded to whole words."""
+    for word in range(out.shape[0]):
+        at = word * WORD
+        out[word] = inside_bits(values_address + at * 4, low[at:].ctypes.data, high[at:].ctypes.data)

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from qnnlab.kernels import _int8_tiles, _panels
-from qnnlab.kernels._float_tiles import threshold_words
+from qnnlab.kernels._float_tiles import inside_bits, threshold_words
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
 from qnnlab.kernels._panels import COLUMNS, gemm, signed_tile
@@ -160,7 +160,7 @@ def _threshold_layer(bits, layer_panels, k, n, low, high, out):
                     target = products.ctypes.data + half * COLUMNS * 4
                     signed_tile(rows, bits[first].ctypes.data, wk, panel, wk, target, 2 * COLUMNS, k)
             for r in range(rows):
-                out[first + r, q] = _int8_tiles.inside_bits(
+                out[first + r, q] = inside_bits(
                     products.ctypes.data + r * 2 * COLUMNS * 4, low[at:].ctypes.data, high[at:].ctypes.data
                 )
 
@@ -203,7 +203,7 @@ def pixel_dense_threshold(x, panels, low, high, out):
                 rows, codes[first].ctypes.data, codes.shape[1], panels[p].ctypes.data, groups, sums.ctypes.data, 64
             )
             for r in range(rows):
-                out[first + r, p] = _int8_tiles.inside_bits(
+                out[first + r, p] = inside_bits(
                     sums.ctypes.data + r * 64 * 4, low[at:].ctypes.data, high[at:].ctypes.data
                 )
 

@@ -10,9 +10,8 @@ import numpy as np
 from numba import njit, prange
 
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
-from qnnlab.kernels._float_tiles import float_tile, threshold_words
+from qnnlab.kernels._float_tiles import float_tile, inside_words, threshold_words
 from qnnlab.kernels._fused import binary_tail_serial
-from qnnlab.kernels._int8_tiles import inside_bits
 from qnnlab.kernels._numba import parallel_and_serial
 from qnnlab.kernels._panels import COLUMNS, conv_tile
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
@@ -66,11 +65,7 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, si
             if top >= 0 and top + kh <= height and left >= 0 and left + kw <= width:
                 for o in range(n_out):
                     whole[o] = np.int32(sums[ox, o])
-                for w in range(out.shape[3]):
-                    at = w * 64
-                    out[b, oy, ox, w] = inside_bits(
-                        whole.ctypes.data + at * 4, low[at:].ctypes.data, high[at:].ctypes.data
-                    )
+                inside_words(whole.ctypes.data, low, high, out[b, oy, ox])
                 continue
             inside[:] = 0
             for dy in range(max(0, -top), min(kh, height - top)):
@@ -180,11 +175,7 @@ def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool
         best = np.empty((out_w, words * 64), dtype=np.int32)
         _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, b, py, image, counts, best)
         for px in range(out_w):
-            for w in range(words):
-                at = px * words * 64 + w * 64
-                out[b, py, px, w] = inside_bits(
-                    best.ctypes.data + at * 4, low[w * 64 :].ctypes.data, high[w * 64 :].ctypes.data
-                )
+            inside_words(best.ctypes.data + px * words * 64 * 4, low, high, out[b, py, px])
 
 
 def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding, pool, low, high, out):
@@ -209,9 +200,7 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
             for px in range(pooled_w):
                 for o in range(n_out):  # into the classifier's (C, H, W) order
                     values[(o * pooled_h + py) * pooled_w + px] = best[px, o]
-        for w in range(out.shape[1]):
-            at = w * 64
-            out[b, w] = inside_bits(values[at:].ctypes.data, low[at:].ctypes.data, high[at:].ctypes.data)
+        inside_words(values.ctypes.data, low, high, out[b])
 
 
 pixel_conv_threshold, pixel_conv_threshold_serial = parallel_and_serial(_pixel_conv_threshold)

@@ -76,18 +76,3 @@ def dot4_tile(typingctx, rows, a_address, a_stride, panel_address, groups, out_a
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-@intrinsic
-def inside_bits(typingctx, values_address, low_address, high_address):
-    """uint64 whose bit j is low[j] <= values[j] <= high[j], over 64 int32 entries each: a threshold
-    on integer sums as four vector compares of each bound."""
-    sig = types.uint64(types.uintp, types.uintp, types.uintp)
-
-    def codegen(context, builder, signature, args):
-        vector = ir.VectorType(ir.IntType(32), 64)
-        values, low, high = (builder.load(builder.inttoptr(a, vector.as_pointer()), align=4) for a in args)
-        inside = builder.and_(builder.icmp_signed(">=", values, low), builder.icmp_signed("<=", values, high))
-        return builder.bitcast(inside, ir.IntType(64))
-
-    return sig, codegen
