@@ -57,6 +57,7 @@ ROWS_KERNEL_BYTES = 1 << 16  # packed b up to this size stays in L1/L2: sweep it
 
 _pool_started = False
 _LAUNCHES = threading.Lock()
+_set_for = threading.local()  # per Python thread (numba's thread count is): the torch count last applied
 
 
 SPIN_COUNT = "10000"  # idle pool threads spin about 0.1 ms (pause loop iterations), then sleep
@@ -72,11 +73,13 @@ def _pool() -> None:  # numba imported lazily: it compiles on first use
     its settings) or other processes need. The spin is set in the environment before numba
     loads its libgomp, which reads it once, at load, and removed after."""
     global _pool_started
+    threads = torch.get_num_threads()
+    if getattr(_set_for, "threads", None) == threads:  # the common case, a few microseconds cheaper
+        return
     import numba
 
     from qnnlab.kernels import _numba
 
-    threads = torch.get_num_threads()
     if not _pool_started:
         with _LAUNCHES:  # two threads' first calls must not both start the pool
             if not _pool_started:  # starting numba's pool resets the process's (torch's) thread count
@@ -95,6 +98,7 @@ def _pool() -> None:  # numba imported lazily: it compiles on first use
     wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
+    _set_for.threads = threads
 
 
 def launch(kernel, *args):
@@ -357,4 +361,5 @@ def on_pixel_grid(x: torch.Tensor) -> bool:
     1e-3 of a code, in float32), and so finite."""
     from qnnlab.kernels import _numba
 
-    return bool(launch(_numba.on_pixel_grid, x.detach().to(torch.float32).contiguous().reshape(-1).numpy()))
+    # a serial kernel: called directly, it needs neither numba's pool nor the launch lock
+    return bool(_numba.on_pixel_grid(x.detach().to(torch.float32).contiguous().reshape(-1).numpy()))
