@@ -60,7 +60,7 @@ _LAUNCHES = threading.Lock()
 _set_for = threading.local()  # per Python thread (numba's thread count is): the torch count last applied
 
 
-SPIN_COUNT = "10000"  # idle pool threads spin about 0.1 ms (pause loop iterations), then sleep
+SPIN_COUNT = "10000"  # pause-loop iterations idle pool threads spin before they sleep (libgomp: 300,000)
 
 
 def _pool() -> None:  # numba imported lazily: it compiles on first use

@@ -53,7 +53,7 @@ class BinaryChain:
         self.words = np.concatenate([layer.weight.reshape(-1).numpy().view(np.uint64) for layer in layers])
         self.panels = np.concatenate(panels)
         self.biases = np.concatenate([_padded(_bias(layer, n), m) for layer, n, m in zip(layers, sizes, padded)])
-        ranges = [_product_ranges(layer, t, n, m) for layer, t, n, m in zip(layers, thresholds, sizes, padded)]
+        ranges = [product_ranges(_bias(layer, n), t, layer.k) for layer, t, n in zip(layers, thresholds, sizes)]
         last = np.zeros(padded[-1], dtype=np.int32)  # the last layer has no threshold: its slots are never read
         self.lows = np.concatenate([low for low, _ in ranges] + [last])
         self.highs = np.concatenate([high for _, high in ranges] + [last])
@@ -79,13 +79,13 @@ class BinaryChain:
         return layers, thresholds, affine
 
 
-def _product_ranges(layer: Any, threshold: Any, units: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``threshold_ranges`` of a binary layer over its products p in [-K, K]: y = float32(p) + bias."""
-    bias = _padded(_bias(layer, units), size)
-    tables = (
-        _padded(table, size) for table in kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
-    )
-    return threshold_ranges(lambda p: p.astype(np.float32) + bias, *tables, -layer.k, layer.k, units)
+def product_ranges(bias: np.ndarray, threshold: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``threshold_ranges`` of a threshold op over the binary products p in [-k, k] of the units
+    it thresholds, y = float32(p) + bias (one bias per unit), padded to whole words."""
+    sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+    size = kernels.words(len(sign)) * 64
+    bias, sign, bound = (_padded(v, size) for v in (bias, sign, bound))
+    return threshold_ranges(lambda p: p.astype(np.float32) + bias, sign, bound, -k, k, len(threshold.t))
 
 
 class FusedDense:
@@ -153,14 +153,9 @@ class ConvPoolThreshold:
     def __init__(self, conv: runtime_ops.BinaryConv, pool: int, threshold: runtime_ops.Threshold) -> None:
         self.conv, self.pool, self.flat = conv, pool, threshold.layout == "flat"
         self.panels, self.corrections = conv.panels, conv.corrections
-        sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
-        size = kernels.words(len(sign)) * 64
-        bias = _bias(conv, conv.out_channels)  # per channel, or per feature (channel-major) when flat
-        bias = _padded(np.repeat(bias, len(sign) // len(bias)), size)
-        k = int(np.prod(conv.kernel)) * conv.channels
-        self.low, self.high = threshold_ranges(
-            lambda p: p.astype(np.float32) + bias, _padded(sign, size), _padded(bound, size), -k, k, len(sign)
-        )
+        bias = _bias(conv, conv.out_channels)  # per channel; when flat, per feature in (C, H, W) order
+        bias = np.repeat(bias, len(threshold.t) // len(bias))
+        self.low, self.high = product_ranges(bias, threshold, int(np.prod(conv.kernel)) * conv.channels)
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[ConvPoolThreshold, int] | None:
