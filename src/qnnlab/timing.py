@@ -16,12 +16,16 @@ def _check_repeats(repeats: int) -> None:
         raise ValueError(f"--repeats {repeats}: a median needs at least 1 timed repeat (5 or more for a stable one)")
 
 
-def _times_ms(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+def _times_ms(
+    fn: Callable[[], object], repeats: int, warmup: int, before: Callable[[], object] | None = None
+) -> list[float]:
     _check_repeats(repeats)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
@@ -30,6 +34,12 @@ def _times_ms(fn: Callable[[], object], repeats: int, warmup: int) -> list[float
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     return statistics.median(_times_ms(fn, repeats, warmup))
+
+
+def cold_ms(fn: Callable[[], object], flush: Callable[[], object], repeats: int) -> float:
+    """The median of ``repeats`` runs each right after an untimed ``flush()`` that evicts the
+    caches: the time with fn's data coming from memory, as a large model's weights do."""
+    return statistics.median(_times_ms(fn, repeats, 1, flush))
 
 
 def best_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:

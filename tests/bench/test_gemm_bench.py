@@ -40,9 +40,20 @@ def test_bench_gemm_json(vnni, capsys, monkeypatch):
     # the ratio to one read of the weights, as the row's rounded figures give it (a busy host can
     # make the read of a tiny matrix slow enough that the ratio rounds to 0)
     row = rows[4]
-    assert row["stream_ms"] > 0
-    assert row["times_stream"] == pytest.approx(row["qnnlab_ms"] / row["stream_ms"], rel=0.02, abs=0.01)
+    assert row["stream_ms"] > 0 and row["stream_warm_ms"] > 0
+    assert row["times_stream"] == pytest.approx(row["from_memory_ms"] / row["stream_ms"], rel=0.02, abs=0.01)
+    assert row["times_stream_warm"] == pytest.approx(row["from_cache_ms"] / row["stream_warm_ms"], rel=0.02, abs=0.01)
+    lookups = kernels.sign_weight_lookups()
+    assert {r["method"] for r in rows[3:5]} == {"table lookups" if lookups else "masked additions"}
     assert main(["bench", "gemm", "--sizes", "64", "--gemv", "0", "--bitserial", "0", "--repeats", "2"]) == 0
     assert main(["bench", "gemm", "--gemv", "-3"]) == 2
     assert main(["bench", "gemm", "--sizes", "a,b"]) == 2
     assert main(["bench", "gemm", "--sizes", "0"]) == 2
+
+
+def test_cold_timing_flushes_before_every_timed_run():
+    from qnnlab.timing import cold_ms
+
+    calls = []
+    assert cold_ms(lambda: calls.append("run"), lambda: calls.append("flush"), 3) >= 0
+    assert calls == ["run", "flush", "run", "flush", "run", "flush", "run"]  # one untimed warm-up first

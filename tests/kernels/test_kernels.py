@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qnnlab import kernels
-from qnnlab.kernels import binary_matmul, bitplane_matmul, bitserial_matmul, pack, sign_weight_matmul, unpack
+from qnnlab.kernels import (
+    binary_matmul,
+    bitplane_matmul,
+    bitserial_matmul,
+    pack,
+    sign_weight_matmul,
+    sign_weight_panels,
+    unpack,
+)
 
 SIZES = [1, 63, 64, 65, 127, 1000]
 
@@ -63,24 +71,45 @@ def test_bitplane_first_layer(k, m, n):
     assert torch.equal(bitplane_matmul(x, pack(w), k), (x.double() @ w.double().T).long())
 
 
+def _weight_only_paths(w_packed, k, integer):
+    """The masked additions, and the table lookups where the CPU has them."""
+    panels = sign_weight_panels(w_packed, k, integer)
+    return [None] if panels is None else [None, panels]
+
+
 @pytest.mark.parametrize("k", [1, 63, 64, 65, 100, 1000])
-@pytest.mark.parametrize("n", [1, 4, 9])
+@pytest.mark.parametrize("n", [1, 4, 9, 33, 130])
 def test_sign_weight_matmul(k, n):
     torch.manual_seed(k + n)
     x, w = torch.randn(3, k), pm1(n, k)
-    assert torch.allclose(sign_weight_matmul(x, pack(w), k), x @ w.T, atol=1e-4)
+    for panels in _weight_only_paths(pack(w), k, integer=False):
+        assert torch.allclose(sign_weight_matmul(x, pack(w), k, panels), x @ w.T, atol=1e-4)
     x8 = torch.randint(-128, 128, (2, k), dtype=torch.int8)
-    exact = sign_weight_matmul(x8, pack(w), k)
-    assert exact.dtype == torch.int32 and torch.equal(exact, (x8.long() @ w.long().T).int())
+    for panels in _weight_only_paths(pack(w), k, integer=True):
+        exact = sign_weight_matmul(x8, pack(w), k, panels)
+        assert exact.dtype == torch.int32 and torch.equal(exact, (x8.long() @ w.long().T).int())
 
 
-def test_int8_weight_only_sums_stay_exact_past_the_int16_lanes():
-    k = 64 * 600  # several blocks of int16 accumulation, each folded into int32 lanes
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_int8_weight_only_sums_stay_exact_past_the_int16_lanes(sign):
+    k = 64 * 600  # several runs of int16 accumulation, each folded into int32 lanes
     x8 = torch.full((1, k), -128, dtype=torch.int8)
-    w = torch.ones(5, k)
-    w[1] = -1
-    out = sign_weight_matmul(x8, pack(w), k)
-    assert out.tolist() == [[-128 * k, 128 * k, -128 * k, -128 * k, -128 * k]]
+    w = torch.full((37, k), sign)
+    w[1] = -sign
+    for panels in _weight_only_paths(pack(w), k, integer=True):
+        out = sign_weight_matmul(x8, pack(w), k, panels)
+        assert out[0, 0] == -128 * k * sign and out[0, 1] == 128 * k * sign and len(set(out[0, 2:].tolist())) == 1
+
+
+def test_weight_only_panels_must_match_the_inputs():
+    w = pack(pm1(40, 200))
+    panels = sign_weight_panels(w, 200, integer=True)
+    if panels is None:
+        pytest.skip("this CPU has no AVX-512 lookups")
+    with pytest.raises(ValueError, match="integer=False"):
+        sign_weight_matmul(torch.randn(1, 200), w, 200, panels)
+    with pytest.raises(ValueError, match="got torch.int16"):
+        sign_weight_matmul(torch.zeros(1, 200, dtype=torch.int8), w, 200, panels[:1])
 
 
 def test_bad_input_is_rejected_clearly():

@@ -10,8 +10,9 @@ the best of its repeats): ``of_bound`` takes the GEMM's median, ``of_bound_best`
 back-to-back run, which compares like with like on a host whose noise only ever adds time.
 gemv K: one packed row against a (K, K) packed weight matrix (weights larger than the last-level
 cache in float32: 1 GiB at K = 16384) against a float32 matrix-vector product; and float32 and
-int8 rows against the same +-1 weights (BinaryConnect inference, additions only) against float32
-and int8 products, beside the time one read of the packed weights takes.
+int8 rows against the same +-1 weights (BinaryConnect inference, additions only: table lookups
+where the CPU has AVX-512, masked additions elsewhere, the row's ``method``) against float32 and
+int8 products, beside the time one read of the packed weights takes.
 bitserial N: k-bit x k-bit codes (1x1, 2x2, 4x4, 8x1 bits) by bit-serial AND-popcount, one
 binary product per pair of bit planes, against float32 and int8 N^3: what an int8 -> int4 shift
 costs on binary hardware.
@@ -19,14 +20,17 @@ costs on binary hardware.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from qnnlab import kernels
-from qnnlab.timing import best_ms, interleaved_ms, median_ms, paired_ms, versus
+from qnnlab.timing import best_ms, cold_ms, interleaved_ms, median_ms, paired_ms, versus
 
 
 def _pm1(*shape: int) -> torch.Tensor:
@@ -92,11 +96,26 @@ def run(
         yield _bitserial_row(bitserial, a_bits, b_bits, max(3, repeats // 2))
 
 
+def _cache_flush(cap: int = 1 << 30):
+    """A function that reads twice the last-level cache's size (from sysfs; 64 MiB where it does
+    not say, at most ``cap``) so that what ran before leaves nothing in the caches. It reads and
+    writes nothing timed and dirties no line, so no write-back lands in the next timing."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        with contextlib.suppress(OSError, ValueError):
+            text = index.read_text().strip()
+            sizes.append(int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[text[-1]])
+    buffer = np.ones(min(2 * max(sizes, default=1 << 26), cap) // 8, dtype=np.int64)
+    return buffer.max
+
+
 def _gemv_rows(k: int, repeats: int) -> Iterator[dict[str, Any]]:
     """Batch-1 products with a (K, K) weight matrix: +-1 inputs (XNOR-popcount) against float32,
     then weight-only products (BinaryConnect inference, 1-bit LLM layers) of float32 and of int8
-    inputs against torch's float32 and int8 products, with the time one read of the packed weights
-    takes (``stream_ms``), the bound of a product that must read them."""
+    inputs against torch's float32 and int8 products, and against the time one read of the packed
+    weights takes, the bound of a product that must read them: both from memory (``stream_ms``,
+    each run after the caches are flushed, as a model's weights arrive) and from cache, run
+    back to back (``stream_warm_ms``)."""
     w = _pm1(k, k)
     pw = kernels.pack(w)
     x = _pm1(1, k)
@@ -105,16 +124,26 @@ def _gemv_rows(k: int, repeats: int) -> Iterator[dict[str, Any]]:
         "binary_gemv", f"1x{k}x{k}", lambda: kernels.binary_matmul(px, pw, k), lambda: torch.matmul(x, w.T), repeats
     )
     real, real8 = torch.randn(1, k), torch.randint(-128, 128, (1, k), dtype=torch.int8)
-    stream_ms = median_ms(lambda: kernels.read_packed(pw), repeats)
+    flush = _cache_flush()
+    stream_ms = cold_ms(lambda: kernels.read_packed(pw), flush, repeats)
+    stream_warm_ms = median_ms(lambda: kernels.read_packed(pw), repeats)
     baselines = {"torch-float32": lambda: torch.matmul(real, w.T), **_int8_gemm(real8, w)}
     for name, inputs in (("weight_only_gemv", real), ("weight_only_gemv_int8", real8)):
-        q_ms, base_ms, ratios = interleaved_ms(lambda: kernels.sign_weight_matmul(inputs, pw, k), baselines, repeats)
+        panels = kernels.sign_weight_panels(pw, k, integer=inputs.dtype == torch.int8)  # made once, as at load
+        product = functools.partial(kernels.sign_weight_matmul, inputs, pw, k, panels)
+        q_ms, base_ms, ratios = interleaved_ms(product, baselines, repeats)
+        cold, warm = cold_ms(product, flush, repeats), median_ms(product, repeats)
         yield {
             "name": name,
             "shape": f"1x{k}x{k}",
+            "method": "masked additions" if panels is None else "table lookups",
             **versus(q_ms, base_ms, ratios),
+            "from_memory_ms": round(cold, 4),
             "stream_ms": round(stream_ms, 4),
-            "times_stream": round(q_ms / stream_ms, 2),
+            "times_stream": round(cold / stream_ms, 2),
+            "from_cache_ms": round(warm, 4),
+            "stream_warm_ms": round(stream_warm_ms, 4),
+            "times_stream_warm": round(warm / stream_warm_ms, 2),
             "threads": torch.get_num_threads(),
         }
 

@@ -42,7 +42,9 @@ __all__ = [
     "pixel_matmul",
     "popcount_rate",
     "read_packed",
+    "sign_weight_lookups",
     "sign_weight_matmul",
+    "sign_weight_panels",
     "threshold_pack",
     "threshold_pack_tables",
     "threshold_tables",
@@ -295,16 +297,41 @@ def threshold_pack_tables(y: torch.Tensor, sign: np.ndarray, bound: np.ndarray) 
     return torch.from_numpy(out.view(np.int64))
 
 
-def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch.Tensor:
+def sign_weight_lookups() -> bool:
+    """Whether the CPU has the AVX-512 permutes (``vpermps``, ``vpermw``) the table-lookup
+    weight-only products need (``kernels._lookup``); elsewhere the masked additions run."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("avx512f") and features.get("avx512bw"))
+
+
+def sign_weight_panels(w_packed: torch.Tensor, k: int, integer: bool) -> torch.Tensor | None:
+    """+-1 weights packed (N, W) laid out for ``sign_weight_matmul``'s table lookups, for int8
+    inputs (``integer``) or float inputs; None on a CPU without them (``sign_weight_lookups``)."""
+    check_packed(w_packed, k, "w_packed")
+    if w_packed.dim() != 2:
+        raise ValueError(f"w_packed must be 2-D (rows, words), got {tuple(w_packed.shape)}")
+    if not sign_weight_lookups():
+        return None
+    from qnnlab.kernels import _lookup
+
+    lanes = _lookup.weight_panels(_words_view(w_packed), 16 if integer else 32)
+    return torch.from_numpy(lanes.view(np.int16 if integer else np.int32))
+
+
+def sign_weight_matmul(
+    x: torch.Tensor, w_packed: torch.Tensor, k: int, panels: torch.Tensor | None = None
+) -> torch.Tensor:
     """BinaryConnect inference: real activations x (M, K) times +-1 weights packed (N, W), with
-    additions only: x . w = 2 (sum of x over the set bits) - sum(x), each weight word's bits used
-    as the lane masks of vector additions of the 64 inputs it covers (``kernels._masked``).
-    float x gives float32 (M, N) within float rounding; int8 x gives the exact int32 product."""
+    additions only: x . w = 2 (sum of x over the set bits) - sum(x). With ``panels`` (from
+    ``sign_weight_panels``, for x's kind) the sums are looked up in tables of each four inputs'
+    subset sums (``kernels._lookup``); without, each weight word's bits are the lane masks of
+    vector additions of the 64 inputs it covers (``kernels._masked``). float x gives float32
+    (M, N) within float rounding; int8 x gives the exact int32 product."""
     check_packed(w_packed, k, "w_packed")
     if x.dim() != 2 or x.shape[1] != k or not (x.dtype.is_floating_point or x.dtype == torch.int8):
         raise ValueError(f"x must be a float or int8 (M, {k}) tensor, got {x.dtype} {tuple(x.shape)}")
-    from qnnlab.kernels import _masked
-
     w_words = w_packed.contiguous().numpy().view(np.uint64)
     padded = w_words.shape[1] * WORD
     integer = x.dtype == torch.int8
@@ -312,10 +339,36 @@ def sign_weight_matmul(x: torch.Tensor, w_packed: torch.Tensor, k: int) -> torch
     xs = xs.contiguous().numpy()
     if padded != k:  # whole words of inputs; the packed tail bits are clear
         xs = np.pad(xs, ((0, 0), (0, padded - k)))
-    out = np.empty((x.shape[0], w_words.shape[0]), dtype=np.int32 if integer else np.float32)
     totals = xs.sum(axis=1, dtype=np.int64 if integer else np.float64).astype(np.int64 if integer else np.float32)
-    launch(_masked.sign_weight_int if integer else _masked.sign_weight_float, xs, w_words, totals, out)
-    return torch.from_numpy(out)
+    if panels is None:
+        from qnnlab.kernels import _masked
+
+        out = np.empty((x.shape[0], w_words.shape[0]), dtype=np.int32 if integer else np.float32)
+        launch(_masked.sign_weight_int if integer else _masked.sign_weight_float, xs, w_words, totals, out)
+        return torch.from_numpy(out)
+    sums = _looked_up(xs, panels, w_words.shape, integer)[:, : w_words.shape[0]]
+    return torch.from_numpy(2 * sums - totals[:, None].astype(sums.dtype))
+
+
+def _looked_up(xs: np.ndarray, panels: torch.Tensor, shape: tuple[int, int], integer: bool) -> np.ndarray:
+    """The sums over set bits of each row of xs, from panels of ``sign_weight_panels``."""
+    from qnnlab.kernels import _lookup
+
+    lane_bits = 16 if integer else 32
+    lanes = 512 // lane_bits
+    expected = (-(-shape[0] // lanes), shape[1] * WORD // lane_bits, lanes)
+    kind = torch.int16 if integer else torch.int32
+    if panels.dtype != kind or tuple(panels.shape) != expected:
+        raise ValueError(
+            f"panels must be sign_weight_panels(w_packed, k, integer={integer}) for {'int8' if integer else 'float'} "
+            f"x: {kind} {expected}, got {panels.dtype} {tuple(panels.shape)}"
+        )
+    tables = np.empty((xs.shape[0], xs.shape[1] // 4, 32 if integer else 16), dtype=np.int16 if integer else np.float32)
+    _pool()
+    _lookup.subset_sums(xs, tables)
+    out = np.empty((xs.shape[0], expected[0] * lanes), dtype=np.int32 if integer else np.float32)
+    launch(_lookup.int_products if integer else _lookup.float_products, tables, panels.contiguous().numpy(), out)
+    return out
 
 
 def read_packed(w_packed: torch.Tensor) -> np.ndarray:

@@ -251,8 +251,13 @@ class SignWeightLinear(Op):
         self._bias_fits(n)
         return (n,)
 
+    @functools.cached_property
+    def panels(self) -> torch.Tensor | None:
+        """The weights laid out for table lookups, once (None on CPUs without them)."""
+        return kernels.sign_weight_panels(self.weight, self.k, integer=False)
+
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        y = kernels.sign_weight_matmul(x.to(torch.float32), self.weight, self.k)
+        y = kernels.sign_weight_matmul(x.to(torch.float32), self.weight, self.k, self.panels)
         return self._add_bias(y if self.alpha is None else y * self.alpha)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -291,9 +296,17 @@ class TernaryLinear(Op):
         self._bias_fits(n)
         return (n,)
 
+    @functools.cached_property
+    def panels(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Both planes laid out for table lookups, once (None on CPUs without them)."""
+        return tuple(kernels.sign_weight_panels(p, self.k, integer=False) for p in (self.plus, self.minus))
+
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
-        t = kernels.sign_weight_matmul(x, self.plus, self.k) - kernels.sign_weight_matmul(x, self.minus, self.k)
+        plus, minus = self.panels
+        t = kernels.sign_weight_matmul(x, self.plus, self.k, plus) - kernels.sign_weight_matmul(
+            x, self.minus, self.k, minus
+        )
         return self._add_bias(t * (self.alpha / 2))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
