@@ -13,7 +13,8 @@ however short the loops around them.
   ``count`` are cleared, so the caller pads its buffers to whole words.
 - ``inside_bits`` / ``inside_words``: the same for integer sums against the range of sums in
   which each channel's threshold fires (``runtime.fused.threshold_ranges``), eight compares
-  per 64 channels; padding channels carry empty ranges.
+  per 64 channels; padding channels carry empty ranges. ``float_inside_bits`` /
+  ``float_inside_words`` compare integer sums that float tiles hold exactly, as floats.
 """
 
 from __future__ import annotations
@@ -106,25 +107,41 @@ def threshold_words(values, sign, bound, count, out):
         )
 
 
-@intrinsic
-def inside_bits(typingctx, values_address, low_address, high_address):
-    """uint64 whose bit j is low[j] <= values[j] <= high[j], over 64 int32 entries each: a threshold
-    on integer sums as four vector compares of each bound."""
-    sig = types.uint64(types.uintp, types.uintp, types.uintp)
+def _inside_bits(is_float: bool):
+    """The intrinsic ``(values_address, low_address, high_address) -> uint64`` whose bit j is
+    low[j] <= values[j] <= high[j] over 64 entries each, int32 or float32 (integer sums held
+    exactly in float32 compare as they are, with no conversion)."""
+    element = ir.FloatType() if is_float else ir.IntType(32)
 
-    def codegen(context, builder, signature, args):
-        vector = ir.VectorType(ir.IntType(32), 64)
-        values, low, high = (builder.load(builder.inttoptr(a, vector.as_pointer()), align=4) for a in args)
-        inside = builder.and_(builder.icmp_signed(">=", values, low), builder.icmp_signed("<=", values, high))
-        return builder.bitcast(inside, ir.IntType(64))
+    @intrinsic
+    def inside_bits(typingctx, values_address, low_address, high_address):
+        sig = types.uint64(types.uintp, types.uintp, types.uintp)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            vector = ir.VectorType(element, WORD)
+            values, low, high = (builder.load(builder.inttoptr(a, vector.as_pointer()), align=4) for a in args)
+            if is_float:
+                inside = builder.and_(builder.fcmp_ordered(">=", values, low), builder.fcmp_ordered("<=", values, high))
+            else:
+                inside = builder.and_(builder.icmp_signed(">=", values, low), builder.icmp_signed("<=", values, high))
+            return builder.bitcast(inside, ir.IntType(WORD))
+
+        return sig, codegen
+
+    return inside_bits
 
 
-@njit(inline="always")
-def inside_words(values_address, low, high, out):
-    """out[w] = ``inside_bits`` of int32 entries 64 w .. 64 w + 63 of the values at
-    ``values_address`` for every word w of out; low and high padded to whole words."""
-    for word in range(out.shape[0]):
-        at = word * WORD
-        out[word] = inside_bits(values_address + at * 4, low[at:].ctypes.data, high[at:].ctypes.data)
+def _inside_words(bits):
+    @njit(inline="always")
+    def inside_words(values_address, low, high, out):
+        """out[w] = the inside bits of entries 64 w .. 64 w + 63 of the values at ``values_address``
+        for every word w of out; low and high padded to whole words."""
+        for word in range(out.shape[0]):
+            at = word * WORD
+            out[word] = bits(values_address + at * 4, low[at:].ctypes.data, high[at:].ctypes.data)
+
+    return inside_words
+
+
+inside_bits, float_inside_bits = _inside_bits(False), _inside_bits(True)
+inside_words, float_inside_words = _inside_words(inside_bits), _inside_words(float_inside_bits)

@@ -10,30 +10,28 @@ import numpy as np
 from numba import njit, prange
 
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
-from qnnlab.kernels._float_tiles import float_tile, inside_words, threshold_words
+from qnnlab.kernels._float_tiles import float_inside_words, float_tile, inside_words
 from qnnlab.kernels._fused import binary_tail_serial
 from qnnlab.kernels._numba import parallel_and_serial
 from qnnlab.kernels._panels import COLUMNS, conv_tile
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
 
 
-def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, sign, bound, low, high, out):
+def _pixel_conv_threshold(x, panels, kernel, stride, padding, row_class, col_class, low, high, out):
     """The first convolution, on pixels x = c / 127.5 - 1 (B, C, H, W) float32 against +-1 filters
     as float32 panels (P, kh kw C, 64) (``_float_tiles.COLUMNS`` output channels each, taps in
-    (dy, dx, c) order) with zero padding, computed exactly from the integer codes:
-    y = (sum c w) / 127.5 - sum w over the taps inside the image; plus bias, then batch norm +
-    sign as a threshold per channel, written as channel-packed bits out (B, H', W', ceil(O / 64)).
-    Per output row the codes of its input rows, zero on the padding (where they add nothing),
-    go through register tiles of pixels (``_float_tiles``); tap_sums (kh, kw, O) float64 are the
-    filters' sums per tap, for the taps inside the image. bias, sign and bound are padded to
-    P 64 entries. The quotient is taken as a product with 1 / 127.5 (within one float64 ulp).
-    Where the window lies inside the image, the threshold of that arithmetic is monotone in the
-    integer sum of codes, and [low, high] (padded with empty ranges) are the sums in which each
-    channel fires (``runtime.fused.PixelConvThreshold``): those pixels compare integers."""
+    (dy, dx, c) order) with zero padding, then batch norm + sign as a threshold per channel,
+    written as channel-packed bits out (B, H', W', ceil(O / 64)). Per output row the codes of its
+    input rows, zero on the padding (where they add nothing), go through register tiles of
+    pixels (``_float_tiles``), which hold the integer sums of codes times weights exactly. Each
+    output pixel's window covers a class of taps (all of them inside the image; fewer along the
+    border), row_class[oy] and col_class[ox] name it, and low / high (row classes, column classes,
+    P 64) float32 the sums in which each channel fires for that class
+    (``runtime.fused.PixelConvThreshold``): every pixel compares its sums, none converts them."""
     batch, channels, height, width = x.shape
     kh, kw = kernel
     out_h, out_w = out.shape[1], out.shape[2]
-    n_out, n_real = out.shape[3] * 64, tap_sums.shape[2]
+    n_out = out.shape[3] * 64
     padded_w = width + 2 * padding
     offsets = _tap_offsets(kh, kw, padded_w, channels)  # tap (dy, dx, c) in the codes (kh, W + 2 p, C)
     for row in prange(batch * out_h):
@@ -57,23 +55,10 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, tap_sums, bias, si
                     sums[ox, p * 64 :].ctypes.data,
                     n_out,
                 )
-        inside = np.empty(n_out, dtype=np.float64)
-        values = np.empty(n_out, dtype=np.float32)
-        whole = np.empty(n_out, dtype=np.int32)
+        rows_low, rows_high = low[row_class[oy]], high[row_class[oy]]
         for ox in range(out_w):
-            left = ox * stride - padding
-            if top >= 0 and top + kh <= height and left >= 0 and left + kw <= width:
-                for o in range(n_out):
-                    whole[o] = np.int32(sums[ox, o])
-                inside_words(whole.ctypes.data, low, high, out[b, oy, ox])
-                continue
-            inside[:] = 0
-            for dy in range(max(0, -top), min(kh, height - top)):
-                for dx in range(max(0, -left), min(kw, width - left)):
-                    inside[:n_real] += tap_sums[dy, dx]
-            for o in range(n_out):
-                values[o] = np.float32(np.float64(sums[ox, o]) * (1 / 127.5) - inside[o]) + bias[o]
-            threshold_words(values, sign, bound, n_real, out[b, oy, ox])
+            cls = col_class[ox]
+            float_inside_words(sums.ctypes.data + ox * n_out * 4, rows_low[cls], rows_high[cls], out[b, oy, ox])
 
 
 @njit(inline="always")
@@ -220,10 +205,8 @@ def conv_chain(
     x,
     first_panels,
     first_shape,
-    tap_sums,
-    first_bias,
-    first_sign,
-    first_bound,
+    row_class,
+    col_class,
     first_low,
     first_high,
     geometry,
@@ -255,10 +238,8 @@ def conv_chain(
         kernel,
         first_shape[2],
         first_shape[3],
-        tap_sums,
-        first_bias,
-        first_sign,
-        first_bound,
+        row_class,
+        col_class,
         first_low,
         first_high,
         maps,

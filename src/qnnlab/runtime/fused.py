@@ -206,7 +206,8 @@ class ConvPoolThreshold:
 
 
 class PixelConvThreshold:
-    """real_conv + threshold (nhwc) on the 8-bit pixel grid as one exact kernel call."""
+    """real_conv + threshold (nhwc) on the 8-bit pixel grid as one exact kernel call, every pixel
+    thresholded on its integer sum of codes times weights."""
 
     def __init__(self, conv: runtime_ops.RealConv, threshold: runtime_ops.Threshold) -> None:
         from qnnlab.kernels._float_tiles import COLUMNS
@@ -219,15 +220,35 @@ class PixelConvThreshold:
         columns = torch.zeros(kh * kw * channels, padded, dtype=torch.float32)
         columns[:, :n_out] = filters.reshape(-1, n_out)
         self.panels = columns.reshape(-1, padded // COLUMNS, COLUMNS).transpose(0, 1).contiguous().numpy()
-        sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
-        self.bias, self.sign, self.bound = (_padded(v, padded) for v in (_bias(conv, n_out), sign, bound))
-        all_taps = _padded(self.tap_sums.sum((0, 1)), padded)  # a window inside the image: every tap
+        self.sign, self.bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+        self.bias, self.padded = _bias(conv, n_out), padded
+        self._ranges: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
 
-        def interior(s: np.ndarray) -> np.ndarray:  # the kernel's arithmetic there
-            return (s.astype(np.float64) * (1 / 127.5) - all_taps).astype(np.float32) + self.bias
+    def ranges(self, height: int, width: int) -> tuple[np.ndarray, ...]:
+        """(row_class, col_class, low, high) for (height, width) images: which taps of the window
+        lie inside the image splits the output rows and columns into classes (along each border,
+        and the inside), and each pair of classes has its own arithmetic, value = float32(s / 127.5
+        - the filters' sum over those taps) + bias for the integer sum s of codes times weights,
+        so its own ranges of s in which each channel fires (float32, as the kernel's sums are)."""
+        if (height, width) not in self._ranges:
+            kh, kw = self.conv.kernel
+            row_class, row_taps = _window_classes(kh, height, self.conv.stride, self.conv.padding)
+            col_class, col_taps = _window_classes(kw, width, self.conv.stride, self.conv.padding)
+            low = np.empty((len(row_taps), len(col_taps), self.padded), dtype=np.float32)
+            high = np.empty_like(low)
+            sign, bound, bias = (_padded(v, self.padded) for v in (self.sign, self.bound, self.bias))
+            n_out = self.tap_sums.shape[2]
+            for r, (top, bottom) in enumerate(row_taps):
+                for c, (left, right) in enumerate(col_taps):
+                    inside = _padded(self.tap_sums[top:bottom, left:right].sum((0, 1)), self.padded)
 
-        taps = kh * kw * channels
-        self.low, self.high = threshold_ranges(interior, self.sign, self.bound, -255 * taps, 255 * taps, n_out)
+                    def values(s: np.ndarray, inside: np.ndarray = inside) -> np.ndarray:  # the ops' arithmetic
+                        return (s.astype(np.float64) * (1 / 127.5) - inside).astype(np.float32) + bias
+
+                    most = 255 * (bottom - top) * (right - left) * self.conv.filters.shape[1]
+                    low[r, c], high[r, c] = threshold_ranges(values, sign, bound, -most, most, n_out)
+            self._ranges[height, width] = (row_class, col_class, low, high)
+        return self._ranges[height, width]
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelConvThreshold, int] | None:
@@ -250,15 +271,21 @@ class PixelConvThreshold:
             conv.kernel,
             conv.stride,
             conv.padding,
-            self.tap_sums,
-            self.bias,
-            self.sign,
-            self.bound,
-            self.low,
-            self.high,
+            *self.ranges(x.shape[2], x.shape[3]),
             out,
         )
         return torch.from_numpy(out.view(np.int64))
+
+
+def _window_classes(size: int, extent: int, stride: int, padding: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """For each output position along one axis, the index of its class, and each class's taps
+    [first, stop) inside an input of ``extent`` (a window of ``size`` taps)."""
+    positions = (extent + 2 * padding - size) // stride + 1
+    taps = [
+        (max(0, -start), min(size, extent - start)) for start in range(-padding, positions * stride - padding, stride)
+    ]
+    classes = sorted(set(taps))
+    return np.array([classes.index(t) for t in taps], dtype=np.int64), classes
 
 
 class PixelLinearThreshold:
@@ -408,12 +435,7 @@ class FusedCNN:
                     kernels.words(first.conv.out_channels),
                 ]
             ),
-            first.tap_sums,
-            first.bias,
-            first.sign,
-            first.bound,
-            first.low,
-            first.high,
+            *first.ranges(*shape[1:]),
         )
         rows, panels, corrections, lows, highs = [], [], [], [], []
         sizes = np.zeros(3, dtype=np.int64)  # the flat buffers' lengths so far
