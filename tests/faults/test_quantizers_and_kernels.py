@@ -111,6 +111,13 @@ def test_packed_products_equal_the_float_product(m, k, n):
 def test_real_times_sign_products_equal_the_float_product(m, k, n):
     x, w = torch.randn(m, k), signs(n, k)
     torch.testing.assert_close(kernels.sign_weight_matmul(x, kernels.pack(w), k), x @ w.T, atol=1e-4, rtol=1e-4)
+    panels = kernels.sign_weight_panels(kernels.pack(w), k, integer=False)
+    looked_up = kernels.sign_weight_matmul(x, kernels.pack(w), k, panels)
+    torch.testing.assert_close(looked_up, x @ w.T, atol=1e-4, rtol=1e-4)
+    x8 = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    panels = kernels.sign_weight_panels(kernels.pack(w), k, integer=True)
+    exact = (x8.long() @ w.long().T).int()
+    assert torch.equal(kernels.sign_weight_matmul(x8, kernels.pack(w), k, panels), exact)
     codes = torch.randint(0, 256, (m, k), dtype=torch.uint8)
     expected = codes.to(torch.float64) @ w.T.to(torch.float64)
     assert torch.equal(kernels.pixel_matmul(codes, kernels.pack(w).T.contiguous(), k).double(), expected)
@@ -197,6 +204,13 @@ BAD_KERNEL_CALLS = {
     "weight-only product of int32 inputs": lambda: kernels.sign_weight_matmul(
         torch.ones(2, 70, dtype=torch.int32), PACKED, 70
     ),
+    "weight-only panels of another matrix": lambda: kernels.sign_weight_matmul(
+        torch.randn(2, 70), PACKED, 70, torch.zeros(1, 2, 16, dtype=torch.int32)
+    ),
+    "weight-only panels for int8 inputs given float inputs": lambda: kernels.sign_weight_matmul(
+        torch.randn(2, 70), PACKED, 70, torch.zeros(1, 8, 32, dtype=torch.int16)
+    ),
+    "weight-only panels of a single row": lambda: kernels.sign_weight_panels(PACKED[0], 70, integer=True),
     "negative padding": lambda: kernels.binary_conv2d(kernels.pack_nhwc(signs(1, 70, 4, 4)), PACKED, 70, (1, 1), 1, -1),
     "an input smaller than the kernel": lambda: kernels.binary_conv2d(
         kernels.pack_nhwc(signs(1, 70, 2, 2)), kernels.pack_filters(signs(3, 70, 3, 3)), 70, (3, 3)

@@ -284,3 +284,15 @@ def test_the_pixel_grid_check_takes_codes_0_to_255_and_nothing_else():
     half_a_code = -1 + 0.5 / 127.5
     for bad in (half_a_code, float("nan"), float("inf"), 1 + 1 / 127.5, -1 - 1 / 127.5):
         assert not kernels.on_pixel_grid(torch.cat([grid, torch.tensor([bad])]))
+
+
+def test_without_avx512_the_masked_additions_run(monkeypatch):
+    import qnnlab.kernels as k
+
+    w = pack(pm1(40, 200))
+    real = sign_weight_panels(w, 200, integer=False)
+    monkeypatch.setattr(k, "sign_weight_lookups", lambda: False)
+    assert sign_weight_panels(w, 200, integer=False) is None
+    if real is not None:  # panels made where the CPU has the permutes cannot run where it has not
+        with pytest.raises(ValueError, match="panels=None"):
+            sign_weight_matmul(torch.randn(1, 200), w, 200, real)

@@ -354,6 +354,8 @@ def _looked_up(xs: np.ndarray, panels: torch.Tensor, shape: tuple[int, int], int
     """The sums over set bits of each row of xs, from panels of ``sign_weight_panels``."""
     from qnnlab.kernels import _lookup
 
+    if not sign_weight_lookups():
+        raise ValueError("this CPU has no AVX-512 permutes for the table lookups: pass panels=None")
     lane_bits = 16 if integer else 32
     lanes = 512 // lane_bits
     expected = (-(-shape[0] // lanes), shape[1] * WORD // lane_bits, lanes)
