@@ -188,15 +188,21 @@ def binary_conv_direct(x, w_t, channels, stride, padding, out):
 def on_pixel_grid(x):
     """Whether every value of x (float32, flat) is c / 127.5 - 1 for an integer c in 0..255, within
     1e-3 of a code; NaN and infinity fail the comparisons. Blocks of ``GRID_BLOCK`` values counted
-    without branches (so the loop vectorises), stopping after the first block with a miss."""
+    without branches, stopping after the first block with a miss. Each block is a slice indexed
+    from 0 and its test three int32 flags, so the loop vectorises with plain loads (indexing x
+    from a block's start gathered, twice as slow)."""
     n = x.shape[0]
     for start in range(0, n, GRID_BLOCK):
-        misses = 0
-        for i in range(start, min(n, start + GRID_BLOCK)):
-            code = x[i] * np.float32(127.5) + np.float32(127.5)
+        block = x[start : min(n, start + GRID_BLOCK)]
+        on = np.int32(0)
+        for i in range(block.shape[0]):
+            code = block[i] * np.float32(127.5) + np.float32(127.5)
             nearest = np.floor(code + np.float32(0.5))
-            on = (abs(code - nearest) <= np.float32(1e-3)) & (nearest >= 0) & (nearest <= 255)
-            misses += np.int32(not on)
-        if misses:
+            on += (
+                np.int32(abs(code - nearest) <= np.float32(1e-3))
+                & np.int32(nearest >= np.float32(0))
+                & np.int32(nearest <= np.float32(255))
+            )
+        if on != block.shape[0]:
             return False
     return True
