@@ -89,7 +89,13 @@ def test_a_binary_convolution_with_pooling_and_threshold_equals_its_ops(
 
 @pytest.mark.parametrize(
     "channels, out_channels, kernel, stride, padding, size",
-    [(1, 64, (3, 3), 1, 1, 28), (3, 20, (3, 3), 2, 1, 11), (1, 130, (5, 5), 1, 2, 9), (2, 1, (1, 3), 1, 0, 6)],
+    [
+        (1, 64, (3, 3), 1, 1, 28),
+        (3, 20, (3, 3), 2, 1, 11),
+        (1, 130, (5, 5), 1, 2, 9),
+        (2, 1, (1, 3), 1, 0, 6),
+        (1, 8, (5, 5), 1, 2, 3),  # every window cut on both sides: each class of taps its own ranges
+    ],
 )
 def test_the_first_convolution_on_pixels_is_exact_from_the_integer_codes(
     channels, out_channels, kernel, stride, padding, size
