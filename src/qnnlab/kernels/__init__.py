@@ -112,6 +112,7 @@ def launch(kernel, *args):
 
 
 @functools.cache
+@functools.cache
 def int8_dot_products() -> bool:
     """Whether the CPU has integer dot-product instructions (AVX-512 VNNI or AVX-VNNI), on which
     torch's int8 GEMM runs fast; without them (e.g. AMD Zen 2) it is a slow reference loop."""
@@ -297,11 +298,16 @@ def threshold_pack_tables(y: torch.Tensor, sign: np.ndarray, bound: np.ndarray) 
     return torch.from_numpy(out.view(np.int64))
 
 
+@functools.cache  # asking LLVM for the host's features takes about half a millisecond
 def sign_weight_lookups() -> bool:
-    """Whether the CPU has the AVX-512 permutes (``vpermps``, ``vpermw``) the table-lookup
-    weight-only products need (``kernels._lookup``); elsewhere the masked additions run."""
+    """Whether numba compiles for this CPU (no NUMBA_CPU_NAME override) and it has the AVX-512
+    permutes (``vpermps``, ``vpermw``) the table-lookup weight-only products need
+    (``kernels._lookup``); elsewhere the masked additions run."""
     import llvmlite.binding as llvm
+    from numba.core import config
 
+    if config.CPU_NAME not in (None, "host"):
+        return False
     features = llvm.get_host_cpu_features()
     return bool(features.get("avx512f") and features.get("avx512bw"))
 
