@@ -112,7 +112,6 @@ def launch(kernel, *args):
 
 
 @functools.cache
-@functools.cache
 def int8_dot_products() -> bool:
     """Whether the CPU has integer dot-product instructions (AVX-512 VNNI or AVX-VNNI), on which
     torch's int8 GEMM runs fast; without them (e.g. AMD Zen 2) it is a slow reference loop."""
@@ -372,8 +371,7 @@ def _looked_up(xs: np.ndarray, panels: torch.Tensor, shape: tuple[int, int], int
             f"x: {kind} {expected}, got {panels.dtype} {tuple(panels.shape)}"
         )
     tables = np.empty((xs.shape[0], xs.shape[1] // 4, 32 if integer else 16), dtype=np.int16 if integer else np.float32)
-    _pool()
-    _lookup.subset_sums(xs, tables)
+    _lookup.subset_sums(xs, tables)  # serial: needs neither the pool nor the launch lock
     out = np.empty((xs.shape[0], expected[0] * lanes), dtype=np.int32 if integer else np.float32)
     launch(_lookup.int_products if integer else _lookup.float_products, tables, panels.contiguous().numpy(), out)
     return out
