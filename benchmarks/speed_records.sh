@@ -8,6 +8,7 @@ set -euo pipefail
 OUT=${1:-results/cpu/bench/$(${PYTHON:-python} -c "from qnnlab.timing import cpu_name; print(cpu_name().split('(')[-1].rstrip(')'))")}
 RUNS=${2:-3}
 QNNLAB=${QNNLAB:-qnnlab}
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS '$RUNS': give a positive count of runs per case, e.g. 3" >&2; exit 2; }
 mkdir -p "$OUT"
 for model in mlp cnn; do
   for case in "1" "2" "2 --busy"; do
