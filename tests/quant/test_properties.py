@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qnnlab import quant
@@ -152,6 +152,27 @@ def test_needed_exponent_histogram_fallback_agrees():
     e = int(q.needed_exponent(x))  # needs more steps down than STEPS_DOWN: the histogram decides
     usable = 1 - 2.0**-7
     assert int((x.abs() > 2.0**e * usable).sum()) <= 50 < int((x.abs() > 2.0 ** (e - 1) * usable).sum())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    scale=st.floats(1e-30, 1e30),
+    rate=st.sampled_from([0.0, 1e-4, 1e-2, 0.3]),
+    bits=st.integers(2, 32),
+    shape=st.sampled_from([(0,), (1,), (7,), (300,), (3, 50), (4, 0)]),
+    group=st.sampled_from(["tensor", "channel"]),
+    specials=st.lists(st.sampled_from(EXTREME + [float("inf"), float("-inf"), float("nan"), 1e-40]), max_size=6),
+    seed=st.integers(0, 2**16),
+)
+@example(scale=1.0, rate=0.3, bits=2, shape=(7,), group="tensor", specials=[0.0] * 5, seed=0)  # zeros, histogram
+@example(scale=1.0, rate=0.0, bits=26, shape=(1,), group="tensor", specials=[1.0], seed=0)  # top code rounds to 2^e
+def test_one_pass_exponent_search_equals_the_passes(scale, rate, bits, shape, group, specials, seed):
+    torch.manual_seed(seed)
+    x = torch.randn(shape) * scale
+    flat = x.view(-1)
+    flat[: len(specials)] = torch.tensor(specials[: flat.numel()], dtype=torch.float32)
+    q = quant.get(f"dfxp:bits={bits},rate={rate},group={group}")
+    assert torch.equal(q.needed_exponent(x), q.search_by_passes(x))
 
 
 def _near(value: float, dtype: torch.dtype) -> list[float]:

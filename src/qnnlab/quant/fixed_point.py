@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from qnnlab.quant._exponents import needed_exponents
 from qnnlab.quant.base import Quantizer, QuantMeta
 from qnnlab.quant.registry import register_quantizer
 from qnnlab.quant.rounding import round_to_int
@@ -94,16 +95,24 @@ class DynamicFixedPoint(Quantizer):
 
     def _groups(self, x: torch.Tensor) -> torch.Tensor:
         if self.group == "channel" and x.dim() > 0:
-            return x.reshape(x.shape[0], -1)
+            return x.flatten(1) if x.dim() > 1 else x.unsqueeze(1)
         return x.reshape(1, -1)
 
     def needed_exponent(self, x: torch.Tensor) -> torch.Tensor:
         """Per group, the smallest e with count(|x| > 2^e (1 - 2^(1-B))) <= floor(rate * n).
 
-        The overflow count only falls as e grows, so start at the exponent that covers max|x|
-        (no overflow) and step down while the next one still keeps the count within the allowance:
-        usually a max and one to three comparison passes. Data that would need more steps (a few
-        huge values far above the rest) fall back to a histogram of float exponents."""
+        Float32 on the CPU: one pass over the bits (``_exponents``). Other tensors:
+        ``search_by_passes``."""
+        if x.dtype == torch.float32 and x.device.type == "cpu":
+            return needed_exponents(self._groups(x), self.bits, self.rate, self.bits - 126, MAX_EXPONENT)
+        return self.search_by_passes(x)
+
+    def search_by_passes(self, x: torch.Tensor) -> torch.Tensor:
+        """``needed_exponent`` in torch operations, for any device and dtype. The overflow count
+        only falls as e grows, so start at the exponent that covers max|x| (no overflow) and step
+        down while the next one still keeps the count within the allowance: usually a max and one
+        to three comparison passes. Data that would need more steps (a few huge values far above
+        the rest) fall back to a histogram of float exponents."""
         g = self._groups(x.detach()).abs()
         g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))  # NaN stays NaN and infinity saturates
         if g.shape[1] == 0:  # nothing to fit: the smallest exponent
@@ -126,6 +135,7 @@ class DynamicFixedPoint(Quantizer):
         the band just below 2^e that the largest code misses is then checked exactly."""
         groups = g.shape[0]
         _, exponents = torch.frexp(g)  # |x| in [2^(e-1), 2^e)
+        exponents.masked_fill_(g == 0, lowest)  # frexp(0) has exponent 0, not the bottom bin
         bins = (exponents.clamp(lowest, MAX_EXPONENT + 1) - lowest).long()
         width = MAX_EXPONENT + 2 - lowest
         offsets = torch.arange(groups, device=g.device).unsqueeze(1) * width
