@@ -255,7 +255,8 @@ def test_the_popcount_rate_is_a_rate_and_counts_every_thread():
 
 @pytest.mark.parametrize(
     "m, n, k",
-    [(5, 33, 65), (9, 70, 1000), (64, 64, 64), (33, 97, 130), (4, 32, 1), (3, 31, 63), (7, 64, 100), (8, 40, 70)],
+    [(5, 33, 65), (9, 70, 1000), (64, 64, 64), (33, 97, 130), (4, 32, 1), (3, 31, 63), (7, 64, 100), (8, 40, 70)]
+    + [(2 * 1020 + 5, 40, 4096 - 1)],  # rows past two of a's L2 blocks (1020 rows of 64 words each)
 )
 def test_register_tiled_gemm_is_exact_on_full_tiles_and_edges(m, n, k):
     from qnnlab.kernels import _panels
@@ -266,6 +267,18 @@ def test_register_tiled_gemm_is_exact_on_full_tiles_and_edges(m, n, k):
     out = np.empty((m, n), dtype=np.int32)
     _panels.gemm(pa, _panels.panels(pb), pb, k, out)
     assert np.array_equal(out, (a @ b.T).numpy().astype(np.int32))
+
+
+@pytest.mark.parametrize("m, n", [(1, 40), (6, 40), (6, 600)])  # the GEMV, small-b and tiled paths
+def test_binary_matmul_writes_into_out_and_refuses_a_wrong_one(m, n):
+    torch.manual_seed(m + n)
+    a, b = pm1(m, 1000), pm1(n, 1000)
+    out = torch.full((m, n), 7, dtype=torch.int32)
+    assert binary_matmul(pack(a), pack(b), 1000, out=out) is out
+    assert torch.equal(out, (a @ b.T).to(torch.int32))
+    for wrong in (out.to(torch.int64), out[:, :-1], torch.empty((m, 2 * n), dtype=torch.int32)[:, ::2]):
+        with pytest.raises(ValueError, match="give a contiguous torch.int32"):
+            binary_matmul(pack(a), pack(b), 1000, out=wrong)
 
 
 def test_binary_matmul_takes_the_tiled_path_for_large_b_and_checks_its_panels():

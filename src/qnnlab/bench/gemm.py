@@ -1,7 +1,8 @@
 """Packed binary kernels against torch float32 and torch's int8 GEMM (``torch._int_mm``, where the
 CPU has VNNI: elsewhere it is a reference loop no one would deploy) on the same thread count,
 operands prepared (packed, float or int8) before timing, timed in interleaved rounds (medians);
-each row names the CPU.
+each row names the CPU. GEMMs write into outputs allocated once (``out=``, torch's too): a fresh
+64 MiB result per call costs page faults that are not the product's arithmetic.
 
 gemm N: binary_matmul of packed (N, N) by (N, N) against float32 and int8 (N, N) products, with
 the binary multiply-accumulates per second it reaches and their share of the machine's measured
@@ -60,15 +61,17 @@ def _int8_gemm(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
         torch._int_mm(a8, b8t)
     except (AttributeError, RuntimeError):
         return {}
-    return {"torch-int8": lambda: torch._int_mm(a8, b8t)}
+    out = torch.empty((a.shape[0], b.shape[0]), dtype=torch.int32)
+    return {"torch-int8": lambda: torch._int_mm(a8, b8t, out=out)}
 
 
 def _gemm_row(n: int, repeats: int, bound: float) -> dict[str, Any]:
     a, b = _pm1(n, n), _pm1(n, n)
     pa, pb = kernels.pack(a), kernels.pack(b)
-    baselines = {"torch-float32": lambda: torch.matmul(a, b.T), **_int8_gemm(a, b)}
+    products = torch.empty((n, n)), torch.empty((n, n), dtype=torch.int32)
+    baselines = {"torch-float32": lambda: torch.matmul(a, b.T, out=products[0]), **_int8_gemm(a, b)}
     panels = kernels.binary_panels(pb)  # b's register-tile layout, made once as a network's weights are
-    product = lambda: kernels.binary_matmul(pa, pb, n, panels)  # noqa: E731
+    product = lambda: kernels.binary_matmul(pa, pb, n, panels, out=products[1])  # noqa: E731
     q_ms, base_ms, ratios = interleaved_ms(product, baselines, repeats)
     fastest = best_ms(product, repeats)
     return {

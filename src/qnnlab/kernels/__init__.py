@@ -134,22 +134,39 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, k: int) -> None:
         raise ValueError("the CPU kernels take CPU tensors; move them with .cpu()")
 
 
+def _checked_out(out: torch.Tensor, m: int, n: int) -> torch.Tensor:
+    if out.dtype != torch.int32 or tuple(out.shape) != (m, n) or not out.is_contiguous() or out.device.type != "cpu":
+        layout = "" if out.is_contiguous() else ", not contiguous"
+        raise ValueError(
+            f"out is {out.dtype} {tuple(out.shape)} on {out.device.type}{layout}; "
+            f"give a contiguous torch.int32 ({m}, {n}) CPU tensor"
+        )
+    return out
+
+
 def binary_matmul(
-    a_packed: torch.Tensor, b_packed: torch.Tensor, k: int, b_panels: torch.Tensor | None = None
+    a_packed: torch.Tensor,
+    b_packed: torch.Tensor,
+    k: int,
+    b_panels: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(M, W) and (N, W) packed +-1 rows -> int32 (M, N) = a @ b.T = K - 2 popcount(a XOR b).
-    ``b_panels``: ``binary_panels(b_packed)``, made once by a caller that multiplies by b often."""
+    ``b_panels``: ``binary_panels(b_packed)``, made once by a caller that multiplies by b often.
+    ``out``: a contiguous int32 (M, N) CPU tensor to write into and return, as torch's ``out=``
+    (a fresh large result costs its page faults: a tenth of a 4096^3 product)."""
     _check_pair(a_packed, b_packed, k)
     from qnnlab.kernels import _numba
 
     m, n = a_packed.shape[0], b_packed.shape[0]
-    out = np.empty((m, n), dtype=np.int32)
+    result = torch.empty((m, n), dtype=torch.int32) if out is None else _checked_out(out, m, n)
+    target = result.numpy()
     a, b = _words_view(a_packed), _words_view(b_packed)
     if m == 1:
-        launch(_numba.xnor_gemv, a, b, k, out)
+        launch(_numba.xnor_gemv, a, b, k, target)
     elif b.nbytes <= ROWS_KERNEL_BYTES:
         rows = _numba.xnor_gemm_rows_serial if m * n * a.shape[1] < SERIAL_BELOW else _numba.xnor_gemm_rows
-        launch(rows, a, np.ascontiguousarray(b.T), k, out)
+        launch(rows, a, np.ascontiguousarray(b.T), k, target)
     else:
         from qnnlab.kernels import _panels
 
@@ -159,8 +176,8 @@ def binary_matmul(
             raise ValueError(
                 f"b_panels is {b_panels.dtype} {tuple(b_panels.shape)}; make it with binary_panels(b_packed)"
             )
-        launch(_panels.gemm, a, _words_view(b_panels), b, k, out)
-    return torch.from_numpy(out)
+        launch(_panels.gemm, a, _words_view(b_panels), b, k, target)
+    return result
 
 
 def binary_panels(b_packed: torch.Tensor) -> torch.Tensor:
