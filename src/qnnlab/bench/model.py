@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from qnnlab import runtime
+from qnnlab import kernels, runtime
 from qnnlab.bench import onnx
 from qnnlab.run.config import resolve
 from qnnlab.run.model import build_model
@@ -88,6 +88,7 @@ def run(
             "shape": f"batch {batch}",
             **versus(timing.packed_ms, timing.baseline_ms, timing.ratios),
             "threads": torch.get_num_threads(),
+            "qnnlab_threads": timing.threads,
             "beside_a_busy_process": busy,
             **({"timed_apart": timing.apart, "qnnlab_alone_ms": round(timing.alone_ms, 4)} if timing.apart else {}),
             **({"missing": missing} if missing else {}),
@@ -103,6 +104,7 @@ class Timing:
     ratios: dict[str, float]  # per baseline: its time over the packed model's
     apart: list[str]  # baselines timed in a process of their own (OpenVINO), against alone_ms
     alone_ms: float | None  # the packed model timed back to back
+    threads: int  # the packed model's parallel kernels at the end of its timing (fewer than torch's beside busy cores)
 
 
 def side_by_side(
@@ -129,6 +131,7 @@ def side_by_side(
                     onnx.openvino_ms(Path(onnx_files), x, torch.get_num_threads(), repeats) if onnx.available() else {}
                 )
                 alone_ms = median_ms(lambda: packed(x), repeats, warmup=3) if apart else None
+                threads = kernels.parallel_threads()
             base_ms.update(apart)
             ratios.update({name: ms / alone_ms for name, ms in apart.items()})
-            yield batch, Timing(q_ms, base_ms, ratios, sorted(apart), alone_ms)
+            yield batch, Timing(q_ms, base_ms, ratios, sorted(apart), alone_ms, threads)

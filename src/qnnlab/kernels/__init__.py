@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import torch
 
+from qnnlab.kernels._cores import FreeCores
 from qnnlab.kernels.conv import (
     binary_conv2d,
     binary_conv2d_direct,
@@ -39,6 +40,7 @@ __all__ = [
     "pack_filters",
     "pack_nhwc",
     "on_pixel_grid",
+    "parallel_threads",
     "pixel_matmul",
     "popcount_rate",
     "read_packed",
@@ -59,14 +61,17 @@ ROWS_KERNEL_BYTES = 1 << 16  # packed b up to this size stays in L1/L2: sweep it
 
 _pool_started = False
 _LAUNCHES = threading.Lock()
-_set_for = threading.local()  # per Python thread (numba's thread count is): the torch count last applied
+_set_for = threading.local()  # per Python thread (numba's thread count is): (torch's count, free cores) last applied
+_FREE_CORES = FreeCores()
 
 
 SPIN_COUNT = "10000"  # pause-loop iterations idle pool threads spin before they sleep (libgomp: 300,000)
 
 
 def _pool() -> None:  # numba imported lazily: it compiles on first use
-    """numba's pool, started once and set to torch's thread count. Unless the user chose
+    """numba's pool, started once and set to torch's thread count, or to the cores other processes
+    left free if fewer (``kernels._cores``: a parallel kernel waits for its slowest thread, and one
+    on a core another process holds runs in that core's time slices). Unless the user chose
     (``NUMBA_THREADING_LAYER``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``), the pool is numba's
     OpenMP layer with a short spin: its idle threads catch the next parallel region of the same
     call at once (about 2 us where numba's workqueue layer, which wakes a sleeping thread for
@@ -75,7 +80,7 @@ def _pool() -> None:  # numba imported lazily: it compiles on first use
     its settings) or other processes need. The spin is set in the environment before numba
     loads its libgomp, which reads it once, at load, and removed after."""
     global _pool_started
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads(), _FREE_CORES.free()
     if getattr(_set_for, "threads", None) == threads:  # the common case, a few microseconds cheaper
         return
     import numba
@@ -95,12 +100,21 @@ def _pool() -> None:  # numba imported lazily: it compiles on first use
                 finally:  # child processes' torch keeps its own default
                     if spin:
                         del os.environ["GOMP_SPINCOUNT"]
-                torch.set_num_threads(threads)
+                torch.set_num_threads(threads[0])
                 _pool_started = True
-    wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    wanted = max(1, min(*threads, numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
     _set_for.threads = threads
+
+
+def parallel_threads() -> int:
+    """Threads the next parallel kernel runs on: torch's count, or the cores other processes left
+    free if fewer."""
+    import numba
+
+    _pool()
+    return numba.get_num_threads()
 
 
 def launch(kernel, *args):
