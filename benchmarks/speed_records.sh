@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The speed records of README's "On an Intel Xeon" section for this machine, each case run RUNS
 # times (the hosts here are noisy: every run's rows are kept, README quotes their median):
-# whole models against the strongest int8 (1 and 2 threads, and 2 beside a busy process) and the
-# batch-1 weight-only products against the read of their packed weights. Pause trainings first.
+# whole models against the strongest int8 (1 and 2 threads, and 2 beside a busy process), the
+# binary GEMMs against torch int8 and the popcount bound, and the batch-1 weight-only products
+# against the read of their packed weights. Pause trainings first.
 #   bash benchmarks/speed_records.sh [OUT_DIR] [RUNS]
 set -euo pipefail
 OUT=${1:-results/cpu/bench/$(${PYTHON:-python} -c "from qnnlab.timing import cpu_name; print(cpu_name().split('(')[-1].rstrip(')'))")}
@@ -22,6 +23,12 @@ for model in mlp cnn; do
   done
 done
 for threads in 1 2; do
+  file="$OUT/gemm-threads$threads.jsonl"
+  : >"$file.part"
+  for _ in $(seq "$RUNS"); do
+    "$QNNLAB" bench gemm --sizes 1024,4096 --gemv 0 --bitserial 0 --threads "$threads" --json >>"$file.part"
+  done
+  mv "$file.part" "$file"
   file="$OUT/gemv-threads$threads.jsonl"
   : >"$file.part"
   for _ in $(seq "$RUNS"); do
