@@ -281,6 +281,21 @@ def test_binary_matmul_writes_into_out_and_refuses_a_wrong_one(m, n):
             binary_matmul(pack(a), pack(b), 1000, out=wrong)
 
 
+@pytest.mark.parametrize("n, offset", [(1000, 0), (1000, 1), (1001, 0)])
+def test_outputs_past_the_caches_are_exact_streamed_or_not(n, offset):
+    """Outputs of 2 MiB or more are written by non-temporal stores where rows align (n % 8 == 0
+    and a 32-byte aligned start); a misaligned out or odd n takes the ordinary stores."""
+    from qnnlab.kernels import _panels
+
+    torch.manual_seed(n + offset)
+    m, k = 600, 1000  # b of 1000 x 16 words: past the small-b kernel, on the register tiles
+    assert m * n * 4 >= _panels.STREAM_BYTES
+    a, b = pm1(m, k), pm1(n, k)
+    out = torch.full((m * n + offset,), 7, dtype=torch.int32)[offset:].view(m, n)
+    assert binary_matmul(pack(a), pack(b), k, out=out) is out
+    assert torch.equal(out, (a @ b.T).to(torch.int32))
+
+
 def test_binary_matmul_takes_the_tiled_path_for_large_b_and_checks_its_panels():
     torch.manual_seed(0)
     a, b = pm1(6, 1000), pm1(600, 1000)  # b: 600 rows of 16 words, past the small-b kernel

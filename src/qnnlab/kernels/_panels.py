@@ -21,6 +21,7 @@ from qnnlab.kernels._numba import popcount
 ROWS = 6
 COLUMNS = 32
 LANES = 8  # 64-bit lanes per 512-bit vector
+STREAM_BYTES = 2 * 1024 * 1024  # outputs from this size written past the caches (an L2 holds 1-2 MiB)
 A_BLOCK_BYTES = 512 * 1024  # rows of a kept in L2 while every panel passes (L2: 1 MiB on Zen 5, 2 MiB on Xeons)
 
 
@@ -74,17 +75,35 @@ def _vectors(builder, count: int = ROWS) -> list[list[ir.Value]]:
     return [[cgutils.alloca_once_value(builder, zero) for _ in range(COLUMNS // LANES)] for _ in range(count)]
 
 
-def store_rows(builder, out_addr, out_step, values) -> None:
+def store_rows(builder, out_addr, out_step, values, streaming: bool = False) -> None:
     """Store values[r][v] (vectors of n lanes) at out row r (``out_step`` elements apart), from
-    element n v on: a tile's accumulators written back to its rows."""
+    element n v on: a tile's accumulators written back to its rows. ``streaming``: non-temporal
+    stores, which write whole lines without first reading them into the cache; each vector's
+    address must then be a multiple of its size, and ``store_fence`` must follow before others
+    read the output."""
     lanes = values[0][0].type
     out_ptr = builder.inttoptr(out_addr, lanes.element.as_pointer())
     index = out_step.type
+    hint = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]) if streaming else None
+    size = lanes.count * lanes.element.width // 8
     for r, row_values in enumerate(values):
         row = builder.gep(out_ptr, [builder.mul(out_step, ir.Constant(index, r))])
         for p, value in enumerate(row_values):
             target = builder.bitcast(builder.gep(row, [ir.Constant(index, p * lanes.count)]), lanes.as_pointer())
-            builder.store(value, target, align=4)
+            store = builder.store(value, target, align=size if streaming else 4)
+            if streaming:
+                store.set_metadata("nontemporal", hint)
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: orders the non-temporal stores before it (``store_rows``) with what follows."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 def by_rows(builder, rows, most: int, emit) -> None:
@@ -102,12 +121,14 @@ def by_rows(builder, rows, most: int, emit) -> None:
     builder.position_at_end(done)
 
 
-def _signed_tile(with_offsets: bool):
+def _signed_tile(with_offsets: bool, streaming: bool = False):
     """An intrinsic ``(rows, a_address, a_words, panel_address, words, out_address, out_stride, k)``:
     out[r, j] (int32, rows ``out_stride`` apart) = k - 2 sum_t popcount(a[r, t] XOR panel[t, j])
     over ``rows`` (1..ROWS) rows of a (``a_words`` apart) and one panel's COLUMNS columns: the +-1
     product. ``with_offsets``: an extra argument after ``a_words``, the address of int64 offsets,
-    word t of row r being a[r a_words + offsets[t]] (``_count_tile``)."""
+    word t of row r being a[r a_words + offsets[t]] (``_count_tile``). ``streaming``: the rows
+    written by non-temporal stores (``store_rows``; out 32-byte aligned, ``out_stride`` a multiple
+    of 8)."""
 
     def codegen(context, builder, signature, args):
         if with_offsets:
@@ -130,7 +151,7 @@ def _signed_tile(with_offsets: bool):
                 [builder.sub(k_lanes, builder.shl(builder.trunc(builder.load(v), halves), one)) for v in row]
                 for row in acc
             ]
-            store_rows(builder, out_addr, out_step, values)
+            store_rows(builder, out_addr, out_step, values, streaming)
 
         by_rows(builder, rows, ROWS, emit)
         return context.get_dummy_value()
@@ -153,6 +174,7 @@ def _signed_tile(with_offsets: bool):
 
 
 signed_tile = _signed_tile(with_offsets=False)
+streaming_tile = _signed_tile(with_offsets=False, streaming=True)  # for outputs larger than the caches
 conv_tile = _signed_tile(with_offsets=True)  # pixels of a convolution, each tap's words at its offset in the image
 
 
@@ -262,18 +284,26 @@ def gemm(a, b_panels, b_rows, k, out):
     for the edges): tiles on registers (the last M % ROWS rows by a shorter tile), the last N %
     COLUMNS columns one product at a time. Rows of a go in blocks of ``A_BLOCK_BYTES``, each
     block meeting every panel while it stays in L2 (a whole 4096^2 a, 2 MiB, streamed past each
-    panel from L3 ran at ~82% of the popcount bound; in blocks at ~90%)."""
+    panel from L3 ran at ~82% of the popcount bound; in blocks at ~90%). An output of
+    ``STREAM_BYTES`` or more, which no cache keeps, is written by non-temporal stores where its
+    rows align (read into the cache first, each line cost 5-15% of a 1024^3 or 4096^3 product)."""
     m, words = a.shape
     n = out.shape[1]
     full_rows, full_panels = m - m % ROWS, n // COLUMNS
     block = max(ROWS, A_BLOCK_BYTES // (words * 8) // ROWS * ROWS)
+    streaming = out.size * 4 >= STREAM_BYTES and out.ctypes.data % 32 == 0 and n % 8 == 0
     for start in range(0, full_rows, block):
         stop = min(full_rows, start + block)
         for p in prange(full_panels):
             panel = b_panels.ctypes.data + p * words * COLUMNS * 8
             for i in range(start, stop, ROWS):
                 target = out.ctypes.data + (i * n + p * COLUMNS) * 4
-                signed_tile(ROWS, a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
+                if streaming:
+                    streaming_tile(ROWS, a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
+                else:
+                    signed_tile(ROWS, a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
+            if streaming:
+                store_fence()
     for p in prange(full_panels if full_rows < m else 0):  # the last rows: one short tile per panel
         panel = b_panels.ctypes.data + p * words * COLUMNS * 8
         a_rows = a.ctypes.data + full_rows * words * 8
