@@ -1,7 +1,8 @@
 """DropConnect's per-sample weight masks without storing them (``qnnlab.kernels._masks``): each
-weight of each sample is kept with probability ``keep`` (quantized to 1/65536) and scaled by the
-inverse of that probability, so the expected masked product is the unmasked one. The forward
-product and both gradients draw the same masks from ``seed``."""
+weight of each sample is kept with probability ``keep`` (quantized to 1/65536, drawn with as many
+random bits as that fraction needs) and scaled by the inverse of that probability, so the expected
+masked product is the unmasked one. The forward product and both gradients draw the same masks
+from ``seed``."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import torch
 RESOLUTION = 1 << 16
 
 
-def _threshold(keep: float) -> tuple[np.uint64, float]:
+def _threshold(keep: float) -> tuple[int, np.uint64, float]:
+    """(planes, threshold, scale): a weight is kept when its ``planes``-bit draw is below
+    ``threshold``, the fraction keep rounded to 1/65536 and reduced (1/2: one bit, threshold 1)."""
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"keep={keep} must be in (0, 1]")
     threshold = min(RESOLUTION, max(1, round(keep * RESOLUTION)))
-    return np.uint64(threshold), RESOLUTION / threshold
+    twos = (threshold & -threshold).bit_length() - 1  # the factors of 2 that threshold and 2^16 share
+    return 16 - twos, np.uint64(threshold >> twos), RESOLUTION / threshold
 
 
 def _seed(seed: int) -> np.uint64:
@@ -36,9 +40,9 @@ def masked_linear(x: torch.Tensor, w: torch.Tensor, seed: int, keep: float) -> t
     xs, ws = _float2d(x, "x"), _float2d(w, "w")
     if xs.shape[1] != ws.shape[1]:
         raise ValueError(f"x has {xs.shape[1]} features, w expects {ws.shape[1]}")
-    threshold, scale = _threshold(keep)
+    planes, threshold, scale = _threshold(keep)
     out = np.empty((xs.shape[0], ws.shape[0]), dtype=np.float32)
-    launch(masked_forward, xs, ws, _seed(seed), threshold, np.float32(scale), out)
+    launch(masked_forward, xs, ws, _seed(seed), planes, threshold, np.float32(scale), out)
     return torch.from_numpy(out)
 
 
@@ -50,11 +54,11 @@ def masked_linear_grads(
     from qnnlab.kernels._masks import masked_input_grad, masked_weight_grad
 
     gs, xs, ws = _float2d(grad, "grad"), _float2d(x, "x"), _float2d(w, "w")
-    threshold, scale = _threshold(keep)
+    planes, threshold, scale = _threshold(keep)
     dx = np.empty_like(xs)
     dw = np.empty_like(ws)
-    launch(masked_input_grad, gs, ws, _seed(seed), threshold, np.float32(scale), dx)
-    launch(masked_weight_grad, gs, xs, _seed(seed), threshold, np.float32(scale), dw)
+    launch(masked_input_grad, gs, ws, _seed(seed), planes, threshold, np.float32(scale), dx)
+    launch(masked_weight_grad, gs, xs, _seed(seed), planes, threshold, np.float32(scale), dw)
     return torch.from_numpy(dx), torch.from_numpy(dw)
 
 
@@ -64,7 +68,7 @@ def masks(batch: int, n_out: int, n_in: int, seed: int, keep: float) -> torch.Te
     from qnnlab.kernels import launch
     from qnnlab.kernels._masks import mask_bits
 
-    threshold, _ = _threshold(keep)
+    planes, threshold, _ = _threshold(keep)
     out = np.empty((batch, n_out, n_in), dtype=np.bool_)
-    launch(mask_bits, _seed(seed), threshold, out)
+    launch(mask_bits, _seed(seed), planes, threshold, out)
     return torch.from_numpy(out)
