@@ -27,7 +27,9 @@ run() {  # recipe model epochs [extra args]
     ${EXTRA:-} \
     || echo "run $recipe-$model failed (exit $?)" >&2
 }
-MLP_RUNS="float bnn binaryconnect bnn-shift dorefa xnor bwn qnn binaryconnect-stochastic fewmult lowprec2014 dropconnect ebp"
+MLP_RUNS="float bnn binaryconnect bnn-shift dorefa xnor bwn qnn binaryconnect-stochastic fewmult lowprec2014 dropconnect ebp
+  binaryconnect-paper bnn-paper fewmult-pow2-errors fewmult-ternary lowprec2014-forward lowprec2014-fixed lowprec2014-maxout
+  qnn-grad6 dropconnect-all dropconnect-moments"
 CNN_RUNS="float bnn xnor bwn dorefa"
 queue=()
 for recipe in ${ONLY_MLP-$MLP_RUNS}; do queue+=("$recipe mlp 25"); done
