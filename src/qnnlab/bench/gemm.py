@@ -83,6 +83,7 @@ def _gemm_row(n: int, repeats: int, bound: float) -> dict[str, Any]:
         "of_bound": round(n**3 / (q_ms / 1e3) / bound, 3),  # the median against the bound's best
         "of_bound_best": round(n**3 / (fastest / 1e3) / bound, 3),  # best against best, like with like
         "threads": torch.get_num_threads(),
+        "qnnlab_threads": kernels.parallel_threads(),  # fewer than torch's where other processes hold cores
     }
 
 
@@ -148,6 +149,7 @@ def _gemv_rows(k: int, repeats: int) -> Iterator[dict[str, Any]]:
             "stream_warm_ms": round(stream_warm_ms, 4),
             "times_stream_warm": round(warm / stream_warm_ms, 2),
             "threads": torch.get_num_threads(),
+            "qnnlab_threads": kernels.parallel_threads(),
         }
 
 
