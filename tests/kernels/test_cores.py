@@ -54,8 +54,10 @@ def test_free_cores_are_measured_at_most_once_per_window():
 
 
 def test_without_proc_stat_every_allowed_core_is_free(tmp_path):
-    cores = _cores.FreeCores({0, 1, 2}, busy=lambda _: None)
-    assert cores.free() == 3
+    reads = []
+    cores = _cores.FreeCores({0, 1, 2}, busy=lambda _: reads.append(1))
+    assert cores.free() == 3 and cores.free() == 3
+    assert len(reads) == 1  # a missing file is not looked for on every launch
     assert _cores.busy_seconds({0}, str(tmp_path / "missing")) is None
 
 

@@ -166,6 +166,7 @@ def test_needed_exponent_histogram_fallback_agrees():
 )
 @example(scale=1.0, rate=0.3, bits=2, shape=(7,), group="tensor", specials=[0.0] * 5, seed=0)  # zeros, histogram
 @example(scale=1.0, rate=0.0, bits=26, shape=(1,), group="tensor", specials=[1.0], seed=0)  # top code rounds to 2^e
+@example(scale=1e-30, rate=0.3, bits=26, shape=(7,), group="tensor", specials=[3e38, 1.0, 1.0, 1.0], seed=0)
 def test_one_pass_exponent_search_equals_the_passes(scale, rate, bits, shape, group, specials, seed):
     torch.manual_seed(seed)
     x = torch.randn(shape) * scale

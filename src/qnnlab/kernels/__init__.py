@@ -421,8 +421,9 @@ def read_packed(w_packed: torch.Tensor) -> np.ndarray:
 
 def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
     """Binary multiply-accumulates per second that XOR, popcount and add reach on registers alone
-    (``kernels._rates``, the best of its loop shapes), on ``torch.get_num_threads()`` threads: the
-    arithmetic bound of a GEMM. ``steps`` is the count of the largest shape's steps; the others
+    (``kernels._rates``, the best of its loop shapes), on the threads the kernels run on
+    (``parallel_threads``: torch's count, fewer where other processes hold cores): the arithmetic
+    bound of a GEMM. ``steps`` is the count of the largest shape's steps; the others
     run as many multiply-accumulates."""
     import time
 

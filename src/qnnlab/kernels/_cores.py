@@ -64,18 +64,20 @@ class FreeCores:
         self._busy, self._own, self._clock = busy, own, clock
         self._last: tuple[float, float, float] | None = None
         self._free = len(self.cpus)
+        self._unavailable = False  # no /proc/stat: not looked for again
 
     def free(self) -> int:
-        now = self._clock()
-        if self._last is not None and now - self._last[0] < WINDOW:
+        now, last = self._clock(), self._last  # one read of _last: another thread may replace it
+        if self._unavailable or (last is not None and now - last[0] < WINDOW):
             return self._free
         busy = self._busy(self.cpus)
         if busy is None:
+            self._unavailable = True
             return self._free
         own = self._own()
-        if self._last is not None:
-            others = (busy - self._last[1]) - (own - self._last[2])
-            held = round(others / (now - self._last[0]))
+        if last is not None:
+            others = (busy - last[1]) - (own - last[2])
+            held = round(others / (now - last[0]))
             self._free = min(len(self.cpus), max(1, len(self.cpus) - held))
         self._last = (now, busy, own)
         return self._free

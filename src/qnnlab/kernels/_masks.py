@@ -24,6 +24,7 @@ def _mix(z):
 
 
 ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+REASSOCIATE = {"reassoc", "contract"}  # sums in any order (vectorised), NaN and infinity still propagate
 SAMPLES_PER_BLOCK = 8  # input gradient: samples that share each block of weight rows while it is in L2
 ROWS_PER_BLOCK = 16
 
@@ -58,7 +59,7 @@ def _keep_floats(seed, b, o, n_out, planes, threshold, words, keep):
             keep[64 * q + j] = np.float32((m >> np.uint64(j)) & np.uint64(1))
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(parallel=True, fastmath=REASSOCIATE, cache=True, nogil=True)
 def masked_forward(x, w, seed, planes, threshold, scale, out):
     """out[b, o] = scale * sum_i keep(b, o, i) w[o, i] x[b, i]; the rows of w split across threads,
     each row meeting every sample while it is in L1."""
@@ -75,7 +76,7 @@ def masked_forward(x, w, seed, planes, threshold, scale, out):
             out[b, o] = acc * scale
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(parallel=True, fastmath=REASSOCIATE, cache=True, nogil=True)
 def masked_input_grad(grad, w, seed, planes, threshold, scale, out):
     """out[b, i] = scale * sum_o keep(b, o, i) w[o, i] grad[b, o]; the samples split across threads
     in groups that share each block of weight rows while it is in L2."""
@@ -98,7 +99,7 @@ def masked_input_grad(grad, w, seed, planes, threshold, scale, out):
             out[b, :] *= scale
 
 
-@njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@njit(parallel=True, fastmath=REASSOCIATE, cache=True, nogil=True)
 def masked_weight_grad(grad, x, seed, planes, threshold, scale, out):
     """out[o, i] = scale * sum_b keep(b, o, i) grad[b, o] x[b, i]; the rows of out split across threads."""
     batch, n_out = grad.shape

@@ -144,9 +144,13 @@ class DynamicFixedPoint(Quantizer):
         above = torch.cat([at_least[:, 1:], torch.zeros_like(at_least[:, :1])], 1)  # count(|x| >= 2^(i+lowest))
         fits = above <= allowed
         first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((groups,), width - 1))
-        e = (first + lowest).clamp(lowest, MAX_EXPONENT)
-        over = (g > (torch.exp2(e.to(g.dtype)) * usable).unsqueeze(1)).sum(1)
-        return torch.where(over > allowed, e + 1, e).clamp(lowest, MAX_EXPONENT).to(torch.int32)
+        # the answer is first or first + 1, or first - 1 where the largest code rounds up to 2^e in
+        # g's dtype (float32 from 26 bits), which a value of exactly 2^(e-1) then does not exceed
+        e = (first + lowest - 1).clamp(lowest, MAX_EXPONENT)
+        for _ in range(2):
+            over = (g > (torch.exp2(e.to(g.dtype)) * usable).unsqueeze(1)).sum(1)
+            e = torch.where(over > allowed, e + 1, e).clamp(lowest, MAX_EXPONENT)
+        return e.to(torch.int32)
 
     def _current_exponent(self, x: torch.Tensor) -> torch.Tensor:
         groups = self._groups(x).shape[0]
