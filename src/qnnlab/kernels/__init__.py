@@ -118,7 +118,7 @@ def parallel_threads() -> int:
 
 
 def launch(kernel, *args):
-    """``kernel(*args)`` for a compiled kernel, on torch's thread count, one call at a time in the
+    """``kernel(*args)`` for a compiled kernel, on ``parallel_threads()``, one call at a time in the
     process: numba's workqueue pool aborts the process when two threads launch work at once."""
     _pool()
     with _LAUNCHES:
@@ -168,7 +168,7 @@ def binary_matmul(
     """(M, W) and (N, W) packed +-1 rows -> int32 (M, N) = a @ b.T = K - 2 popcount(a XOR b).
     ``b_panels``: ``binary_panels(b_packed)``, made once by a caller that multiplies by b often.
     ``out``: a contiguous int32 (M, N) CPU tensor to write into and return, as torch's ``out=``
-    (a fresh large result costs its page faults: a tenth of a 4096^3 product)."""
+    (a fresh large result costs its page faults on every call)."""
     _check_pair(a_packed, b_packed, k)
     from qnnlab.kernels import _numba
 

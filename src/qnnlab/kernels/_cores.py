@@ -2,8 +2,8 @@
 wait on a thread whose core another process holds.
 
 A fork-join region ends when its slowest thread does: with one of two cores kept busy elsewhere,
-a two-thread kernel ran at the pace of the time slices the busy core granted its second thread
-(a batch-100 CNN call 57-66 ms beside a busy process, 22-25 ms on one thread). Over the last
+a two-thread kernel runs at the pace of the time slices the busy core grants its second thread
+(README's speed section has the measurements). Over the last
 ``WINDOW`` seconds, the busy time of the allowed CPUs (``/proc/stat``) less this process's own CPU
 time (``getrusage``: its threads, torch's spinning OpenMP workers included, and its finished
 children) is the work of other processes; the cores it fills are not free. Measured at most once

@@ -283,10 +283,9 @@ def gemm(a, b_panels, b_rows, k, out):
     """out (M, N) int32 = k - 2 popcount(a XOR b) for a (M, W) and b as ``panels(b)`` (and as rows,
     for the edges): tiles on registers (the last M % ROWS rows by a shorter tile), the last N %
     COLUMNS columns one product at a time. Rows of a go in blocks of ``A_BLOCK_BYTES``, each
-    block meeting every panel while it stays in L2 (a whole 4096^2 a, 2 MiB, streamed past each
-    panel from L3 ran at ~82% of the popcount bound; in blocks at ~90%). An output of
-    ``STREAM_BYTES`` or more, which no cache keeps, is written by non-temporal stores where its
-    rows align (read into the cache first, each line cost 5-15% of a 1024^3 or 4096^3 product)."""
+    block meeting every panel while it stays in L2 (a whole large a would stream from L3 past each
+    panel). An output of ``STREAM_BYTES`` or more, which no cache keeps, is written by
+    non-temporal stores where its rows align, so its lines are not first read into the cache."""
     m, words = a.shape
     n = out.shape[1]
     full_rows, full_panels = m - m % ROWS, n // COLUMNS
