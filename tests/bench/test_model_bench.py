@@ -1,23 +1,30 @@
 """bench model: the packed BNN against torch float32 and torch's dynamic int8, interleaved."""
 
 import json
-import time
 
 import pytest
 import torch
 
+from qnnlab import timing
 from qnnlab.bench import onnx
 from qnnlab.cli import main
-from qnnlab.timing import interleaved_ms
 
 OPENVINO = onnx.openvino_available()
 
 
-def test_interleaved_timing_gives_each_baseline_its_ratio():
-    cand, base, ratios = interleaved_ms(
-        lambda: time.sleep(0.002), {"slow": lambda: time.sleep(0.006), "fast": lambda: time.sleep(0.001)}, 3, 0
-    )
-    assert base["slow"] > cand > base["fast"] and ratios["slow"] > 1.5 and ratios["fast"] < 0.9
+def test_interleaved_timing_gives_each_baseline_its_ratio(monkeypatch):
+    """On a clock the calls themselves advance (a real one jitters on a shared host): each round's
+    ratio is baseline/candidate, medians over rounds, the warm-up rounds untimed."""
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    costs = iter([9.0, 9.0, 9.0] * 2 + [0.002, 0.006, 0.001, 0.002, 0.012, 0.001, 0.004, 0.006, 0.001])
+
+    def call():
+        clock[0] += next(costs)
+
+    cand, base, ratios = timing.interleaved_ms(call, {"slow": call, "fast": call}, 3, 2)
+    assert cand == pytest.approx(2) and base == pytest.approx({"slow": 6, "fast": 1})
+    assert ratios == pytest.approx({"slow": 3, "fast": 0.5})
 
 
 def test_bench_model_names_the_strongest_baseline_and_the_cpu(capsys):

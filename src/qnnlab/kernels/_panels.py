@@ -75,6 +75,9 @@ def _vectors(builder, count: int = ROWS) -> list[list[ir.Value]]:
     return [[cgutils.alloca_once_value(builder, zero) for _ in range(COLUMNS // LANES)] for _ in range(count)]
 
 
+_ELEMENT_BYTES = {"i64": 8, "double": 8, "i32": 4, "float": 4}
+
+
 def store_rows(builder, out_addr, out_step, values, streaming: bool = False) -> None:
     """Store values[r][v] (vectors of n lanes) at out row r (``out_step`` elements apart), from
     element n v on: a tile's accumulators written back to its rows. ``streaming``: non-temporal
@@ -85,12 +88,12 @@ def store_rows(builder, out_addr, out_step, values, streaming: bool = False) -> 
     out_ptr = builder.inttoptr(out_addr, lanes.element.as_pointer())
     index = out_step.type
     hint = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]) if streaming else None
-    size = lanes.count * lanes.element.width // 8
+    align = lanes.count * _ELEMENT_BYTES[str(lanes.element)] if streaming else 4
     for r, row_values in enumerate(values):
         row = builder.gep(out_ptr, [builder.mul(out_step, ir.Constant(index, r))])
         for p, value in enumerate(row_values):
             target = builder.bitcast(builder.gep(row, [ir.Constant(index, p * lanes.count)]), lanes.as_pointer())
-            store = builder.store(value, target, align=size if streaming else 4)
+            store = builder.store(value, target, align=align)
             if streaming:
                 store.set_metadata("nontemporal", hint)
 
