@@ -115,6 +115,16 @@ def test_bireal_shortcuts_carry_the_real_input_around_each_binary_layer(model, o
     assert profile(built, torch.randn(2, 1, 28, 28)).energy_pj() > 0
 
 
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_mlp_dropout_follows_every_hidden_layer_with_or_without_shortcuts(shortcut):
+    from qnnlab.models.vision import mlp
+
+    layers = list(mlp((1, 4, 4), 10, widths=(8, 8, 8), dropout=0.25, input_dropout=0.1, shortcut=shortcut))
+    drops = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.Dropout)]
+    assert [layers[i].p for i in drops] == [0.1, 0.25, 0.25, 0.25]
+    assert drops[0] == 1 and isinstance(layers[drops[-1] + 1], torch.nn.Linear)
+
+
 def test_maxout_units_take_the_largest_of_their_pieces():
     from qnnlab.data import ImageData
     from qnnlab.nn import Maxout

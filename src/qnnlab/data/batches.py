@@ -15,6 +15,10 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + stream)
 
 
+AUGMENTS = ("none", "flip", "shift", "flip+shift")
+SHIFT_PIXELS = 2
+
+
 def image_batches(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -27,17 +31,36 @@ def image_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled batches of pixels mapped to [-1, 1]; the last partial batch is dropped in training.
 
-    augment=flip mirrors each image left-right with probability 1/2.
+    ``augment`` (one of AUGMENTS): flip mirrors each image left-right with probability 1/2; shift
+    moves each image by -SHIFT_PIXELS..SHIFT_PIXELS pixels in each direction, filling with the
+    background (pixel 0), as the pad-and-crop of CIFAR training does.
     """
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment={augment!r}; use one of {', '.join(AUGMENTS)}")
     order = torch.randperm(len(labels), generator=epoch_generator(seed, epoch))
     flips = torch.rand(len(labels), generator=epoch_generator(seed, epoch, stream=1)) < 0.5
+    moves = torch.randint(-SHIFT_PIXELS, SHIFT_PIXELS + 1, (len(labels), 2), generator=epoch_generator(seed, epoch, 2))
     for start in range(0, len(order) - batch_size + 1, batch_size):
         index = order[start : start + batch_size][rank::world]
         x = to_unit_range(images[index])
-        if augment == "flip":
+        if "flip" in augment:
             mirror = flips[index]
             x[mirror] = x[mirror].flip(-1)
+        if "shift" in augment:
+            x = shifted(x, moves[index], fill=-1.0)
         yield x, labels[index]
+
+
+def shifted(x: torch.Tensor, moves: torch.Tensor, fill: float) -> torch.Tensor:
+    """Images (B, C, H, W) each moved by moves[b] = (down, right) pixels, uncovered pixels ``fill``."""
+    batch, _, height, width = x.shape
+    reach = int(moves.abs().max()) if len(moves) else 0
+    padded = torch.nn.functional.pad(x, (reach,) * 4, value=fill)
+    rows = (reach - moves[:, 0])[:, None] + torch.arange(height)
+    cols = (reach - moves[:, 1])[:, None] + torch.arange(width)
+    b = torch.arange(batch)[:, None, None, None]
+    c = torch.arange(x.shape[1])[None, :, None, None]
+    return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:

@@ -66,9 +66,12 @@ def mlp(
         if shortcut and i > 0 and width == previous:  # Bi-Real Net's real-valued shortcut
             branch = nn.Sequential(linear(i, previous, width, norm_kind == "none"), norm(norm_kind, width, 1))
             layers.append(RealShortcut(branch, nn.Identity(), activation(act, width)))
-            previous = width
-            continue
-        layers += [linear(i, previous, width, norm_kind == "none"), norm(norm_kind, width, 1), activation(act, width)]
+        else:
+            layers += [
+                linear(i, previous, width, norm_kind == "none"),
+                norm(norm_kind, width, 1),
+                activation(act, width),
+            ]
         if dropout:
             layers.append(nn.Dropout(dropout))
         previous = width

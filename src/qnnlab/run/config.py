@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from qnnlab.data.batches import AUGMENTS
 from qnnlab.data.errors import DatasetError
 from qnnlab.models.blocks import ACTIVATIONS, NORMS
 
@@ -141,7 +142,10 @@ FIELDS: dict[str, tuple[str, str]] = {
         "flag",
         "train even when a quantizer's output is constant on the first batch or a layer gets no gradient",
     ),
-    "augment": ("name", "none or flip (random horizontal flips)"),
+    "augment": (
+        "name",
+        "none, flip (random horizontal flips), shift (random moves of up to 2 pixels each way) or flip+shift",
+    ),
     "channels_last": (
         "flag",
         "train on images in channels-last (NHWC) memory layout: the same model, "
@@ -236,7 +240,7 @@ CHOICES = {  # fields with a fixed set of values; models, data sets and recipes 
     "loss": ("cross_entropy", "squared_hinge"),
     "norm": NORMS,
     "activation": ACTIVATIONS,
-    "augment": ("none", "flip"),
+    "augment": AUGMENTS,
     "init": ("default", "glorot"),
 }
 POSITIVE = ("epochs", "batch_size", "lr", "seq_len", "image_size", "distill_temperature")
