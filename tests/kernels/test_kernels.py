@@ -269,7 +269,7 @@ def test_register_tiled_gemm_is_exact_on_full_tiles_and_edges(m, n, k):
     assert np.array_equal(out, (a @ b.T).numpy().astype(np.int32))
 
 
-@pytest.mark.parametrize("m, n", [(1, 40), (6, 40), (6, 600)])  # the GEMV, small-b and tiled paths
+@pytest.mark.parametrize("m, n", [(1, 40), (6, 40), (6, 600)])  # the GEMV, per-row and tiled paths
 def test_binary_matmul_writes_into_out_and_refuses_a_wrong_one(m, n):
     torch.manual_seed(m + n)
     a, b = pm1(m, 1000), pm1(n, 1000)
@@ -281,14 +281,14 @@ def test_binary_matmul_writes_into_out_and_refuses_a_wrong_one(m, n):
             binary_matmul(pack(a), pack(b), 1000, out=wrong)
 
 
-@pytest.mark.parametrize("n, offset", [(1000, 0), (1000, 1), (1001, 0)])
+@pytest.mark.parametrize("n, offset", [(1024, 0), (1024, 1), (1000, 0), (1001, 0)])
 def test_outputs_past_the_caches_are_exact_streamed_or_not(n, offset):
-    """Outputs of 2 MiB or more are written by non-temporal stores where rows align (n % 8 == 0
-    and a 32-byte aligned start); a misaligned out or odd n takes the ordinary stores."""
+    """Outputs of 2 MiB or more are written by non-temporal stores where rows align (n % 16 == 0
+    and a 64-byte aligned start); a misaligned out or other n takes the ordinary stores."""
     from qnnlab.kernels import _panels
 
     torch.manual_seed(n + offset)
-    m, k = 600, 1000  # b of 1000 x 16 words: past the small-b kernel, on the register tiles
+    m, k = 600, 1000  # on the register tiles
     assert m * n * 4 >= _panels.STREAM_BYTES
     a, b = pm1(m, k), pm1(n, k)
     out = torch.full((m * n + offset,), 7, dtype=torch.int32)[offset:].view(m, n)
@@ -296,9 +296,9 @@ def test_outputs_past_the_caches_are_exact_streamed_or_not(n, offset):
     assert torch.equal(out, (a @ b.T).to(torch.int32))
 
 
-def test_binary_matmul_takes_the_tiled_path_for_large_b_and_checks_its_panels():
+def test_binary_matmul_takes_the_tiled_path_for_larger_products_and_checks_its_panels():
     torch.manual_seed(0)
-    a, b = pm1(6, 1000), pm1(600, 1000)  # b: 600 rows of 16 words, past the small-b kernel
+    a, b = pm1(6, 1000), pm1(600, 1000)  # 6 x 600 x 16 word products: enough for the register tiles
     expected = (a @ b.T).to(torch.int32)
     assert torch.equal(binary_matmul(pack(a), pack(b), 1000), expected)
     assert torch.equal(binary_matmul(pack(a), pack(b), 1000, kernels.binary_panels(pack(b))), expected)

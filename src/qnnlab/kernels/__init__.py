@@ -56,7 +56,7 @@ __all__ = [
 
 
 SERIAL_BELOW = 1 << 20  # word operations under which one thread beats starting several
-ROWS_KERNEL_BYTES = 1 << 16  # packed b up to this size stays in L1/L2: sweep it per row of a
+TILES_FROM = 1 << 14  # word operations from which register tiles beat sweeping b per row of a
 
 
 _pool_started = False
@@ -170,7 +170,7 @@ def binary_matmul(
     ``out``: a contiguous int32 (M, N) CPU tensor to write into and return, as torch's ``out=``
     (a fresh large result costs its page faults on every call)."""
     _check_pair(a_packed, b_packed, k)
-    from qnnlab.kernels import _numba
+    from qnnlab.kernels import _numba, _panels
 
     m, n = a_packed.shape[0], b_packed.shape[0]
     result = torch.empty((m, n), dtype=torch.int32) if out is None else _checked_out(out, m, n)
@@ -178,12 +178,10 @@ def binary_matmul(
     a, b = _words_view(a_packed), _words_view(b_packed)
     if m == 1:
         launch(_numba.xnor_gemv, a, b, k, target)
-    elif b.nbytes <= ROWS_KERNEL_BYTES:
+    elif n < _panels.COLUMNS or m * n * a.shape[1] < TILES_FROM:  # too narrow or too small for register tiles
         rows = _numba.xnor_gemm_rows_serial if m * n * a.shape[1] < SERIAL_BELOW else _numba.xnor_gemm_rows
         launch(rows, a, np.ascontiguousarray(b.T), k, target)
     else:
-        from qnnlab.kernels import _panels
-
         if b_panels is None:
             b_panels = binary_panels(b_packed)
         elif b_panels.dtype != torch.int64 or tuple(b_panels.shape) != _panels.panels_shape(b.shape):

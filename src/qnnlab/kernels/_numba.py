@@ -36,8 +36,8 @@ def popcount(typingctx, x):
 
 def _xnor_gemm_rows(a, b_t, k, out):
     """The product with b transposed (W, N): the inner loop runs over the N columns, so it
-    vectorizes (8 words per vpopcntq) however few words a row has; for b small enough to stay in
-    cache."""
+    vectorizes (8 words per vpopcntq) however few words a row has; for products too narrow (N <
+    32) or too small for the register tiles of ``kernels._panels``."""
     m, w = a.shape
     n = b_t.shape[1]
     for i in prange(m):

@@ -130,8 +130,8 @@ def _signed_tile(with_offsets: bool, streaming: bool = False):
     over ``rows`` (1..ROWS) rows of a (``a_words`` apart) and one panel's COLUMNS columns: the +-1
     product. ``with_offsets``: an extra argument after ``a_words``, the address of int64 offsets,
     word t of row r being a[r a_words + offsets[t]] (``_count_tile``). ``streaming``: the rows
-    written by non-temporal stores (``store_rows``; out 32-byte aligned, ``out_stride`` a multiple
-    of 8)."""
+    written by non-temporal stores (``store_rows``; out 64-byte aligned, ``out_stride`` a multiple
+    of 16)."""
 
     def codegen(context, builder, signature, args):
         if with_offsets:
@@ -141,9 +141,9 @@ def _signed_tile(with_offsets: bool, streaming: bool = False):
             rows, a_addr, a_stride, panel_addr, count, out_addr, out_step, k_value = args
             offsets = None
         vector = ir.VectorType(ir.IntType(64), LANES)
-        halves = ir.VectorType(ir.IntType(32), LANES)
-        k_lanes = builder.trunc(splat(builder, k_value, vector), halves)
-        one = ir.Constant(halves, [1] * LANES)
+        words32 = ir.VectorType(ir.IntType(32), 2 * LANES)
+        k_lanes = splat(builder, builder.trunc(k_value, ir.IntType(32)), words32)
+        one = ir.Constant(words32, [1] * 2 * LANES)
         a_ptr = builder.inttoptr(a_addr, ir.IntType(64).as_pointer())
         panel = builder.inttoptr(panel_addr, vector.as_pointer())
 
@@ -151,7 +151,7 @@ def _signed_tile(with_offsets: bool, streaming: bool = False):
             acc = _vectors(builder, height)
             _count_tile(builder, a_ptr, a_stride, panel, count, acc, offsets)
             values = [
-                [builder.sub(k_lanes, builder.shl(builder.trunc(builder.load(v), halves), one)) for v in row]
+                [builder.sub(k_lanes, builder.shl(v, one)) for v in narrowed(builder, [builder.load(v) for v in row])]
                 for row in acc
             ]
             store_rows(builder, out_addr, out_step, values, streaming)
@@ -253,6 +253,16 @@ def planes_tile(
     return sig, codegen
 
 
+def narrowed(builder: ir.IRBuilder, vectors: list[ir.Value]) -> list[ir.Value]:
+    """Pairs of <n x i64> counts (small enough for 32 bits) -> one <2n x i32> each, in order: the low
+    halves of both picked by one two-source permute, where truncating each apart takes two."""
+    lanes = vectors[0].type.count
+    halves = ir.VectorType(ir.IntType(32), 2 * lanes)
+    low = ir.Constant(ir.VectorType(ir.IntType(32), 2 * lanes), list(range(0, 4 * lanes, 2)))
+    pairs = zip(vectors[::2], vectors[1::2])
+    return [builder.shuffle_vector(builder.bitcast(x, halves), builder.bitcast(y, halves), low) for x, y in pairs]
+
+
 def splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
     """``value`` in every lane of ``vector``."""
     first = builder.insert_element(ir.Constant(vector, None), value, ir.Constant(ir.IntType(32), 0))
@@ -293,7 +303,7 @@ def gemm(a, b_panels, b_rows, k, out):
     n = out.shape[1]
     full_rows, full_panels = m - m % ROWS, n // COLUMNS
     block = max(ROWS, A_BLOCK_BYTES // (words * 8) // ROWS * ROWS)
-    streaming = out.size * 4 >= STREAM_BYTES and out.ctypes.data % 32 == 0 and n % 8 == 0
+    streaming = out.size * 4 >= STREAM_BYTES and out.ctypes.data % 64 == 0 and n % 16 == 0
     for start in range(0, full_rows, block):
         stop = min(full_rows, start + block)
         for p in prange(full_panels):
