@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qnnlab.data.batches import SHIFT_PIXELS, image_batches, shifted
+from qnnlab.data.batches import augmentation, image_batches, shifted
 
 
 def _images(n=40, size=8):
@@ -18,7 +18,7 @@ def test_shifted_moves_each_image_and_fills_the_uncovered_border():
     assert (out[0, 0, 0] == -1).all() and (out[0, 0, :, 3:] == -1).all()
 
 
-@pytest.mark.parametrize("augment", ["none", "flip", "shift", "flip+shift"])
+@pytest.mark.parametrize("augment", ["none", "flip", "shift", "flip+shift:1"])
 def test_each_epoch_is_the_same_for_the_same_seed_and_keeps_labels_with_images(augment):
     images, labels = _images()
     first = list(image_batches(images, labels, 8, seed=3, epoch=1, augment=augment))
@@ -32,25 +32,31 @@ def test_each_epoch_is_the_same_for_the_same_seed_and_keeps_labels_with_images(a
         assert torch.equal(y, labels[order]) and torch.equal(x, images[order].float() / 127.5 - 1)
 
 
-def test_shift_moves_by_at_most_its_reach_and_moves_most_images():
+@pytest.mark.parametrize("reach", [1, 2])
+def test_shift_moves_by_at_most_its_reach_and_moves_most_images(reach):
     images, labels = _images(200, 12)
     moved = 0
     order = torch.randperm(200, generator=torch.Generator().manual_seed(0 * 1_000_003 + 0 * 1009))
-    for i, (x, _) in enumerate(image_batches(images, labels, 20, seed=0, epoch=0, augment="shift")):
+    for i, (x, _) in enumerate(image_batches(images, labels, 20, seed=0, epoch=0, augment=f"shift:{reach}")):
         for j, image in enumerate(x):
             source = images[order[20 * i + j]].float() / 127.5 - 1
             matches = [
                 (dy, dx)
-                for dy in range(-SHIFT_PIXELS, SHIFT_PIXELS + 1)
-                for dx in range(-SHIFT_PIXELS, SHIFT_PIXELS + 1)
+                for dy in range(-reach, reach + 1)
+                for dx in range(-reach, reach + 1)
                 if torch.equal(image, shifted(source[None], torch.tensor([[dy, dx]]), -1.0)[0])
             ]
             assert len(matches) == 1
             moved += matches[0] != (0, 0)
-    assert moved > 150  # 24 of the 25 moves move the image
+    assert moved > 150  # all moves but (0, 0) move the image
 
 
-def test_an_unknown_augment_is_refused_by_name():
+def test_augment_specs_read_flip_and_shift_and_refuse_the_rest_by_name():
+    assert augmentation("none") == (False, 0) and augmentation("flip+shift") == (True, 2)
+    assert augmentation("shift:3+flip") == (True, 3) and augmentation("shift:1") == (False, 1)
+    for wrong in ("crop", "flip+flip", "shift:0", "shift:x", "shift:9", "flip:1", "", "none+flip"):
+        with pytest.raises(ValueError, match="give none, or flip and shift"):
+            augmentation(wrong)
     images, labels = _images()
-    with pytest.raises(ValueError, match="augment='crop'.*flip\\+shift"):
+    with pytest.raises(ValueError, match="augment='crop'"):
         next(image_batches(images, labels, 8, seed=0, epoch=0, augment="crop"))

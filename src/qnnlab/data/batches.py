@@ -15,8 +15,22 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + stream)
 
 
-AUGMENTS = ("none", "flip", "shift", "flip+shift")
-SHIFT_PIXELS = 2
+def augmentation(spec: str) -> tuple[bool, int]:
+    """An ``augment`` spec -> (flip, largest shift in pixels): "none", or "+"-joined parts "flip"
+    and "shift" (2 pixels) or "shift:N", e.g. "flip+shift:1"."""
+    flip, shift = False, 0
+    for part in [] if spec == "none" else spec.split("+"):
+        name, _, size = part.partition(":")
+        if name == "flip" and not size and not flip:
+            flip = True
+        elif name == "shift" and not shift and (not size or size.isdigit() and 0 < int(size) <= 8):
+            shift = int(size or 2)
+        else:
+            raise ValueError(
+                f"augment={spec!r}: give none, or flip and shift[:N] (N from 1 to 8 pixels, 2 without N) joined "
+                "by +, e.g. flip+shift:1"
+            )
+    return flip, shift
 
 
 def image_batches(
@@ -31,22 +45,21 @@ def image_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled batches of pixels mapped to [-1, 1]; the last partial batch is dropped in training.
 
-    ``augment`` (one of AUGMENTS): flip mirrors each image left-right with probability 1/2; shift
-    moves each image by -SHIFT_PIXELS..SHIFT_PIXELS pixels in each direction, filling with the
-    background (pixel 0), as the pad-and-crop of CIFAR training does.
+    ``augment`` (``augmentation``): flip mirrors each image left-right with probability 1/2; shift:N
+    moves each image by -N..N pixels in each direction, filling with the background (pixel 0), as
+    the pad-and-crop of CIFAR training does.
     """
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment={augment!r}; use one of {', '.join(AUGMENTS)}")
+    flip, reach = augmentation(augment)
     order = torch.randperm(len(labels), generator=epoch_generator(seed, epoch))
     flips = torch.rand(len(labels), generator=epoch_generator(seed, epoch, stream=1)) < 0.5
-    moves = torch.randint(-SHIFT_PIXELS, SHIFT_PIXELS + 1, (len(labels), 2), generator=epoch_generator(seed, epoch, 2))
+    moves = torch.randint(-reach, reach + 1, (len(labels), 2), generator=epoch_generator(seed, epoch, 2))
     for start in range(0, len(order) - batch_size + 1, batch_size):
         index = order[start : start + batch_size][rank::world]
         x = to_unit_range(images[index])
-        if "flip" in augment:
+        if flip:
             mirror = flips[index]
             x[mirror] = x[mirror].flip(-1)
-        if "shift" in augment:
+        if reach:
             x = shifted(x, moves[index], fill=-1.0)
         yield x, labels[index]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from qnnlab.data.batches import AUGMENTS
+from qnnlab.data.batches import augmentation
 from qnnlab.data.errors import DatasetError
 from qnnlab.models.blocks import ACTIVATIONS, NORMS
 
@@ -144,7 +144,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     ),
     "augment": (
         "name",
-        "none, flip (random horizontal flips), shift (random moves of up to 2 pixels each way) or flip+shift",
+        "none, flip (random horizontal flips), shift:N (random moves of up to N pixels each way; shift: 2) "
+        "or both joined by +, e.g. flip+shift:1",
     ),
     "channels_last": (
         "flag",
@@ -229,6 +230,10 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
             raise ValueError(f"{source}: {key}={getattr(config, key)!r} must be >= 0 ({FIELDS[key][1]})")
     if not 0 <= config.distill_weight <= 1:
         raise ValueError(f"{source}: distill_weight={config.distill_weight!r} must be in [0, 1]")
+    try:
+        augmentation(config.augment)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
     return config
 
 
@@ -240,7 +245,6 @@ CHOICES = {  # fields with a fixed set of values; models, data sets and recipes 
     "loss": ("cross_entropy", "squared_hinge"),
     "norm": NORMS,
     "activation": ACTIVATIONS,
-    "augment": AUGMENTS,
     "init": ("default", "glorot"),
 }
 POSITIVE = ("epochs", "batch_size", "lr", "seq_len", "image_size", "distill_temperature")
