@@ -3,7 +3,8 @@ the masks: the keep bits of weights (o, 64 q .. 64 q + 63) for sample b are draw
 hashes of (seed, b, o, q, plane), as few bit planes as the keep probability needs (one for 1/2),
 so the forward pass and both backward products regenerate the same masks from the seed alone
 (memory O(1) instead of batch x weights). The products accumulate in any order (fastmath): float
-sums that match an explicit masked product to rounding."""
+sums that match an explicit masked product to rounding. A dropped weight adds nothing, not even a
+NaN it holds; NaN and infinity in kept weights and inputs propagate."""
 
 from __future__ import annotations
 
