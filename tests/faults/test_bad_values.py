@@ -34,6 +34,15 @@ def test_rule_values_of_the_wrong_type(rule, words):
         quantize_model(nn.Sequential(nn.Linear(3, 2)), [rule])
 
 
+@pytest.mark.parametrize(
+    "value, words",
+    [("crop", "augment='crop': give none, or flip and shift"), ("shift:20", "N from 1 to 8"), (2, "should be a str")],
+)
+def test_augment_specs_are_checked_with_the_config(value, words):
+    with pytest.raises(ValueError, match=words):
+        from_dict({"augment": value})
+
+
 def test_mlp_widths_must_be_positive():
     with pytest.raises(ValueError, match=r"widths=\[0\]"):
         build_model(resolve("float", {"model_options": {"widths": [0]}}), ImageData.empty((1, 28, 28), 10))
