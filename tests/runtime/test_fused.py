@@ -119,10 +119,8 @@ def test_a_first_convolution_too_wide_for_exact_float32_sums_is_not_fused():
     assert fused.PixelConvThreshold.match([narrow, _threshold(2, "nhwc", 1.0)], 0) is not None
 
 
-@pytest.mark.parametrize("vnni", [True, False])
-@pytest.mark.parametrize("k, n", [(784, 2048), (100, 70), (1, 1), (65, 129)])
-def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n, vnni, monkeypatch):
-    """On VNNI tiles where the CPU has them, else torch's int8 GEMM: the same bits as the ops."""
+def _pixel_linear(k, n, vnni, monkeypatch):
+    """A first layer of n units on k pixels with random +-1 weights and bias, VNNI tiles on or off."""
     from qnnlab.kernels import _int8_tiles
 
     if vnni and not _int8_tiles.available():
@@ -132,13 +130,36 @@ def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n, vnni, mon
     weights = _signs(n, k)
     tensors = {"w": kernels.pack(weights), "s": weights.sum(1).double(), "b": torch.randn(n)}
     spec = {"op": "real_linear", "layer": "l", "weight": "w", "weight_sum": "s", "bias": "b", "k": k}
-    linear = runtime_ops.RealLinear(spec, tensors)
+    return runtime_ops.RealLinear(spec, tensors)
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("k, n", [(784, 2048), (100, 70), (1, 1), (65, 129)])
+def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n, vnni, monkeypatch):
+    """On VNNI tiles where the CPU has them, else torch's int8 GEMM: the same bits as the ops."""
+    linear = _pixel_linear(k, n, vnni, monkeypatch)
     threshold = _threshold(n, "rows", scale=k**0.5)
     step, replaced = fused.PixelLinearThreshold.match([linear, threshold], 0)
     assert replaced == 2 and (step.panels is not None) == vnni
     x = torch.randint(0, 256, (13, k)).float() / 127.5 - 1  # two tiles of six samples and one
     expected = threshold.packed(linear.packed(x))
     assert torch.equal(step(x), expected) and torch.equal(step(x[:1]), expected[:1])
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("k, n", [(784, 2048), (100, 70), (1, 1), (65, 129)])
+def test_a_first_dense_layer_whose_output_stays_real_equals_its_op(k, n, vnni, monkeypatch):
+    """BNN+'s first layer (no threshold after it): masked additions at batch 1, VNNI tiles at a
+    batch where the CPU has them, else the op; the same float32 values as the op, bit for bit."""
+    linear = _pixel_linear(k, n, vnni, monkeypatch)
+    assert fused.PixelLinear.match([linear, _threshold(n, "rows", scale=1.0)], 0) is None
+    step, replaced = fused.PixelLinear.match([linear], 0)
+    assert replaced == 1 and (step.panels is not None) == vnni
+    x = torch.randint(0, 256, (13, k)).float() / 127.5 - 1
+    expected = linear.packed(x)
+    assert torch.equal(step(x), expected) and torch.equal(step(x[:1]), expected[:1])
+    with pytest.raises(ValueError, match=f"takes {k} features"):
+        step(x[:, :-1] if k > 1 else torch.zeros(2, 2))
 
 
 def test_the_first_dense_layers_integer_ranges_fire_exactly_where_its_float_threshold_does():

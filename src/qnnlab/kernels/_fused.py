@@ -16,12 +16,11 @@ from qnnlab.kernels._panels import COLUMNS, gemm, signed_tile
 
 
 @njit(cache=True, nogil=True)
-def _first_layer(codes, w0, offset0, bias0, sign0, bound0, keep):
-    """keep[n]: the threshold of the 8-bit first layer's unit n, from the exact integer product of
-    the centred pixel codes (int8, zero-padded to whole words) with its packed +-1 weights, by
-    masked additions four units at a time (``kernels._masked``). One thread: split across threads
-    it saved a few percent, but beside a busy core each call waited a time slice for the thread
-    whose core was taken (p90 of the batch-1 MLP 8 ms instead of 0.5 ms)."""
+def _centred_sums(codes, w0, sums):
+    """sums[n] = the exact product of the centred pixel codes (int8, zero-padded to whole words)
+    with unit n's packed +-1 weights, by masked additions four units at a time
+    (``kernels._masked``). One thread: split across threads it saved a few percent, but beside a
+    busy core each call waited a time slice for the thread whose core was taken."""
     n1, words = w0.shape
     total = np.int64(0)
     for k in range(codes.shape[0]):
@@ -30,17 +29,50 @@ def _first_layer(codes, w0, offset0, bias0, sign0, bound0, keep):
         if n + ROWS <= n1:
             block = int_sums(codes.ctypes.data, w0.ctypes.data + n * words * 8, words, words)
             for r in range(ROWS):
-                keep[n + r] = _unit_fires(2 * block[r] - total, n + r, offset0, bias0, sign0, bound0)
+                sums[n + r] = 2 * block[r] - total
         else:
             for m in range(n, n1):
-                s = int_sum(codes.ctypes.data, w0.ctypes.data + m * words * 8, words, words)[0]
-                keep[m] = _unit_fires(2 * s - total, m, offset0, bias0, sign0, bound0)
+                sums[m] = 2 * int_sum(codes.ctypes.data, w0.ctypes.data + m * words * 8, words, words)[0] - total
+
+
+@njit(cache=True, nogil=True)
+def _first_layer(codes, w0, offset0, bias0, sign0, bound0, sums, keep):
+    """keep[n]: the threshold of the 8-bit first layer's unit n, from its exact centred sum."""
+    _centred_sums(codes, w0, sums)
+    for n in range(w0.shape[0]):
+        keep[n] = _unit_fires(sums[n], n, offset0, bias0, sign0, bound0)
+
+
+@njit(inline="always")
+def _pixel_codes(x, b, codes):
+    """codes[k] = the centred 8-bit code c - 128 of pixel x[b, k] = c / 127.5 - 1."""
+    for k in range(x.shape[1]):
+        codes[k] = np.int8(np.round(x[b, k] * np.float32(127.5) + np.float32(127.5)) - np.float32(128))
+
+
+@njit(inline="always")
+def _pixel_value(centred, n, offset, bias):
+    """The first layer's value of unit n from its exact centred sum, as the ops compute it."""
+    return np.float32(centred / 127.5 + offset[n]) + bias[n]
+
+
+@njit(cache=True, nogil=True)
+def pixel_dense_values_serial(x, w0, offset, bias, out):
+    """out (B, N) float32: the 8-bit first layer's values (``_pixel_value``) from the exact centred
+    sums by masked additions on its packed weights (``_centred_sums``), one sample at a time on
+    the calling thread: at batch 1 it reads 1 bit per weight where an int8 GEMM reads 8."""
+    codes = np.zeros(w0.shape[1] * 64, dtype=np.int8)
+    sums = np.empty(w0.shape[0], dtype=np.int64)
+    for b in range(x.shape[0]):
+        _pixel_codes(x, b, codes)
+        _centred_sums(codes, w0, sums)
+        for n in range(w0.shape[0]):
+            out[b, n] = _pixel_value(sums[n], n, offset, bias)
 
 
 @njit(inline="always")
 def _unit_fires(acc, n, offset0, bias0, sign0, bound0):
-    y = np.float32(acc / 127.5 + offset0[n]) + bias0[n]
-    return np.float64(y) * sign0[n] >= bound0[n]
+    return np.float64(_pixel_value(acc, n, offset0, bias0)) * sign0[n] >= bound0[n]
 
 
 @njit(inline="always")
@@ -84,18 +116,18 @@ def dense_chain(x, w0, offset0, bias0, sign0, bound0, shapes, words, panels, bia
     y = (c - 128) . w / 127.5 + offset (float64, then float32) + bias, thresholded into packed
     bits; then the binary layers (``_binary_layers``) into the logits out (B, C). The arithmetic
     is the op-by-op path's, step for step."""
-    batch, k0 = x.shape
+    batch = x.shape[0]
     n1 = w0.shape[0]
     widest = max(n1, shapes[:, 0].max())
     codes = np.zeros(w0.shape[1] * 64, dtype=np.int8)
+    sums = np.empty(n1, dtype=np.int64)
     keep = np.empty(n1, dtype=np.bool_)
     bits = np.zeros((widest + 63) // 64, dtype=np.uint64)
     following = np.zeros((widest + 63) // 64, dtype=np.uint64)
     for b in range(batch):
-        for k in range(k0):
-            codes[k] = np.int8(np.round(x[b, k] * np.float32(127.5) + np.float32(127.5)) - np.float32(128))
+        _pixel_codes(x, b, codes)
         bits[:] = 0
-        _first_layer(codes, w0, offset0, bias0, sign0, bound0, keep)
+        _first_layer(codes, w0, offset0, bias0, sign0, bound0, sums, keep)
         for n in range(n1):
             if keep[n]:
                 bits[n // 64] |= np.uint64(1) << np.uint64(n % 64)
@@ -182,30 +214,65 @@ def centred_threshold(sums, offset, bias, sign, bound, out):
 @njit(parallel=True, cache=True, nogil=True)
 def pixel_dense_threshold(x, panels, low, high, out):
     """The packed bits of the 8-bit first layer at a batch with its product on VNNI tiles
-    (``_int8_tiles.dot4_tile``, only where available): x (B, K) float32 on the pixel grid, the +-1
-    weights as panels (P, ceil(K / 4), 64, 4) int8, and per unit the range [low, high] of the
-    sums c . w of pixel codes c in which its threshold fires (``code_ranges``: the threshold is
-    monotone in the sum, so an integer compare replaces the float arithmetic after the
-    product). The panels are split across threads, each streaming every sample past its panel;
-    low and high are padded to P 64 entries with empty ranges."""
-    batch, k = x.shape
-    groups = panels.shape[1]
-    codes = np.zeros((batch, groups * _int8_tiles.GROUP), dtype=np.uint8)
-    for b in prange(batch):
-        for t in range(k):  # within 1e-3 of a code (the model checked): + 0.5 and truncation round
-            codes[b, t] = np.uint8(np.int32(x[b, t] * np.float32(127.5) + np.float32(128.0)))
+    (``_pixel_tiles``): per unit the range [low, high] of the sums c . w of pixel codes c in which
+    its threshold fires (``code_ranges``: the threshold is monotone in the sum, so an integer
+    compare replaces the float arithmetic after the product); low and high are padded to P 64
+    entries with empty ranges."""
+    codes = _pixel_code_rows(x, panels.shape[1])
     for p in prange(panels.shape[0]):
         sums = np.empty((_int8_tiles.ROWS, 64), dtype=np.int32)
         at = p * 64
-        for first in range(0, batch, _int8_tiles.ROWS):
-            rows = min(_int8_tiles.ROWS, batch - first)
-            _int8_tiles.dot4_tile(
-                rows, codes[first].ctypes.data, codes.shape[1], panels[p].ctypes.data, groups, sums.ctypes.data, 64
-            )
+        for first in range(0, x.shape[0], _int8_tiles.ROWS):
+            rows = _pixel_tiles(codes, panels, p, first, sums)
             for r in range(rows):
                 out[first + r, p] = inside_bits(
                     sums.ctypes.data + r * 64 * 4, low[at:].ctypes.data, high[at:].ctypes.data
                 )
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pixel_dense_values(x, panels, shifts, offset, bias, out):
+    """out (B, N) float32: the 8-bit first layer's values at a batch, float32(s / 127.5 + offset) +
+    bias as ``_pixel_value`` (on row slices, which the compiler vectorises), from its exact sums on
+    VNNI tiles (``_pixel_tiles``) centred by ``shifts`` = 128 sum(w) per unit: for a first layer
+    whose output stays real (a Bi-Real stream)."""
+    codes = _pixel_code_rows(x, panels.shape[1])
+    n = out.shape[1]
+    for p in prange(panels.shape[0]):
+        sums = np.empty((_int8_tiles.ROWS, 64), dtype=np.int32)
+        at = p * 64
+        units = min(64, n - at)
+        unit_shifts, unit_offsets, unit_biases = shifts[at : at + units], offset[at : at + units], bias[at : at + units]
+        for first in range(0, x.shape[0], _int8_tiles.ROWS):
+            rows = _pixel_tiles(codes, panels, p, first, sums)
+            for r in range(rows):
+                found, target = sums[r], out[first + r, at : at + units]
+                for j in range(units):
+                    target[j] = np.float32((found[j] - unit_shifts[j]) / 127.5 + unit_offsets[j]) + unit_biases[j]
+
+
+@njit(inline="always")
+def _pixel_code_rows(x, groups):
+    """The unsigned pixel codes of x (B, K) float32 on the pixel grid, rows zero-padded to ``groups``
+    groups of four."""
+    batch, k = x.shape
+    codes = np.zeros((batch, groups * _int8_tiles.GROUP), dtype=np.uint8)
+    for b in prange(batch):
+        for t in range(k):  # within 1e-3 of a code (the model checked): + 0.5 and truncation round
+            codes[b, t] = np.uint8(np.int32(x[b, t] * np.float32(127.5) + np.float32(128.0)))
+    return codes
+
+
+@njit(inline="always")
+def _pixel_tiles(codes, panels, p, first, sums):
+    """sums[r, j] = c . w for up to ROWS samples from ``first`` and the 64 units of panel p of the
+    +-1 weights laid out (P, ceil(K / 4), 64, 4) int8 (``_int8_tiles.dot4_tile``, only where
+    available); returns how many samples."""
+    rows = min(_int8_tiles.ROWS, codes.shape[0] - first)
+    _int8_tiles.dot4_tile(
+        rows, codes[first].ctypes.data, codes.shape[1], panels[p].ctypes.data, panels.shape[1], sums.ctypes.data, 64
+    )
+    return rows
 
 
 @njit(cache=True, nogil=True)

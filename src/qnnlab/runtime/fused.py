@@ -10,6 +10,7 @@
   the MLP's first layer), and the next threshold.
 - ``PixelLinearThreshold``: the MLP's 8-bit first layer at a batch with its threshold, on VNNI
   register tiles where the CPU has them, else torch's int8 GEMM and one pass to packed bits.
+- ``PixelLinear``: the same first layer where its output stays real (BNN+), without the threshold.
 - ``FusedDenseBatch``: with VNNI, a binary MLP at a batch as one call (first layer, binary layers).
 - ``BinaryTail``: the binary layers that end a model, as one call.
 
@@ -306,12 +307,8 @@ class PixelLinearThreshold:
         self.panels: np.ndarray | None = None
         self.ranges: tuple[np.ndarray, np.ndarray] | None = None
         if _int8_tiles.available():
-            groups = -(-k // _int8_tiles.GROUP)
-            weights = torch.zeros(size, groups * _int8_tiles.GROUP, dtype=torch.int8)
-            weights[: self.units, :k] = kernels.unpack(linear.weight, k).to(torch.int8)
-            # (P, groups, 64, 4): panel p, group g, column j, code q = w[64 p + j, 4 g + q]
-            self.panels = weights.reshape(-1, 64, groups, _int8_tiles.GROUP).permute(0, 2, 1, 3).contiguous().numpy()
-            shifts = 128.0 * weights.sum(1, dtype=torch.int64).double().numpy()
+            self.panels = _int8_panels(linear.weight, k, size)
+            shifts = 128.0 * self.panels.astype(np.int64).sum(axis=(1, 3)).reshape(-1)
             self.ranges = code_ranges(shifts, self.offset, self.bias, self.sign, self.bound, k, self.units)
 
     @classmethod
@@ -338,6 +335,58 @@ class PixelLinearThreshold:
             sums = self.linear.centred_sums(codes).to(torch.int32).contiguous().numpy()
             kernels.launch(centred_threshold, sums, self.offset, self.bias, self.sign, self.bound, out)
         return torch.from_numpy(out.view(np.int64))
+
+
+class PixelLinear:
+    """real_linear on the 8-bit pixel grid whose output stays real (no threshold follows: BNN+'s
+    real stream begins there), the ops' values from its exact centred sums: at batch 1 by masked
+    additions on the packed weights (``_fused.pixel_dense_values_serial``), at a batch on VNNI
+    register tiles where the CPU has them (``_fused.pixel_dense_values``), else the op itself."""
+
+    def __init__(self, linear: runtime_ops.RealLinear) -> None:
+        from qnnlab.kernels import _int8_tiles
+
+        self.linear = linear
+        units, k = linear.weight.shape[0], linear.k
+        self.w0 = linear.weight.contiguous().numpy().view(np.uint64)  # packed +-1, tail bits clear
+        self.offset, self.bias = linear.offset().numpy(), _bias(linear, units)
+        self.panels: np.ndarray | None = None
+        if _int8_tiles.available():
+            self.panels = _int8_panels(linear.weight, k, kernels.words(units) * 64)
+            self.shifts = 128 * self.panels.astype(np.int64).sum(axis=(1, 3)).reshape(-1)
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[PixelLinear, int] | None:
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if steps[i].kind == "real_linear" and (nxt is None or nxt.kind != "threshold"):
+            return cls(steps[i]), 1
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels._fused import pixel_dense_values, pixel_dense_values_serial
+
+        if x.dim() != 2 or x.shape[1] != self.linear.k:
+            raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
+        if len(x) > 1 and self.panels is None:
+            return self.linear.packed(x)
+        out = np.empty((len(x), len(self.bias)), np.float32)
+        x = x.to(torch.float32).contiguous().numpy()
+        if len(out) == 1:
+            kernels.launch(pixel_dense_values_serial, x, self.w0, self.offset, self.bias, out)
+        else:
+            kernels.launch(pixel_dense_values, x, self.panels, self.shifts, self.offset, self.bias, out)
+        return torch.from_numpy(out)
+
+
+def _int8_panels(weight: torch.Tensor, k: int, size: int) -> np.ndarray:
+    """Packed +-1 weights (N, W) as VNNI panels (P, groups, 64, 4) int8: panel p, group g, column j,
+    code q = w[64 p + j, 4 g + q], units padded to ``size`` and K to whole groups with zeros."""
+    from qnnlab.kernels import _int8_tiles
+
+    groups = -(-k // _int8_tiles.GROUP)
+    weights = torch.zeros(size, groups * _int8_tiles.GROUP, dtype=torch.int8)
+    weights[: weight.shape[0], :k] = kernels.unpack(weight, k).to(torch.int8)
+    return weights.reshape(-1, 64, groups, _int8_tiles.GROUP).permute(0, 2, 1, 3).contiguous().numpy()
 
 
 def threshold_ranges(values, sign, bound, smallest: int, largest: int, units: int) -> tuple[np.ndarray, np.ndarray]:
@@ -518,6 +567,7 @@ def packed_plan(steps: list[Any], on_pixel_grid: bool) -> list[Any]:
             ConvPoolThreshold.match(steps, i)
             or (PixelConvThreshold.match(steps, i) if on_pixel_grid else None)
             or (PixelLinearThreshold.match(steps, i) if on_pixel_grid else None)
+            or (PixelLinear.match(steps, i) if on_pixel_grid else None)
             or (BinaryTail.match(steps, i) if i > 0 else None)
         )
         if fused:
