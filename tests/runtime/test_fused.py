@@ -146,17 +146,21 @@ def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n, vnni, mon
     assert torch.equal(step(x), expected) and torch.equal(step(x[:1]), expected[:1])
 
 
+@pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("vnni", [True, False])
 @pytest.mark.parametrize("k, n", [(784, 2048), (100, 70), (1, 1), (65, 129)])
-def test_a_first_dense_layer_whose_output_stays_real_equals_its_op(k, n, vnni, monkeypatch):
-    """BNN+'s first layer (no threshold after it): masked additions at batch 1, VNNI tiles at a
-    batch where the CPU has them, else the op; the same float32 values as the op, bit for bit."""
+def test_a_first_dense_layer_whose_output_stays_real_equals_its_ops(k, n, vnni, affine, monkeypatch):
+    """BNN+'s first layer (no threshold after it) and its batch norm: masked additions at batch 1,
+    VNNI tiles at a batch where the CPU has them, else the ops; their float32 values bit for bit."""
     linear = _pixel_linear(k, n, vnni, monkeypatch)
+    norm = runtime_ops.Affine(
+        {"op": "affine", "layer": "n", "scale": "s", "shift": "h"}, {"s": torch.randn(n), "h": torch.randn(n)}
+    )
     assert fused.PixelLinear.match([linear, _threshold(n, "rows", scale=1.0)], 0) is None
-    step, replaced = fused.PixelLinear.match([linear], 0)
-    assert replaced == 1 and (step.panels is not None) == vnni
+    step, replaced = fused.PixelLinear.match([linear, norm] if affine else [linear], 0)
+    assert replaced == (2 if affine else 1) and (step.panels is not None) == vnni
     x = torch.randint(0, 256, (13, k)).float() / 127.5 - 1
-    expected = linear.packed(x)
+    expected = norm.packed(linear.packed(x)) if affine else linear.packed(x)
     assert torch.equal(step(x), expected) and torch.equal(step(x[:1]), expected[:1])
     with pytest.raises(ValueError, match=f"takes {k} features"):
         step(x[:, :-1] if k > 1 else torch.zeros(2, 2))
@@ -185,3 +189,48 @@ def test_the_first_dense_layers_integer_ranges_fire_exactly_where_its_float_thre
     inside = (low[:units] <= sums[:, None]) & (sums[:, None] <= high[:units])
     assert np.array_equal(inside, fires) and fires[:, 5].all() and not fires[:, 6].any()
     assert low[units] > high[units]  # the padding never fires
+
+
+@pytest.mark.parametrize("batch, n, bias", [(13, 64, False), (1, 2048, False), (7, 100, True)])
+def test_a_bireal_block_of_an_mlp_equals_its_ops(batch, n, bias):
+    """``ResidualDense``: the binary product, batch norm and sum with the real stream per tile, the
+    ops' float steps bit for bit (odd widths leave a partial panel)."""
+    from qnnlab.runtime.maps import Residual
+
+    torch.manual_seed(n + batch)
+    tensors = {
+        "t": torch.zeros(n, dtype=torch.float64),
+        "p": torch.ones(n, dtype=torch.bool),
+        "c": torch.zeros(n, dtype=torch.float64),
+        "w": kernels.pack(_signs(n, n)),
+        "s": torch.rand(n) + 0.5,
+        "h": torch.randn(n),
+        "b": torch.randn(n),
+    }
+    spec = {
+        "op": "residual",
+        "layer": "r",
+        "branch": [
+            {
+                "op": "threshold",
+                "layer": "r.sign",
+                "layout": "rows",
+                "threshold": "t",
+                "positive": "p",
+                "constant": "c",
+            },
+            {"op": "binary_linear", "layer": "r.0", "weight": "w", "k": n, **({"bias": "b"} if bias else {})},
+            {"op": "affine", "layer": "r.1", "scale": "s", "shift": "h"},
+        ],
+        "shortcut": [],
+    }
+    block = Residual(spec, tensors)
+    step, replaced = fused.ResidualDense.match([block], 0)
+    assert replaced == 1
+    x = torch.randn(batch, n)
+    x[0, :3] = 0.0  # signs at the threshold itself
+    assert torch.equal(step(x), block.packed(x))
+    with pytest.raises(ValueError, match=f"takes {n} features"):
+        step(x[:, :-1])
+    spec["shortcut"] = [{"op": "affine", "layer": "r.2", "scale": "s", "shift": "h"}]
+    assert fused.ResidualDense.match([Residual(spec, tensors)], 0) is None

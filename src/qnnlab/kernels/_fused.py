@@ -57,17 +57,18 @@ def _pixel_value(centred, n, offset, bias):
 
 
 @njit(cache=True, nogil=True)
-def pixel_dense_values_serial(x, w0, offset, bias, out):
+def pixel_dense_values_serial(x, w0, offset, bias, scale, shift, out):
     """out (B, N) float32: the 8-bit first layer's values (``_pixel_value``) from the exact centred
-    sums by masked additions on its packed weights (``_centred_sums``), one sample at a time on
-    the calling thread: at batch 1 it reads 1 bit per weight where an int8 GEMM reads 8."""
+    sums by masked additions on its packed weights (``_centred_sums``), then its batch norm y *
+    scale + shift, one sample at a time on the calling thread: at batch 1 it reads 1 bit per
+    weight where an int8 GEMM reads 8."""
     codes = np.zeros(w0.shape[1] * 64, dtype=np.int8)
     sums = np.empty(w0.shape[0], dtype=np.int64)
     for b in range(x.shape[0]):
         _pixel_codes(x, b, codes)
         _centred_sums(codes, w0, sums)
         for n in range(w0.shape[0]):
-            out[b, n] = _pixel_value(sums[n], n, offset, bias)
+            out[b, n] = _pixel_value(sums[n], n, offset, bias) * scale[n] + shift[n]
 
 
 @njit(inline="always")
@@ -197,6 +198,30 @@ def _threshold_layer(bits, layer_panels, k, n, low, high, out):
                 )
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def residual_dense(bits, layer_panels, k, x, bias, scale, shift, out):
+    """out = x + ((K - 2 popcount(bits XOR w) + bias) * scale + shift): a Bi-Real block of a binary
+    MLP (the binary layer on the packed signs of the real stream x (B, N), its batch norm, the sum
+    with x) with the ops' float steps, each tile's products turned into the stream's next values
+    while in L1; the panels (``_panels.panels``, missing rows zero) split across threads."""
+    batch, wk = bits.shape
+    n = out.shape[1]
+    for p in prange(layer_panels.shape[0]):
+        products = np.empty((_panels.ROWS, COLUMNS), dtype=np.int32)
+        at = p * COLUMNS
+        units = min(COLUMNS, n - at)
+        unit_bias, unit_scale, unit_shift = bias[at : at + units], scale[at : at + units], shift[at : at + units]
+        for first in range(0, batch, _panels.ROWS):
+            rows = min(_panels.ROWS, batch - first)
+            signed_tile(
+                rows, bits[first].ctypes.data, wk, layer_panels[p].ctypes.data, wk, products.ctypes.data, COLUMNS, k
+            )
+            for r in range(rows):
+                found, stream, target = products[r], x[first + r, at : at + units], out[first + r, at : at + units]
+                for j in range(units):
+                    target[j] = (np.float32(found[j]) + unit_bias[j]) * unit_scale[j] + unit_shift[j] + stream[j]
+
+
 @njit(cache=True, nogil=True)
 def centred_threshold(sums, offset, bias, sign, bound, out):
     """The packed bits of the 8-bit first layer at a batch, from its exact centred sums (B, N)
@@ -231,11 +256,11 @@ def pixel_dense_threshold(x, panels, low, high, out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def pixel_dense_values(x, panels, shifts, offset, bias, out):
+def pixel_dense_values(x, panels, shifts, offset, bias, scale, shift, out):
     """out (B, N) float32: the 8-bit first layer's values at a batch, float32(s / 127.5 + offset) +
-    bias as ``_pixel_value`` (on row slices, which the compiler vectorises), from its exact sums on
-    VNNI tiles (``_pixel_tiles``) centred by ``shifts`` = 128 sum(w) per unit: for a first layer
-    whose output stays real (a Bi-Real stream)."""
+    bias as ``_pixel_value`` (on row slices, which the compiler vectorises), then its batch norm y *
+    scale + shift, from its exact sums on VNNI tiles (``_pixel_tiles``) centred by ``shifts`` = 128
+    sum(w) per unit: for a first layer whose output stays real (a Bi-Real stream)."""
     codes = _pixel_code_rows(x, panels.shape[1])
     n = out.shape[1]
     for p in prange(panels.shape[0]):
@@ -243,12 +268,14 @@ def pixel_dense_values(x, panels, shifts, offset, bias, out):
         at = p * 64
         units = min(64, n - at)
         unit_shifts, unit_offsets, unit_biases = shifts[at : at + units], offset[at : at + units], bias[at : at + units]
+        unit_scale, unit_shift = scale[at : at + units], shift[at : at + units]
         for first in range(0, x.shape[0], _int8_tiles.ROWS):
             rows = _pixel_tiles(codes, panels, p, first, sums)
             for r in range(rows):
                 found, target = sums[r], out[first + r, at : at + units]
                 for j in range(units):
-                    target[j] = np.float32((found[j] - unit_shifts[j]) / 127.5 + unit_offsets[j]) + unit_biases[j]
+                    value = np.float32((found[j] - unit_shifts[j]) / 127.5 + unit_offsets[j]) + unit_biases[j]
+                    target[j] = value * unit_scale[j] + unit_shift[j]
 
 
 @njit(inline="always")

@@ -11,6 +11,8 @@
 - ``PixelLinearThreshold``: the MLP's 8-bit first layer at a batch with its threshold, on VNNI
   register tiles where the CPU has them, else torch's int8 GEMM and one pass to packed bits.
 - ``PixelLinear``: the same first layer where its output stays real (BNN+), without the threshold.
+- ``ResidualDense``: a Bi-Real block of a binary MLP (BNN+), the binary product, batch norm and
+  sum with the real stream per register tile.
 - ``FusedDenseBatch``: with VNNI, a binary MLP at a batch as one call (first layer, binary layers).
 - ``BinaryTail``: the binary layers that end a model, as one call.
 
@@ -339,17 +341,20 @@ class PixelLinearThreshold:
 
 class PixelLinear:
     """real_linear on the 8-bit pixel grid whose output stays real (no threshold follows: BNN+'s
-    real stream begins there), the ops' values from its exact centred sums: at batch 1 by masked
-    additions on the packed weights (``_fused.pixel_dense_values_serial``), at a batch on VNNI
-    register tiles where the CPU has them (``_fused.pixel_dense_values``), else the op itself."""
+    real stream begins there), with the batch norm (affine) after it if there is one: the ops'
+    values from its exact centred sums, at batch 1 by masked additions on the packed weights
+    (``_fused.pixel_dense_values_serial``), at a batch on VNNI register tiles where the CPU has
+    them (``_fused.pixel_dense_values``), else the ops themselves."""
 
-    def __init__(self, linear: runtime_ops.RealLinear) -> None:
+    def __init__(self, linear: runtime_ops.RealLinear, affine: Any = None) -> None:
         from qnnlab.kernels import _int8_tiles
 
-        self.linear = linear
+        self.linear, self.affine = linear, affine
         units, k = linear.weight.shape[0], linear.k
         self.w0 = linear.weight.contiguous().numpy().view(np.uint64)  # packed +-1, tail bits clear
         self.offset, self.bias = linear.offset().numpy(), _bias(linear, units)
+        self.scale = affine.scale.to(torch.float32).numpy() if affine else np.ones(units, dtype=np.float32)
+        self.shift = affine.shift.to(torch.float32).numpy() if affine else np.zeros(units, dtype=np.float32)
         self.panels: np.ndarray | None = None
         if _int8_tiles.available():
             self.panels = _int8_panels(linear.weight, k, kernels.words(units) * 64)
@@ -358,9 +363,9 @@ class PixelLinear:
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelLinear, int] | None:
         nxt = steps[i + 1] if i + 1 < len(steps) else None
-        if steps[i].kind == "real_linear" and (nxt is None or nxt.kind != "threshold"):
-            return cls(steps[i]), 1
-        return None
+        if steps[i].kind != "real_linear" or (nxt is not None and nxt.kind == "threshold"):
+            return None
+        return (cls(steps[i], nxt), 2) if nxt is not None and nxt.kind == "affine" else (cls(steps[i]), 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels._fused import pixel_dense_values, pixel_dense_values_serial
@@ -368,13 +373,15 @@ class PixelLinear:
         if x.dim() != 2 or x.shape[1] != self.linear.k:
             raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
         if len(x) > 1 and self.panels is None:
-            return self.linear.packed(x)
+            y = self.linear.packed(x)
+            return self.affine.packed(y) if self.affine else y
         out = np.empty((len(x), len(self.bias)), np.float32)
         x = x.to(torch.float32).contiguous().numpy()
+        tables = self.offset, self.bias, self.scale, self.shift
         if len(out) == 1:
-            kernels.launch(pixel_dense_values_serial, x, self.w0, self.offset, self.bias, out)
+            kernels.launch(pixel_dense_values_serial, x, self.w0, *tables, out)
         else:
-            kernels.launch(pixel_dense_values, x, self.panels, self.shifts, self.offset, self.bias, out)
+            kernels.launch(pixel_dense_values, x, self.panels, self.shifts, *tables, out)
         return torch.from_numpy(out)
 
 
@@ -387,6 +394,51 @@ def _int8_panels(weight: torch.Tensor, k: int, size: int) -> np.ndarray:
     weights = torch.zeros(size, groups * _int8_tiles.GROUP, dtype=torch.int8)
     weights[: weight.shape[0], :k] = kernels.unpack(weight, k).to(torch.int8)
     return weights.reshape(-1, 64, groups, _int8_tiles.GROUP).permute(0, 2, 1, 3).contiguous().numpy()
+
+
+class ResidualDense:
+    """A Bi-Real block of a binary MLP (``residual``: threshold at 0, binary_linear, affine; no
+    shortcut op) as two kernel calls, the signs of the real stream packed, then the binary
+    product, batch norm and sum per register tile (``_fused.residual_dense``), where the ops
+    make five passes over (B, N) tensors."""
+
+    def __init__(self, block: Any) -> None:
+        threshold, self.linear, affine = block.parts[0]
+        self.tables = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+        units = self.linear.weight.shape[0]
+        self.panels = self.linear.panels.numpy().view(np.uint64)
+        self.bias = _bias(self.linear, units)
+        self.scale, self.shift = affine.scale.to(torch.float32).numpy(), affine.shift.to(torch.float32).numpy()
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[ResidualDense, int] | None:
+        if steps[i].kind != "residual" or steps[i].parts[1]:
+            return None
+        kinds = [op.kind for op in steps[i].parts[0]]
+        if kinds == ["threshold", "binary_linear", "affine"] and steps[i].parts[0][0].layout == "rows":
+            return cls(steps[i]), 1
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels._fused import residual_dense
+
+        if x.dim() != 2 or x.shape[1] != self.linear.k:
+            raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
+        bits = kernels.threshold_pack_tables(x, *self.tables)
+        out = np.empty((len(x), len(self.bias)), np.float32)
+        stream = x.to(torch.float32).contiguous().numpy()
+        kernels.launch(
+            residual_dense,
+            bits.numpy().view(np.uint64),
+            self.panels,
+            self.linear.k,
+            stream,
+            self.bias,
+            self.scale,
+            self.shift,
+            out,
+        )
+        return torch.from_numpy(out)
 
 
 def threshold_ranges(values, sign, bound, smallest: int, largest: int, units: int) -> tuple[np.ndarray, np.ndarray]:
@@ -568,6 +620,7 @@ def packed_plan(steps: list[Any], on_pixel_grid: bool) -> list[Any]:
             or (PixelConvThreshold.match(steps, i) if on_pixel_grid else None)
             or (PixelLinearThreshold.match(steps, i) if on_pixel_grid else None)
             or (PixelLinear.match(steps, i) if on_pixel_grid else None)
+            or ResidualDense.match(steps, i)
             or (BinaryTail.match(steps, i) if i > 0 else None)
         )
         if fused:

@@ -526,7 +526,7 @@ class Threshold(Op):
 
 @register
 class Affine(Op):
-    """The output batch norm, y * scale + shift, giving the logits."""
+    """A batch norm at inference, y * scale + shift: the logits', or a real stream's (BNN+)."""
 
     kind = "affine"
 
