@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The speed records of README's "On an Intel Xeon" section for this machine, each case run RUNS
 # times (the hosts here are noisy: every run's rows are kept, README quotes their median):
-# whole models against the strongest int8 (1 and 2 threads, and 2 beside a busy process), the
-# binary GEMMs against torch int8 and the popcount bound, and the batch-1 weight-only products
+# whole models against the strongest int8 (1 and 2 threads, and 2 beside a busy process; bnn-plus,
+# with its real-valued Bi-Real stream, on 1 and 2 threads), the binary GEMMs against torch int8 and the popcount bound, and the batch-1 weight-only products
 # against the read of their packed weights. Pause trainings first.
 #   bash benchmarks/speed_records.sh [OUT_DIR] [RUNS]
 set -euo pipefail
@@ -18,6 +18,16 @@ for model in mlp cnn; do
     : >"$file.part"
     for _ in $(seq "$RUNS"); do
       "$QNNLAB" bench model --model "$model" --batch 1,100 --threads "$threads" $busy --json >>"$file.part"
+    done
+    mv "$file.part" "$file"
+  done
+done
+for model in mlp cnn; do
+  for threads in 1 2; do
+    file="$OUT/model-bnn-plus-$model-threads$threads.jsonl"
+    : >"$file.part"
+    for _ in $(seq "$RUNS"); do
+      "$QNNLAB" bench model --model "$model" --recipe bnn-plus --batch 1,100 --threads "$threads" --json >>"$file.part"
     done
     mv "$file.part" "$file"
   done
