@@ -141,12 +141,18 @@ def _layout_line(row: dict) -> str:
 
 
 def cmd_bench_steps(args: argparse.Namespace) -> int:
+    import torch
+
     from qnnlab.bench import train_step
+    from qnnlab.timing import cpu_name
 
     recipes = [r for r in args.recipes.split(",") if r]
     rows, line = (train_step.run_layout, _layout_line) if args.layout else (train_step.run, _train_step_line)
+    measured_on = {"cpu": cpu_name(), "threads": torch.get_num_threads()}
     for row in rows(recipes, args.model, args.batch, args.repeats):
-        print(json.dumps(row) if args.json else line(row), flush=True)
+        row = {**row, **measured_on}
+        text = f"{line(row)}  [{row['cpu']}, {row['threads']} threads]"
+        print(json.dumps(row) if args.json else text, flush=True)
     return 0
 
 

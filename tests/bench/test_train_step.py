@@ -1,14 +1,52 @@
 """The train-step benchmark reports paired timings and an attribution by category."""
 
+import pytest
+
 from qnnlab.bench import train_step
 from qnnlab.timing import paired_ms
 
 
-def test_paired_timing_ratio():
-    import time
+def test_paired_timing_ratio(monkeypatch):
+    """On a clock the calls advance (sleeps jitter on a shared host): baseline first in each pair,
+    medians of each side and of the per-pair ratios."""
+    from qnnlab import timing
 
-    cand, base, speedup = paired_ms(lambda: time.sleep(0.004), lambda: time.sleep(0.002), repeats=3, warmup=0)
-    assert cand > base and 0.2 < speedup < 0.9
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    costs = iter([0.002, 0.004, 0.002, 0.008, 0.006, 0.004])  # (baseline, candidate) per pair, no warm-up
+
+    def call():
+        clock[0] += next(costs)
+
+    cand, base, speedup = paired_ms(call, call, repeats=3, warmup=0)
+    assert (cand, base, speedup) == pytest.approx((4, 2, 0.5))
+
+
+def test_bench_train_step_names_the_cpu_and_threads(capsys):
+    import json
+
+    from qnnlab.cli import main
+
+    assert (
+        main(
+            [
+                "bench",
+                "train-step",
+                "--recipes",
+                "bnn",
+                "--model",
+                "mlp-small",
+                "--batch",
+                "8",
+                "--repeats",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["cpu"] and row["threads"] >= 1 and row["name"] == "train-step/bnn"
 
 
 def test_train_step_rows():
@@ -31,8 +69,6 @@ def test_layout_rows_compare_the_same_recipe():
 
 
 def test_bad_sizes_are_named():
-    import pytest
-
     with pytest.raises(ValueError, match="--repeats 0"):
         paired_ms(lambda: None, lambda: None, repeats=0)
     with pytest.raises(ValueError, match="--batch 0"):
