@@ -58,7 +58,7 @@ def _keep_words(seed, b, o, n_out, planes, threshold, words, equal):
 
 
 LANES = 16  # float32 lanes per 512-bit vector: a keep word covers four
-FLAGS = ("reassoc", "contract")  # REASSOCIATE in LLVM's words
+FLAGS = tuple(sorted(REASSOCIATE))  # the same freedom, as LLVM instruction flags
 
 
 def _masked_loop(builder, words_addr, count, body) -> None:

@@ -75,9 +75,6 @@ def _vectors(builder, count: int = ROWS) -> list[list[ir.Value]]:
     return [[cgutils.alloca_once_value(builder, zero) for _ in range(COLUMNS // LANES)] for _ in range(count)]
 
 
-_ELEMENT_BYTES = {"i64": 8, "double": 8, "i32": 4, "float": 4}
-
-
 def store_rows(builder, out_addr, out_step, values, streaming: bool = False) -> None:
     """Store values[r][v] (vectors of n lanes) at out row r (``out_step`` elements apart), from
     element n v on: a tile's accumulators written back to its rows. ``streaming``: non-temporal
@@ -88,7 +85,7 @@ def store_rows(builder, out_addr, out_step, values, streaming: bool = False) -> 
     out_ptr = builder.inttoptr(out_addr, lanes.element.as_pointer())
     index = out_step.type
     hint = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]) if streaming else None
-    align = lanes.count * _ELEMENT_BYTES[str(lanes.element)] if streaming else 4
+    align = lanes.count * lanes.element.width // 8 if streaming else 4  # streamed: integer lanes
     for r, row_values in enumerate(values):
         row = builder.gep(out_ptr, [builder.mul(out_step, ir.Constant(index, r))])
         for p, value in enumerate(row_values):

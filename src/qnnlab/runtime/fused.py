@@ -309,9 +309,10 @@ class PixelLinearThreshold:
         self.panels: np.ndarray | None = None
         self.ranges: tuple[np.ndarray, np.ndarray] | None = None
         if _int8_tiles.available():
-            self.panels = _int8_panels(linear.weight, k, size)
-            shifts = 128.0 * self.panels.astype(np.int64).sum(axis=(1, 3)).reshape(-1)
-            self.ranges = code_ranges(shifts, self.offset, self.bias, self.sign, self.bound, k, self.units)
+            self.panels, shifts = _int8_panels(linear.weight, k, size)
+            self.ranges = code_ranges(
+                shifts.astype(np.float64), self.offset, self.bias, self.sign, self.bound, k, self.units
+            )
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelLinearThreshold, int] | None:
@@ -353,12 +354,11 @@ class PixelLinear:
         units, k = linear.weight.shape[0], linear.k
         self.w0 = linear.weight.contiguous().numpy().view(np.uint64)  # packed +-1, tail bits clear
         self.offset, self.bias = linear.offset().numpy(), _bias(linear, units)
-        self.scale = affine.scale.to(torch.float32).numpy() if affine else np.ones(units, dtype=np.float32)
-        self.shift = affine.shift.to(torch.float32).numpy() if affine else np.zeros(units, dtype=np.float32)
+        self.scale = affine.scale.numpy() if affine else np.ones(units, dtype=np.float32)
+        self.shift = affine.shift.numpy() if affine else np.zeros(units, dtype=np.float32)
         self.panels: np.ndarray | None = None
         if _int8_tiles.available():
-            self.panels = _int8_panels(linear.weight, k, kernels.words(units) * 64)
-            self.shifts = 128 * self.panels.astype(np.int64).sum(axis=(1, 3)).reshape(-1)
+            self.panels, self.shifts = _int8_panels(linear.weight, k, kernels.words(units) * 64)
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelLinear, int] | None:
@@ -385,15 +385,17 @@ class PixelLinear:
         return torch.from_numpy(out)
 
 
-def _int8_panels(weight: torch.Tensor, k: int, size: int) -> np.ndarray:
+def _int8_panels(weight: torch.Tensor, k: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Packed +-1 weights (N, W) as VNNI panels (P, groups, 64, 4) int8: panel p, group g, column j,
-    code q = w[64 p + j, 4 g + q], units padded to ``size`` and K to whole groups with zeros."""
+    code q = w[64 p + j, 4 g + q], units padded to ``size`` and K to whole groups with zeros; and
+    per unit 128 sum(w) (int64), which centres sums of unsigned pixel codes."""
     from qnnlab.kernels import _int8_tiles
 
     groups = -(-k // _int8_tiles.GROUP)
     weights = torch.zeros(size, groups * _int8_tiles.GROUP, dtype=torch.int8)
     weights[: weight.shape[0], :k] = kernels.unpack(weight, k).to(torch.int8)
-    return weights.reshape(-1, 64, groups, _int8_tiles.GROUP).permute(0, 2, 1, 3).contiguous().numpy()
+    panels = weights.reshape(-1, 64, groups, _int8_tiles.GROUP).permute(0, 2, 1, 3).contiguous().numpy()
+    return panels, 128 * weights.sum(1, dtype=torch.int64).numpy()
 
 
 class ResidualDense:
@@ -408,7 +410,7 @@ class ResidualDense:
         units = self.linear.weight.shape[0]
         self.panels = self.linear.panels.numpy().view(np.uint64)
         self.bias = _bias(self.linear, units)
-        self.scale, self.shift = affine.scale.to(torch.float32).numpy(), affine.shift.to(torch.float32).numpy()
+        self.scale, self.shift = affine.scale.numpy(), affine.shift.numpy()  # float32 (the op's tables)
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[ResidualDense, int] | None:
