@@ -234,3 +234,118 @@ def test_a_bireal_block_of_an_mlp_equals_its_ops(batch, n, bias):
         step(x[:, :-1])
     spec["shortcut"] = [{"op": "affine", "layer": "r.2", "scale": "s", "shift": "h"}]
     assert fused.ResidualDense.match([Residual(spec, tensors)], 0) is None
+
+
+def _conv_block(channels, out_channels, kernel, stride, padding, pool, shortcut, tensors):
+    """A Bi-Real block of a CNN as the exporter writes it: threshold, binary_conv, [maxpool], channel
+    affine; shortcut none, avgpool or a thresholded 1x1 binary_conv with its channel affine."""
+    kh, kw = kernel
+
+    def threshold(name, n):
+        tensors[f"{name}.t"] = torch.empty(n, dtype=torch.float64).uniform_(-0.5, 0.5)
+        tensors[f"{name}.p"] = torch.rand(n) < 0.8
+        tensors[f"{name}.c"] = torch.where(torch.rand(n) < 0.1, 1.0, -1.0).double()
+        keys = {"threshold": f"{name}.t", "positive": f"{name}.p", "constant": f"{name}.c"}
+        return {"op": "threshold", "layer": name, "layout": "nhwc", **keys}
+
+    def conv(name, k, cin, cout):
+        tensors[f"{name}.w"] = kernels.pack_filters(_signs(cout, cin, *k))
+        tensors[f"{name}.b"] = torch.randn(cout)
+        geometry = {"channels": cin, "out_channels": cout, "kernel": list(k)}
+        return {"op": "binary_conv", "layer": name, "weight": f"{name}.w", "bias": f"{name}.b", **geometry}
+
+    def affine(name, n):
+        tensors[f"{name}.s"], tensors[f"{name}.h"] = torch.randn(n), torch.randn(n)  # negative scales too
+        return {"op": "channel_affine", "layer": name, "scale": f"{name}.s", "shift": f"{name}.h"}
+
+    branch = [
+        threshold("b.sign", channels),
+        {**conv("b", kernel, channels, out_channels), "stride": stride, "padding": padding},
+    ]
+    if pool > 1:
+        branch.append({"op": "maxpool", "layer": "b.pool", "kernel": pool, "stride": pool})
+    branch.append(affine("b.norm", out_channels))
+    short = {
+        "none": [],
+        "avgpool": [{"op": "avgpool", "layer": "s.pool", "kernel": pool}],
+        "conv": [
+            threshold("s.sign", channels),
+            {**conv("s", (1, 1), channels, out_channels), "stride": stride, "padding": 0},
+            affine("s.norm", out_channels),
+        ],
+    }[shortcut]
+    return {"op": "residual", "layer": "r", "branch": branch, "shortcut": short}
+
+
+@pytest.mark.parametrize(
+    "channels, out_channels, kernel, stride, padding, pool, shortcut, size",
+    [
+        (64, 64, (3, 3), 1, 1, 2, "avgpool", 28),
+        (64, 64, (3, 3), 1, 1, 1, "none", 7),
+        (63, 63, (3, 3), 1, 1, 3, "avgpool", 9),  # odd maps: pooling drops the last row and column
+        (64, 128, (3, 3), 1, 1, 1, "conv", 14),
+        (65, 33, (3, 3), 2, 1, 1, "conv", 11),  # strided: the shortcut's 1x1 convolution strides too
+        (3, 3, (1, 1), 1, 0, 1, "none", 6),
+    ],
+)
+def test_a_bireal_block_of_a_cnn_equals_its_ops(channels, out_channels, kernel, stride, padding, pool, shortcut, size):
+    """``ResidualConv``: the binary convolution, pooling, batch norm and shortcut per output row,
+    the ops' float steps bit for bit."""
+    from qnnlab.runtime.maps import Residual
+
+    torch.manual_seed(channels + out_channels + size)
+    tensors = {}
+    spec = _conv_block(channels, out_channels, kernel, stride, padding, pool, shortcut, tensors)
+    block = Residual(spec, tensors)
+    block.out_shape((channels, size, size))
+    step, replaced = fused.ResidualConv.match([block], 0)
+    assert replaced == 1
+    x = torch.randn(3, size, size, channels)
+    x[0, 0, 0, :5] = 0.0  # signs at the threshold itself
+    assert torch.equal(step(x), block.packed(x))
+    assert torch.equal(step(x[:1]), block.packed(x[:1]))  # one sample: the serial kernel
+    with pytest.raises(ValueError, match=f"expected \\(B, H, W, {channels}\\) maps"):
+        step(x[..., :-1])
+
+
+def test_a_bireal_block_of_a_cnn_with_other_ops_is_left_to_its_ops():
+    from qnnlab.runtime.maps import Residual
+
+    tensors = {}
+    spec = _conv_block(8, 8, (3, 3), 1, 1, 2, "avgpool", tensors)
+    spec["branch"][2] = {"op": "maxpool", "layer": "b.pool", "kernel": 3, "stride": 2}  # overlapping windows
+    assert fused.ResidualConv.match([Residual(spec, tensors)], 0) is None
+    spec = _conv_block(8, 8, (3, 3), 1, 1, 1, "none", tensors)
+    spec["shortcut"] = [{"op": "channel_affine", "layer": "s", "scale": "b.norm.s", "shift": "b.norm.h"}]
+    assert fused.ResidualConv.match([Residual(spec, tensors)], 0) is None
+
+
+@pytest.mark.parametrize(
+    "channels, out_channels, kernel, stride, padding, size, affine",
+    [(1, 64, (3, 3), 1, 1, 28, True), (3, 20, (3, 3), 2, 1, 11, False), (1, 8, (5, 5), 1, 2, 3, True)],
+)
+def test_the_first_convolution_whose_output_stays_real_is_exact_from_the_integer_codes(
+    channels, out_channels, kernel, stride, padding, size, affine
+):
+    """``PixelConv`` (BNN+): the exact values float32(x . w) + bias, then the batch norm in two
+    float32 roundings, where the ops' float32 GEMM is within rounding of them."""
+    from qnnlab.runtime.maps import ChannelAffine
+
+    torch.manual_seed(out_channels + size)
+    conv = _conv("real_conv", channels, out_channels, kernel, stride, padding)
+    norm = ChannelAffine(
+        {"op": "channel_affine", "layer": "n", "scale": "s", "shift": "h"},
+        {"s": torch.randn(out_channels), "h": torch.randn(out_channels)},
+    )
+    assert fused.PixelConv.match([conv, _threshold(out_channels, "nhwc", 1.0)], 0) is None
+    step, replaced = fused.PixelConv.match([conv, norm] if affine else [conv], 0)
+    assert replaced == (2 if affine else 1)
+    codes = torch.randint(0, 256, (4, channels, size, size)).double()
+    x = (codes / 127.5 - 1).float()
+    exact = F.conv2d(codes / 127.5 - 1, conv.filters.double(), stride=stride, padding=padding)
+    values = (exact.float() + conv.bias.reshape(-1, 1, 1)).permute(0, 2, 3, 1)
+    expected = (values * norm.scale).add_(norm.shift) if affine else values
+    assert torch.equal(step(x), expected)
+    assert torch.equal(step(x[:1]), expected[:1])
+    ops = norm.packed(conv.packed(x)) if affine else conv.packed(x)
+    torch.testing.assert_close(step(x), ops, rtol=1e-5, atol=1e-4)

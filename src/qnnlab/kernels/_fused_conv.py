@@ -9,12 +9,42 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from qnnlab.kernels._float_tiles import COLUMNS as FLOAT_COLUMNS
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
 from qnnlab.kernels._float_tiles import float_inside_words, float_tile, inside_words
 from qnnlab.kernels._fused import binary_tail_serial
 from qnnlab.kernels._numba import parallel_and_serial
 from qnnlab.kernels._panels import COLUMNS, conv_tile
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
+
+
+@njit(inline="always")
+def _pixel_row_sums(x, panels, offsets, kh, stride, padding, b, oy, sums):
+    """sums[ox, o] (float32, exact) = the sum of pixel codes c = 127.5 (x + 1) times weights over
+    output pixel (oy, ox)'s window taps inside the image, for every panel column o: the codes of
+    its kh input rows, zero on the padding (where they add nothing), through register tiles of
+    pixels (``_float_tiles.float_tile``) reading each tap at ``offsets``."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    padded_w = width + 2 * padding
+    top = oy * stride - padding
+    codes = np.zeros((kh, padded_w, channels), dtype=np.float32)
+    for c in range(channels):
+        for dy in range(max(0, -top), min(kh, height - top)):
+            for ix in range(width):
+                codes[dy, ix + padding, c] = np.round(x[b, c, top + dy, ix] * np.float32(127.5) + np.float32(127.5))
+    out_w = sums.shape[0]
+    for p in range(panels.shape[0]):
+        for ox in range(0, out_w, FLOAT_ROWS):
+            float_tile(
+                min(FLOAT_ROWS, out_w - ox),
+                codes.ctypes.data + ox * stride * channels * 4,
+                stride * channels,
+                offsets.ctypes.data,
+                panels[p].ctypes.data,
+                offsets.shape[0],
+                sums[ox, p * FLOAT_COLUMNS :].ctypes.data,
+                sums.shape[1],
+            )
 
 
 def _pixel_conv_threshold(x, panels, kernel, stride, padding, row_class, col_class, low, high, out):
@@ -36,29 +66,34 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, row_class, col_cla
     offsets = _tap_offsets(kh, kw, padded_w, channels)  # tap (dy, dx, c) in the codes (kh, W + 2 p, C)
     for row in prange(batch * out_h):
         b, oy = row // out_h, row % out_h
-        top = oy * stride - padding
-        codes = np.zeros((kh, padded_w, channels), dtype=np.float32)
-        for c in range(channels):
-            for dy in range(max(0, -top), min(kh, height - top)):
-                for ix in range(width):
-                    codes[dy, ix + padding, c] = np.round(x[b, c, top + dy, ix] * np.float32(127.5) + np.float32(127.5))
         sums = np.empty((out_w, n_out), dtype=np.float32)
-        for p in range(panels.shape[0]):
-            for ox in range(0, out_w, FLOAT_ROWS):
-                float_tile(
-                    min(FLOAT_ROWS, out_w - ox),
-                    codes.ctypes.data + ox * stride * channels * 4,
-                    stride * channels,
-                    offsets.ctypes.data,
-                    panels[p].ctypes.data,
-                    offsets.shape[0],
-                    sums[ox, p * 64 :].ctypes.data,
-                    n_out,
-                )
+        _pixel_row_sums(x, panels, offsets, kh, stride, padding, b, oy, sums)
         rows_low, rows_high = low[row_class[oy]], high[row_class[oy]]
         for ox in range(out_w):
             cls = col_class[ox]
             float_inside_words(sums.ctypes.data + ox * n_out * 4, rows_low[cls], rows_high[cls], out[b, oy, ox])
+
+
+def _pixel_conv_values(x, panels, kernel, stride, padding, row_class, col_class, inside, bias, scale, shift, out):
+    """``pixel_conv_threshold`` where the output stays real (BNN+'s stream begins there): each
+    channel's value float32(s / 127.5 - inside[row class, column class]) + bias for the integer sum
+    s of codes times weights, then its batch norm y * scale + shift (two float32 roundings); out
+    (B, H', W', O) float32. ``inside``: the filters' sum over the taps inside the image, per class."""
+    batch, channels, height, width = x.shape
+    kh, kw = kernel
+    out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
+    padded_w = width + 2 * padding
+    offsets = _tap_offsets(kh, kw, padded_w, channels)
+    for row in prange(batch * out_h):
+        b, oy = row // out_h, row % out_h
+        sums = np.empty((out_w, panels.shape[0] * FLOAT_COLUMNS), dtype=np.float32)
+        _pixel_row_sums(x, panels, offsets, kh, stride, padding, b, oy, sums)
+        rows_inside = inside[row_class[oy]]
+        for ox in range(out_w):
+            taps = rows_inside[col_class[ox]]
+            for o in range(n_out):
+                value = np.float32(np.float64(sums[ox, o]) * (1 / 127.5) - taps[o]) + bias[o]
+                out[b, oy, ox, o] = value * scale[o] + shift[o]
 
 
 @njit(inline="always")
@@ -188,10 +223,83 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
         inside_words(values.ctypes.data, low, high, out[b])
 
 
+@njit(inline="always")
+def _branch_values(conv, offsets, b, py, values):
+    """values[px, o] (float32) of a Bi-Real block's convolution on pooled row py, conv = (bits,
+    panels, corrections, channels, stride, padding, pool, bias, scale, shift): the binary
+    convolution of the signs ``bits`` max-pooled (``_pooled_row``), plus bias, then its batch
+    norm y * scale + shift, each step rounded to float32 as the op-by-op path rounds it (max
+    pooling the integer sums gives the max of their float values: the bias is added to all)."""
+    bits, panels, corrections, channels, stride, padding, pool, bias, scale, shift = conv
+    kh, kw, _ = corrections.shape
+    image = np.empty((kh, bits.shape[2] + 2 * padding, bits.shape[3]), dtype=np.uint64)
+    counts = np.empty((values.shape[0] * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
+    best = np.empty(values.shape, dtype=np.int32)
+    _pooled_row(
+        bits, panels, offsets, corrections, kh * kw * channels, stride, padding, pool, b, py, image, counts, best
+    )
+    for px in range(values.shape[0]):
+        for o in range(values.shape[1]):
+            values[px, o] = (np.float32(best[px, o]) + bias[o]) * scale[o] + shift[o]
+
+
+@njit(inline="always")
+def _conv_offsets(conv):
+    """``_tap_offsets`` of a ``_branch_values`` convolution."""
+    bits, corrections, padding = conv[0], conv[2], conv[5]
+    return _tap_offsets(corrections.shape[0], corrections.shape[1], bits.shape[2] + 2 * padding, bits.shape[3])
+
+
+def _residual_conv(conv, stream, reach, out):
+    """A Bi-Real block whose shortcut is the real stream itself (reach 1) or its average over reach x
+    reach windows, one output row at a time: the branch's values (``_branch_values`` of ``conv``)
+    plus the stream (B, H, W, O) float32 summed over each window in row-major order and divided by
+    reach^2, as avg_pool2d does; out (B, H'', W'', O) float32. Where the ops make five passes over
+    float maps (the product, pooling, batch norm, the shortcut's pooling, the sum), this writes
+    the block's output once."""
+    offsets = _conv_offsets(conv)
+    out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
+    area = np.float32(reach * reach)
+    for row in prange(out.shape[0] * out_h):
+        b, py = row // out_h, row % out_h
+        values = np.empty((out_w, n_out), dtype=np.float32)
+        _branch_values(conv, offsets, b, py, values)
+        window = np.empty(n_out, dtype=np.float32)
+        for px in range(out_w):
+            window[:] = 0
+            for qy in range(reach):
+                for qx in range(reach):
+                    pixel = stream[b, py * reach + qy, px * reach + qx]
+                    for o in range(n_out):
+                        window[o] += pixel[o]
+            for o in range(n_out):
+                out[b, py, px, o] = values[px, o] + window[o] / area
+
+
+def _residual_conv_shortcut(conv, short, out):
+    """A Bi-Real block whose shortcut is a binary convolution of its own signs with batch norm (where
+    the width changes): both convolutions' values (``_branch_values`` of ``conv`` and ``short``)
+    summed, one output row at a time; out (B, H'', W'', O) float32."""
+    offsets, short_offsets = _conv_offsets(conv), _conv_offsets(short)
+    out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
+    for row in prange(out.shape[0] * out_h):
+        b, py = row // out_h, row % out_h
+        values = np.empty((out_w, n_out), dtype=np.float32)
+        _branch_values(conv, offsets, b, py, values)
+        shortcut = np.empty((out_w, n_out), dtype=np.float32)
+        _branch_values(short, short_offsets, b, py, shortcut)
+        for px in range(out_w):
+            for o in range(n_out):
+                out[b, py, px, o] = values[px, o] + shortcut[px, o]
+
+
 pixel_conv_threshold, pixel_conv_threshold_serial = parallel_and_serial(_pixel_conv_threshold)
+pixel_conv_values, pixel_conv_values_serial = parallel_and_serial(_pixel_conv_values)
 conv_pool_threshold, conv_pool_threshold_serial = parallel_and_serial(_conv_pool_threshold)
 conv_pool_threshold_flat, conv_pool_threshold_flat_serial = parallel_and_serial(_conv_pool_threshold_flat)
 conv_values, conv_values_serial = parallel_and_serial(_conv_values)
+residual_conv, residual_conv_serial = parallel_and_serial(_residual_conv)
+residual_conv_shortcut, residual_conv_shortcut_serial = parallel_and_serial(_residual_conv_shortcut)
 
 
 # the columns of conv_chain's geometry table, one row per binary convolution

@@ -8,11 +8,14 @@
   batch, without the int32 and float feature maps between them.
 - ``PixelConvThreshold``: the first convolution on 8-bit pixels, exact from the integer codes (as
   the MLP's first layer), and the next threshold.
+- ``PixelConv``: the same first convolution where its output stays real (BNN+), with its batch norm.
 - ``PixelLinearThreshold``: the MLP's 8-bit first layer at a batch with its threshold, on VNNI
   register tiles where the CPU has them, else torch's int8 GEMM and one pass to packed bits.
 - ``PixelLinear``: the same first layer where its output stays real (BNN+), without the threshold.
 - ``ResidualDense``: a Bi-Real block of a binary MLP (BNN+), the binary product, batch norm and
   sum with the real stream per register tile.
+- ``ResidualConv``: a Bi-Real block of a binary CNN (BNN+), its convolution, pooling, batch norm
+  and shortcut per output row.
 - ``FusedDenseBatch``: with VNNI, a binary MLP at a batch as one call (first layer, binary layers).
 - ``BinaryTail``: the binary layers that end a model, as one call.
 
@@ -208,11 +211,13 @@ class ConvPoolThreshold:
         return torch.from_numpy(out.view(np.int64))
 
 
-class PixelConvThreshold:
-    """real_conv + threshold (nhwc) on the 8-bit pixel grid as one exact kernel call, every pixel
-    thresholded on its integer sum of codes times weights."""
+class _PixelFilters:
+    """A real_conv's +-1 filters as float32 panels of ``_float_tiles.COLUMNS`` output channels (taps
+    in (dy, dx, c) order) for the first convolution's kernels on 8-bit pixel codes, and the classes
+    of output positions by which of their window's taps lie inside the image (along each border,
+    and the inside), each with its own sum of the filters over those taps."""
 
-    def __init__(self, conv: runtime_ops.RealConv, threshold: runtime_ops.Threshold) -> None:
+    def __init__(self, conv: runtime_ops.RealConv) -> None:
         from qnnlab.kernels._float_tiles import COLUMNS
 
         self.conv = conv
@@ -223,61 +228,116 @@ class PixelConvThreshold:
         columns = torch.zeros(kh * kw * channels, padded, dtype=torch.float32)
         columns[:, :n_out] = filters.reshape(-1, n_out)
         self.panels = columns.reshape(-1, padded // COLUMNS, COLUMNS).transpose(0, 1).contiguous().numpy()
-        self.sign, self.bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
         self.bias, self.padded = _bias(conv, n_out), padded
-        self._ranges: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
 
-    def ranges(self, height: int, width: int) -> tuple[np.ndarray, ...]:
-        """(row_class, col_class, low, high) for (height, width) images: which taps of the window
-        lie inside the image splits the output rows and columns into classes (along each border,
-        and the inside), and each pair of classes has its own arithmetic, value = float32(s / 127.5
-        - the filters' sum over those taps) + bias for the integer sum s of codes times weights,
-        so its own ranges of s in which each channel fires (float32, as the kernel's sums are)."""
-        if (height, width) not in self._ranges:
-            kh, kw = self.conv.kernel
-            row_class, row_taps = _window_classes(kh, height, self.conv.stride, self.conv.padding)
-            col_class, col_taps = _window_classes(kw, width, self.conv.stride, self.conv.padding)
-            low = np.empty((len(row_taps), len(col_taps), self.padded), dtype=np.float32)
-            high = np.empty_like(low)
-            sign, bound, bias = (_padded(v, self.padded) for v in (self.sign, self.bound, self.bias))
-            n_out = self.tap_sums.shape[2]
-            for r, (top, bottom) in enumerate(row_taps):
-                for c, (left, right) in enumerate(col_taps):
-                    inside = _padded(self.tap_sums[top:bottom, left:right].sum((0, 1)), self.padded)
+    @staticmethod
+    def exact(conv: Any) -> bool:
+        """Whether float32 holds every sum of codes times weights of one output exactly."""
+        return conv.filters[0].numel() * 255 < runtime_ops.FLOAT32_EXACT
 
-                    def values(s: np.ndarray, inside: np.ndarray = inside) -> np.ndarray:  # the ops' arithmetic
-                        return (s.astype(np.float64) * (1 / 127.5) - inside).astype(np.float32) + bias
+    def classes(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray, list[list[np.ndarray]], int]:
+        """(row_class, col_class, the filters' sums over each pair of classes' taps inside the
+        image (padded to whole panels), the largest |sum of codes times weights| of a class)."""
+        kh, kw = self.conv.kernel
+        row_class, row_taps = _window_classes(kh, height, self.conv.stride, self.conv.padding)
+        col_class, col_taps = _window_classes(kw, width, self.conv.stride, self.conv.padding)
+        inside = [
+            [_padded(self.tap_sums[top:bottom, left:right].sum((0, 1)), self.padded) for left, right in col_taps]
+            for top, bottom in row_taps
+        ]
+        return row_class, col_class, inside, 255 * kh * kw * self.conv.filters.shape[1]
 
-                    most = 255 * (bottom - top) * (right - left) * self.conv.filters.shape[1]
-                    low[r, c], high[r, c] = threshold_ranges(values, sign, bound, -most, most, n_out)
-            self._ranges[height, width] = (row_class, col_class, low, high)
-        return self._ranges[height, width]
-
-    @classmethod
-    def match(cls, steps: list[Any], i: int) -> tuple[PixelConvThreshold, int] | None:
-        nxt = steps[i + 1] if i + 1 < len(steps) else None
-        if steps[i].kind == "real_conv" and nxt is not None and nxt.kind == "threshold" and nxt.layout == "nhwc":
-            taps = steps[i].filters[0].numel()
-            return (cls(steps[i], nxt), 2) if taps * 255 < runtime_ops.FLOAT32_EXACT else None
-        return None
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from qnnlab.kernels._fused_conv import pixel_conv_threshold, pixel_conv_threshold_serial
-
+    def _launch(self, kernel, x: torch.Tensor, tables: tuple[np.ndarray, ...], out: np.ndarray) -> np.ndarray:
         conv = self.conv
-        _, out_h, out_w = conv.out_shape(tuple(x.shape[1:]))
-        out = np.empty((len(x), out_h, out_w, kernels.words(conv.out_channels)), np.uint64)
         kernels.launch(
-            pixel_conv_threshold_serial if len(x) == 1 else pixel_conv_threshold,
+            kernel,
             x.to(torch.float32).contiguous().numpy(),
             self.panels,
             conv.kernel,
             conv.stride,
             conv.padding,
-            *self.ranges(x.shape[2], x.shape[3]),
+            *tables,
             out,
         )
-        return torch.from_numpy(out.view(np.int64))
+        return out
+
+
+class PixelConvThreshold(_PixelFilters):
+    """real_conv + threshold (nhwc) on the 8-bit pixel grid as one exact kernel call, every pixel
+    thresholded on its integer sum of codes times weights."""
+
+    def __init__(self, conv: runtime_ops.RealConv, threshold: runtime_ops.Threshold) -> None:
+        super().__init__(conv)
+        self.sign, self.bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+
+    def ranges(self, height: int, width: int) -> tuple[np.ndarray, ...]:
+        """(row_class, col_class, low, high) for (height, width) images: each pair of classes has its
+        own arithmetic, value = float32(s / 127.5 - the filters' sum over its taps) + bias for the
+        integer sum s of codes times weights, so its own ranges of s in which each channel fires
+        (float32, as the kernel's sums are)."""
+        if (height, width) not in self._tables:
+            row_class, col_class, inside, most = self.classes(height, width)
+            low = np.empty((len(inside), len(inside[0]), self.padded), dtype=np.float32)
+            high = np.empty_like(low)
+            sign, bound, bias = (_padded(v, self.padded) for v in (self.sign, self.bound, self.bias))
+            for r, row in enumerate(inside):
+                for c, taps in enumerate(row):
+
+                    def values(s: np.ndarray, taps: np.ndarray = taps) -> np.ndarray:  # the ops' arithmetic
+                        return (s.astype(np.float64) * (1 / 127.5) - taps).astype(np.float32) + bias
+
+                    low[r, c], high[r, c] = threshold_ranges(values, sign, bound, -most, most, self.tap_sums.shape[2])
+            self._tables[height, width] = (row_class, col_class, low, high)
+        return self._tables[height, width]
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[PixelConvThreshold, int] | None:
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if steps[i].kind == "real_conv" and nxt is not None and nxt.kind == "threshold" and nxt.layout == "nhwc":
+            return (cls(steps[i], nxt), 2) if cls.exact(steps[i]) else None
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels._fused_conv import pixel_conv_threshold, pixel_conv_threshold_serial
+
+        _, out_h, out_w = self.conv.out_shape(tuple(x.shape[1:]))
+        out = np.empty((len(x), out_h, out_w, kernels.words(self.conv.out_channels)), np.uint64)
+        kernel = pixel_conv_threshold_serial if len(x) == 1 else pixel_conv_threshold
+        return torch.from_numpy(self._launch(kernel, x, self.ranges(x.shape[2], x.shape[3]), out).view(np.int64))
+
+
+class PixelConv(_PixelFilters):
+    """real_conv on the 8-bit pixel grid whose output stays real (BNN+'s stream begins there), with
+    the batch norm (channel_affine) after it if there is one, as one kernel call: each value from
+    the exact integer sum of codes times weights, as ``PixelConvThreshold`` computes it, where the
+    ops run a float32 GEMM on im2col patches and a pass for the batch norm."""
+
+    def __init__(self, conv: runtime_ops.RealConv, affine: Any = None) -> None:
+        super().__init__(conv)
+        n_out = conv.out_channels
+        self.scale = affine.scale.numpy() if affine else np.ones(n_out, dtype=np.float32)
+        self.shift = affine.shift.numpy() if affine else np.zeros(n_out, dtype=np.float32)
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[PixelConv, int] | None:
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if steps[i].kind != "real_conv" or (nxt is not None and nxt.kind == "threshold") or not cls.exact(steps[i]):
+            return None
+        return (cls(steps[i], nxt), 2) if nxt is not None and nxt.kind == "channel_affine" else (cls(steps[i]), 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels._fused_conv import pixel_conv_values, pixel_conv_values_serial
+
+        height, width = x.shape[2], x.shape[3]
+        _, out_h, out_w = self.conv.out_shape(tuple(x.shape[1:]))
+        if (height, width) not in self._tables:
+            row_class, col_class, inside, _ = self.classes(height, width)
+            self._tables[height, width] = (row_class, col_class, np.array(inside, dtype=np.float64))
+        tables = (*self._tables[height, width], self.bias, self.scale, self.shift)
+        out = np.empty((len(x), out_h, out_w, self.conv.out_channels), np.float32)
+        kernel = pixel_conv_values_serial if len(x) == 1 else pixel_conv_values
+        return torch.from_numpy(self._launch(kernel, x, tables, out))
 
 
 def _window_classes(size: int, extent: int, stride: int, padding: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -441,6 +501,80 @@ class ResidualDense:
             out,
         )
         return torch.from_numpy(out)
+
+
+class ResidualConv:
+    """A Bi-Real block of a binary CNN (BNN+; ``residual``: threshold at 0, binary_conv, maxpool or
+    none, channel_affine; shortcut none, avgpool, or threshold, binary_conv, channel_affine) as the
+    signs of the real stream packed and one kernel call (``_fused_conv.residual_conv``) that writes
+    the block's output row by row, where the ops make seven passes over float feature maps."""
+
+    def __init__(self, block: Any, pool: int, shortcut: list[Any]) -> None:
+        threshold, self.conv, *_, affine = block.parts[0]
+        self.pool, self.block = pool, block
+        self.tables = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
+        self.tail = _conv_tables(self.conv, affine)
+        self.reach = shortcut[0].kernel if [op.kind for op in shortcut] == ["avgpool"] else 1
+        self.short = None
+        if len(shortcut) == 3:
+            s_threshold, self.short_conv, s_affine = shortcut
+            self.short_tables = kernels.threshold_tables(s_threshold.t, s_threshold.positive, s_threshold.constant)
+            self.short = _conv_tables(self.short_conv, s_affine)
+
+    @classmethod
+    def match(cls, steps: list[Any], i: int) -> tuple[ResidualConv, int] | None:
+        if steps[i].kind != "residual":
+            return None
+        branch, shortcut = steps[i].parts
+        kinds = [op.kind for op in branch]
+        pool = 1
+        if kinds[2:3] == ["maxpool"]:
+            kernel, stride = branch[2].spec["kernel"], branch[2].spec["stride"]
+            if kernel != stride or not isinstance(kernel, int):
+                return None
+            pool, kinds = kernel, kinds[:2] + kinds[3:]
+        if kinds != ["threshold", "binary_conv", "channel_affine"] or branch[0].layout != "nhwc":
+            return None
+        short = [op.kind for op in shortcut]
+        if short in ([], ["avgpool"]) or (
+            short == ["threshold", "binary_conv", "channel_affine"] and shortcut[0].layout == "nhwc"
+        ):
+            return cls(steps[i], pool, shortcut), 1
+        return None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from qnnlab.kernels import _fused_conv as fc
+
+        conv = self.conv
+        if x.dim() != 4 or x.shape[3] != conv.channels:
+            raise ValueError(
+                f"layer {self.block.layer}: expected (B, H, W, {conv.channels}) maps, got {tuple(x.shape)}"
+            )
+        _, height, width = self.block.out_shape((conv.channels, x.shape[1], x.shape[2]))
+        stream = x.to(torch.float32).contiguous()
+        rows = stream.reshape(-1, conv.channels)
+        bits = kernels.threshold_pack_tables(rows, *self.tables).reshape(*x.shape[:3], -1)
+        out = np.empty((len(x), height, width, conv.out_channels), np.float32)
+        serial = len(x) == 1
+        branch = (bits.numpy().view(np.uint64), *self._geometry(conv), self.pool, *self.tail)
+        if self.short is None:
+            kernel = fc.residual_conv_serial if serial else fc.residual_conv
+            kernels.launch(kernel, branch, stream.numpy(), self.reach, out)
+        else:
+            short_bits = kernels.threshold_pack_tables(rows, *self.short_tables).reshape(*x.shape[:3], -1)
+            short = (short_bits.numpy().view(np.uint64), *self._geometry(self.short_conv), 1, *self.short)
+            kernel = fc.residual_conv_shortcut_serial if serial else fc.residual_conv_shortcut
+            kernels.launch(kernel, branch, short, out)
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def _geometry(conv: Any) -> tuple[Any, ...]:
+        return conv.panels, conv.corrections, conv.channels, conv.stride, conv.padding
+
+
+def _conv_tables(conv: Any, affine: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A binary convolution's bias (padded to whole words) and the batch norm after it, float32."""
+    return _bias(conv, conv.out_channels), affine.scale.numpy(), affine.shift.numpy()
 
 
 def threshold_ranges(values, sign, bound, smallest: int, largest: int, units: int) -> tuple[np.ndarray, np.ndarray]:
@@ -622,7 +756,9 @@ def packed_plan(steps: list[Any], on_pixel_grid: bool) -> list[Any]:
             or (PixelConvThreshold.match(steps, i) if on_pixel_grid else None)
             or (PixelLinearThreshold.match(steps, i) if on_pixel_grid else None)
             or (PixelLinear.match(steps, i) if on_pixel_grid else None)
+            or (PixelConv.match(steps, i) if on_pixel_grid else None)
             or ResidualDense.match(steps, i)
+            or ResidualConv.match(steps, i)
             or (BinaryTail.match(steps, i) if i > 0 else None)
         )
         if fused:
