@@ -512,6 +512,7 @@ class ResidualConv:
     def __init__(self, block: Any, pool: int, shortcut: list[Any]) -> None:
         threshold, self.conv, *_, affine = block.parts[0]
         self.pool, self.block = pool, block
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
         self.tables = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
         self.tail = _conv_tables(self.conv, affine)
         self.reach = shortcut[0].kernel if [op.kind for op in shortcut] == ["avgpool"] else 1
@@ -550,7 +551,10 @@ class ResidualConv:
             raise ValueError(
                 f"layer {self.block.layer}: expected (B, H, W, {conv.channels}) maps, got {tuple(x.shape)}"
             )
-        _, height, width = self.block.out_shape((conv.channels, x.shape[1], x.shape[2]))
+        size = (x.shape[1], x.shape[2])
+        if size not in self._sizes:  # the ops' checks, once per input size
+            self._sizes[size] = self.block.out_shape((conv.channels, *size))[1:]
+        height, width = self._sizes[size]
         stream = x.to(torch.float32).contiguous()
         rows = stream.reshape(-1, conv.channels)
         bits = kernels.threshold_pack_tables(rows, *self.tables).reshape(*x.shape[:3], -1)
