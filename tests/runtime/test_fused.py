@@ -349,3 +349,27 @@ def test_the_first_convolution_whose_output_stays_real_is_exact_from_the_integer
     assert torch.equal(step(x[:1]), expected[:1])
     ops = norm.packed(conv.packed(x)) if affine else conv.packed(x)
     torch.testing.assert_close(step(x), ops, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_float_first_convolution_on_pixels_runs_the_same_kernel_within_rounding(first):
+    """``PixelConv`` on a float first convolution (a real-valued first layer): its sums of codes
+    times float weights in float32, within rounding of the ops; a float convolution inside the
+    network (NHWC maps, not pixels) is left to its op."""
+    from qnnlab.runtime.maps import ChannelAffine, Conv
+
+    torch.manual_seed(5)
+    tensors = {"w": torch.randn(70, 2, 3, 3) * 0.2, "b": torch.randn(70), "s": torch.randn(70), "h": torch.randn(70)}
+    geometry = {"channels": 2, "out_channels": 70, "kernel": [3, 3], "stride": 1, "padding": 1, "first": first}
+    conv = Conv({"op": "conv", "layer": "c", "weight": "w", "bias": "b", **geometry}, tensors)
+    norm = ChannelAffine({"op": "channel_affine", "layer": "n", "scale": "s", "shift": "h"}, tensors)
+    match = fused.PixelConv.match([conv, norm], 0)
+    if not first:
+        assert match is None
+        return
+    step, replaced = match
+    assert replaced == 2
+    x = (torch.randint(0, 256, (3, 2, 9, 11)).float() / 127.5 - 1).float()
+    expected = norm.packed(conv.packed(x))
+    torch.testing.assert_close(step(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step(x[:1]), expected[:1], rtol=1e-5, atol=1e-5)

@@ -212,16 +212,17 @@ class ConvPoolThreshold:
 
 
 class _PixelFilters:
-    """A real_conv's +-1 filters as float32 panels of ``_float_tiles.COLUMNS`` output channels (taps
-    in (dy, dx, c) order) for the first convolution's kernels on 8-bit pixel codes, and the classes
-    of output positions by which of their window's taps lie inside the image (along each border,
-    and the inside), each with its own sum of the filters over those taps."""
+    """A first convolution's filters (a real_conv's +-1, a float conv's real values) as float32
+    panels of ``_float_tiles.COLUMNS`` output channels (taps in (dy, dx, c) order) for the kernels
+    on 8-bit pixel codes, and the classes of output positions by which of their window's taps lie
+    inside the image (along each border, and the inside), each with its own sum of the filters
+    over those taps."""
 
-    def __init__(self, conv: runtime_ops.RealConv) -> None:
+    def __init__(self, conv: Any) -> None:
         from qnnlab.kernels._float_tiles import COLUMNS
 
         self.conv = conv
-        filters = conv.filters.permute(2, 3, 1, 0).to(torch.float64)  # (kh, kw, C, O)
+        filters = _filters(conv).permute(2, 3, 1, 0).to(torch.float64)  # (kh, kw, C, O)
         self.tap_sums = filters.sum(2).contiguous().numpy()
         kh, kw, channels, n_out = filters.shape
         padded = -(-n_out // COLUMNS) * COLUMNS
@@ -234,7 +235,7 @@ class _PixelFilters:
     @staticmethod
     def exact(conv: Any) -> bool:
         """Whether float32 holds every sum of codes times weights of one output exactly."""
-        return conv.filters[0].numel() * 255 < runtime_ops.FLOAT32_EXACT
+        return conv.kind == "real_conv" and conv.filters[0].numel() * 255 < runtime_ops.FLOAT32_EXACT
 
     def classes(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray, list[list[np.ndarray]], int]:
         """(row_class, col_class, the filters' sums over each pair of classes' taps inside the
@@ -246,7 +247,7 @@ class _PixelFilters:
             [_padded(self.tap_sums[top:bottom, left:right].sum((0, 1)), self.padded) for left, right in col_taps]
             for top, bottom in row_taps
         ]
-        return row_class, col_class, inside, 255 * kh * kw * self.conv.filters.shape[1]
+        return row_class, col_class, inside, 255 * kh * kw * self.conv.channels
 
     def _launch(self, kernel, x: torch.Tensor, tables: tuple[np.ndarray, ...], out: np.ndarray) -> np.ndarray:
         conv = self.conv
@@ -311,7 +312,9 @@ class PixelConv(_PixelFilters):
     """real_conv on the 8-bit pixel grid whose output stays real (BNN+'s stream begins there), with
     the batch norm (channel_affine) after it if there is one, as one kernel call: each value from
     the exact integer sum of codes times weights, as ``PixelConvThreshold`` computes it, where the
-    ops run a float32 GEMM on im2col patches and a pass for the batch norm."""
+    ops run a float32 GEMM on im2col patches and a pass for the batch norm. A float first
+    convolution (a real-valued first layer) runs the same kernel, its sums of codes times float
+    weights in float32 (within rounding of torch's conv2d, as two float convolutions are)."""
 
     def __init__(self, conv: runtime_ops.RealConv, affine: Any = None) -> None:
         super().__init__(conv)
@@ -322,7 +325,8 @@ class PixelConv(_PixelFilters):
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelConv, int] | None:
         nxt = steps[i + 1] if i + 1 < len(steps) else None
-        if steps[i].kind != "real_conv" or (nxt is not None and nxt.kind == "threshold") or not cls.exact(steps[i]):
+        first_float = steps[i].kind == "conv" and steps[i].first
+        if not (cls.exact(steps[i]) or first_float) or (nxt is not None and nxt.kind == "threshold"):
             return None
         return (cls(steps[i], nxt), 2) if nxt is not None and nxt.kind == "channel_affine" else (cls(steps[i]), 1)
 
@@ -338,6 +342,11 @@ class PixelConv(_PixelFilters):
         out = np.empty((len(x), out_h, out_w, self.conv.out_channels), np.float32)
         kernel = pixel_conv_values_serial if len(x) == 1 else pixel_conv_values
         return torch.from_numpy(self._launch(kernel, x, tables, out))
+
+
+def _filters(conv: Any) -> torch.Tensor:
+    """(O, C, kh, kw) float: a real_conv's +-1 filters, a float conv's weights."""
+    return conv.filters if conv.kind == "real_conv" else conv.weight
 
 
 def _window_classes(size: int, extent: int, stride: int, padding: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
