@@ -288,7 +288,9 @@ def _conv_block(channels, out_channels, kernel, stride, padding, pool, shortcut,
         (3, 3, (1, 1), 1, 0, 1, "none", 6),
     ],
 )
-def test_a_bireal_block_of_a_cnn_equals_its_ops(channels, out_channels, kernel, stride, padding, pool, shortcut, size):
+def test_a_bireal_block_of_a_cnn_equals_its_ops(
+    channels, out_channels, kernel, stride, padding, pool, shortcut, size, monkeypatch
+):
     """``ResidualConv``: the binary convolution, pooling, batch norm and shortcut per output row,
     the ops' float steps bit for bit."""
     from qnnlab.runtime.maps import Residual
@@ -302,8 +304,11 @@ def test_a_bireal_block_of_a_cnn_equals_its_ops(channels, out_channels, kernel, 
     assert replaced == 1
     x = torch.randn(3, size, size, channels)
     x[0, 0, 0, :5] = 0.0  # signs at the threshold itself
-    assert torch.equal(step(x), block.packed(x))
-    assert torch.equal(step(x[:1]), block.packed(x[:1]))  # one sample: the serial kernel
+    expected = block.packed(x)
+    assert torch.equal(step(x), expected)
+    assert torch.equal(step(x[:1]), expected[:1])
+    monkeypatch.setattr(kernels, "parallel_threads", lambda: 1)  # one thread: the serial kernel
+    assert torch.equal(step(x), expected)
     with pytest.raises(ValueError, match=f"expected \\(B, H, W, {channels}\\) maps"):
         step(x[..., :-1])
 
@@ -325,7 +330,7 @@ def test_a_bireal_block_of_a_cnn_with_other_ops_is_left_to_its_ops():
     [(1, 64, (3, 3), 1, 1, 28, True), (3, 20, (3, 3), 2, 1, 11, False), (1, 8, (5, 5), 1, 2, 3, True)],
 )
 def test_the_first_convolution_whose_output_stays_real_is_exact_from_the_integer_codes(
-    channels, out_channels, kernel, stride, padding, size, affine
+    channels, out_channels, kernel, stride, padding, size, affine, monkeypatch
 ):
     """``PixelConv`` (BNN+): the exact values float32(x . w) + bias, then the batch norm in two
     float32 roundings, where the ops' float32 GEMM is within rounding of them."""
@@ -347,6 +352,8 @@ def test_the_first_convolution_whose_output_stays_real_is_exact_from_the_integer
     expected = (values * norm.scale).add_(norm.shift) if affine else values
     assert torch.equal(step(x), expected)
     assert torch.equal(step(x[:1]), expected[:1])
+    monkeypatch.setattr(kernels, "parallel_threads", lambda: 1)  # one thread: the serial kernel
+    assert torch.equal(step(x), expected)
     ops = norm.packed(conv.packed(x)) if affine else conv.packed(x)
     torch.testing.assert_close(step(x), ops, rtol=1e-5, atol=1e-4)
 

@@ -340,7 +340,7 @@ class PixelConv(_PixelFilters):
             self._tables[height, width] = (row_class, col_class, np.array(inside, dtype=np.float64))
         tables = (*self._tables[height, width], self.bias, self.scale, self.shift)
         out = np.empty((len(x), out_h, out_w, self.conv.out_channels), np.float32)
-        kernel = pixel_conv_values_serial if len(x) == 1 else pixel_conv_values
+        kernel = pixel_conv_values_serial if kernels.parallel_threads() == 1 else pixel_conv_values
         return torch.from_numpy(self._launch(kernel, x, tables, out))
 
 
@@ -568,7 +568,7 @@ class ResidualConv:
         rows = stream.reshape(-1, conv.channels)
         bits = kernels.threshold_pack_tables(rows, *self.tables).reshape(*x.shape[:3], -1)
         out = np.empty((len(x), height, width, conv.out_channels), np.float32)
-        serial = len(x) == 1
+        serial = kernels.parallel_threads() == 1  # one image's rows are worth splitting across threads
         branch = (bits.numpy().view(np.uint64), *self._geometry(conv), self.pool, *self.tail)
         if self.short is None:
             kernel = fc.residual_conv_serial if serial else fc.residual_conv
