@@ -154,24 +154,16 @@ def _tap_offsets(kh, kw, padded_w, wc):
     return offsets
 
 
-def _conv_values(x, panels, corrections, channels, stride, padding, bias, out):
-    """A binary convolution (``_pooled_row`` without pooling) plus bias: out (B, H', W', O) float32,
-    the op-by-op path's values (integer sums, then float32 with the bias); bias padded to whole
-    words of 64 channels. For convolutions whose output stays real (a BNN+ block's branch)."""
-    kh, kw, n_out = corrections.shape
-    wc = x.shape[3]
-    padded_w = x.shape[2] + 2 * padding
-    offsets = _tap_offsets(kh, kw, padded_w, wc)
-    out_h, out_w = out.shape[1], out.shape[2]
-    for row in prange(x.shape[0] * out_h):
+def _conv_values(conv, out):
+    """A binary convolution plus bias, unpooled: out (B, H', W', O) float32, the op-by-op path's
+    values (integer sums, then float32 with the bias): ``_branch_values`` of conv = (bits, panels,
+    corrections, channels, stride, padding, 1, bias, ones, zeros), whose batch norm is then exact.
+    For convolutions whose output stays real (a BNN+ block's branch, op by op)."""
+    offsets = _conv_offsets(conv)
+    out_h = out.shape[1]
+    for row in prange(out.shape[0] * out_h):
         b, oy = row // out_h, row % out_h
-        image = np.empty((kh, padded_w, wc), dtype=np.uint64)
-        counts = np.empty((out_w, panels.shape[0] * COLUMNS), dtype=np.int32)
-        sums = np.empty((out_w, n_out), dtype=np.int32)
-        _pooled_row(x, panels, offsets, corrections, kh * kw * channels, stride, padding, 1, b, oy, image, counts, sums)
-        for ox in range(out_w):
-            for o in range(n_out):
-                out[b, oy, ox, o] = np.float32(sums[ox, o]) + bias[o]
+        _branch_values(conv, offsets, b, oy, out[b, oy])
 
 
 def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool, low, high, out):

@@ -659,15 +659,12 @@ class BinaryConv(_Conv):
                 f"{kernels.words(self.channels)}) bits, got {tuple(x.shape)}"
             )
         _, out_h, out_w = self.out_shape((self.channels, x.shape[1], x.shape[2]))
-        padded = kernels.words(self.out_channels) * 64
-        bias = np.zeros(padded, dtype=np.float32)
-        if self.bias is not None:
-            bias[: self.out_channels] = self.bias.numpy()
-        out = np.empty((len(x), out_h, out_w, self.out_channels), dtype=np.float32)
+        n = self.out_channels
+        bias = np.zeros(n, dtype=np.float32) if self.bias is None else self.bias.numpy().astype(np.float32)
+        conv = (_words_view(x), self.panels, self.corrections, self.channels, self.stride, self.padding, 1, bias)
+        out = np.empty((len(x), out_h, out_w, n), dtype=np.float32)
         kernel = _fused_conv.conv_values_serial if len(x) == 1 else _fused_conv.conv_values
-        kernels.launch(
-            kernel, _words_view(x), self.panels, self.corrections, self.channels, self.stride, self.padding, bias, out
-        )
+        kernels.launch(kernel, (*conv, np.ones(n, np.float32), np.zeros(n, np.float32)), out)
         return torch.from_numpy(out)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:  # x holds +-1 floats (B, C, H, W)
