@@ -12,6 +12,9 @@ RUNS=${2:-3}
 QNNLAB=${QNNLAB:-qnnlab}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS '$RUNS': give a positive count of runs per case, e.g. 3" >&2; exit 2; }
 PARTS=${PARTS:-models bnn-plus gemm}
+for p in $PARTS; do
+  [[ $p =~ ^(models|bnn-plus|gemm)$ ]] || { echo "PARTS holds '$p': give some of models, bnn-plus, gemm" >&2; exit 2; }
+done
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 records() {  # file, then the bench arguments: RUNS runs appended, the file replaced when all are done
