@@ -33,9 +33,7 @@ def test_bench_gemm_json(vnni, capsys, monkeypatch):
     expected = {"torch-float32", "torch-int8"} if vnni else {"torch-float32"}
     assert set(rows[0]["baselines"]) == expected and rows[0]["cpu"]
     assert rows[0]["binary_macs_per_second"] > 0 and rows[0]["bound_macs_per_second"] > 0
-    share = rows[0]["binary_macs_per_second"] / rows[0]["bound_macs_per_second"]
-    assert abs(rows[0]["of_bound"] - share) <= 0.001
-    assert rows[0]["of_bound_best"] > 0
+    assert 0 < rows[0]["of_bound"] and 0 < rows[0]["of_bound_best"]
     assert set(rows[3]["baselines"]) == set(rows[4]["baselines"]) == expected
     # the ratio to one read of the weights, as the row's rounded figures give it (a busy host can
     # make the read of a tiny matrix slow enough that the ratio rounds to 0)
@@ -49,6 +47,16 @@ def test_bench_gemm_json(vnni, capsys, monkeypatch):
     assert main(["bench", "gemm", "--gemv", "-3"]) == 2
     assert main(["bench", "gemm", "--sizes", "a,b"]) == 2
     assert main(["bench", "gemm", "--sizes", "0"]) == 2
+
+
+def test_the_share_of_the_bound_is_the_median_ratio_to_a_loop_of_as_many_macs(monkeypatch):
+    from qnnlab.bench import gemm
+
+    sized = []
+    monkeypatch.setattr(kernels, "popcount_loop", lambda macs: sized.append(macs) or (lambda: 2 * macs))
+    monkeypatch.setattr(gemm, "paired_ms", lambda product, loop, repeats: (1.0, 1.6, 1.6))
+    row = gemm._gemm_row(64, 2, 1e12)
+    assert sized == [64**3] and row["of_bound"] == 0.8  # the loop ran twice the MACs in 1.6x the time
 
 
 def test_cold_timing_flushes_before_every_timed_run():

@@ -251,12 +251,15 @@ def test_the_popcount_rate_is_a_rate_and_counts_every_thread():
         run_loops(3, out)
         assert out[0] == out[1] > 0  # every thread ran the same loop; its total is not folded away
     assert kernels.popcount_rate(repeats=1, steps=1 << 12) > 1e8 * numba.get_num_threads()
+    most_per_step = max(_rates.macs_per_step(*shape) for shape in _rates.SHAPES) * numba.get_num_threads()
+    assert 10**7 - most_per_step < kernels.popcount_loop(10**7)() <= 10**7
 
 
 @pytest.mark.parametrize(
     "m, n, k",
     [(5, 33, 65), (9, 70, 1000), (64, 64, 64), (33, 97, 130), (4, 32, 1), (3, 31, 63), (7, 64, 100), (8, 40, 70)]
-    + [(2 * 1020 + 5, 40, 4096 - 1)],  # rows past two of a's L2 blocks (1020 rows of 64 words each)
+    # rows past two of a's L2 blocks (1020 rows of 64 words each); the short tile alone in a block
+    + [(2 * 1020 + 5, 40, 4096 - 1), (1020 + 3, 40, 4096 - 1)],
 )
 def test_register_tiled_gemm_is_exact_on_full_tiles_and_edges(m, n, k):
     from qnnlab.kernels import _panels

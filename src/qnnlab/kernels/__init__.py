@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ __all__ = [
     "on_pixel_grid",
     "parallel_threads",
     "pixel_matmul",
+    "popcount_loop",
     "popcount_rate",
     "read_packed",
     "sign_weight_lookups",
@@ -417,12 +419,10 @@ def read_packed(w_packed: torch.Tensor) -> np.ndarray:
     return out
 
 
-def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
-    """Binary multiply-accumulates per second that XOR, popcount and add reach on registers alone
-    (``kernels._rates``, the best of its loop shapes), on the threads the kernels run on
-    (``parallel_threads``: torch's count, fewer where other processes hold cores): the arithmetic
-    bound of a GEMM. ``steps`` is the count of the largest shape's steps; the others
-    run as many multiply-accumulates."""
+def _loop_rates(repeats: int, steps: int) -> dict[tuple[int, int], float]:
+    """Each loop shape of ``kernels._rates``: its best rate over ``repeats`` runs (binary
+    multiply-accumulates per second, every kernel thread counted); ``steps`` is the count of the
+    largest shape's steps, the others run as many multiply-accumulates."""
     import time
 
     import numba
@@ -432,7 +432,7 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
 
     out = np.empty(numba.get_num_threads(), dtype=np.uint64)
     largest = max(_rates.macs_per_step(*shape) for shape in _rates.SHAPES)
-    rates = []
+    rates = {}
     for shape, run_loops in _rates.RUNNERS.items():
         shape_steps = steps * largest // _rates.macs_per_step(*shape)
         launch(run_loops, shape_steps // 8, out)
@@ -441,8 +441,39 @@ def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
             start = time.perf_counter()
             launch(run_loops, shape_steps, out)
             times.append(time.perf_counter() - start)
-        rates.append(len(out) * shape_steps * _rates.macs_per_step(*shape) / min(times))
-    return max(rates)  # a bound: the best shape's best repeat
+        rates[shape] = len(out) * shape_steps * _rates.macs_per_step(*shape) / min(times)
+    return rates
+
+
+def popcount_rate(repeats: int = 5, steps: int = 1 << 21) -> float:
+    """Binary multiply-accumulates per second that XOR, popcount and add reach on registers alone
+    (``kernels._rates``, the best of its loop shapes), on the threads the kernels run on
+    (``parallel_threads``: torch's count, fewer where other processes hold cores): the arithmetic
+    bound of a GEMM."""
+    return max(_loop_rates(repeats, steps).values())
+
+
+def popcount_loop(macs: int) -> Callable[[], int]:
+    """The register-only loop of ``popcount_rate`` in its fastest shape, sized to about ``macs``
+    binary multiply-accumulates over the kernel threads: each call runs it and returns the count
+    it ran. Timed in alternation with a kernel of as many, it gives the bound under the same
+    host load, round by round, where one measurement before the kernel's may catch a calmer or
+    busier moment."""
+    import numba
+
+    from qnnlab.kernels import _rates
+
+    rates = _loop_rates(3, 1 << 18)
+    shape = max(rates, key=rates.get)
+    out = np.empty(numba.get_num_threads(), dtype=np.uint64)
+    per_step = len(out) * _rates.macs_per_step(*shape)
+    steps = max(1, macs // per_step)
+
+    def loop() -> int:
+        launch(_rates.RUNNERS[shape], steps, out)
+        return steps * per_step
+
+    return loop
 
 
 def on_pixel_grid(x: torch.Tensor) -> bool:

@@ -294,14 +294,16 @@ def gemm(a, b_panels, b_rows, k, out):
     for the edges): tiles on registers (the last M % ROWS rows by a shorter tile), the last N %
     COLUMNS columns one product at a time. Rows of a go in blocks of ``A_BLOCK_BYTES``, each
     block meeting every panel while it stays in L2 (a whole large a would stream from L3 past each
-    panel). An output of ``STREAM_BYTES`` or more, which no cache keeps, is written by
-    non-temporal stores where its rows align, so its lines are not first read into the cache."""
+    panel), one parallel region per block: the short tile joins the last block's, and the last
+    columns start a region only where there are some. An output of ``STREAM_BYTES`` or more,
+    which no cache keeps, is written by non-temporal stores where its rows align, so its lines
+    are not first read into the cache."""
     m, words = a.shape
     n = out.shape[1]
     full_rows, full_panels = m - m % ROWS, n // COLUMNS
     block = max(ROWS, A_BLOCK_BYTES // (words * 8) // ROWS * ROWS)
     streaming = out.size * 4 >= STREAM_BYTES and out.ctypes.data % 64 == 0 and n % 16 == 0
-    for start in range(0, full_rows, block):
+    for start in range(0, m, block):
         stop = min(full_rows, start + block)
         for p in prange(full_panels):
             panel = b_panels.ctypes.data + p * words * COLUMNS * 8
@@ -311,19 +313,18 @@ def gemm(a, b_panels, b_rows, k, out):
                     streaming_tile(ROWS, a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
                 else:
                     signed_tile(ROWS, a.ctypes.data + i * words * 8, words, panel, words, target, n, k)
+            if start + block >= m and full_rows < m:
+                target = out.ctypes.data + (full_rows * n + p * COLUMNS) * 4
+                signed_tile(m - full_rows, a.ctypes.data + full_rows * words * 8, words, panel, words, target, n, k)
             if streaming:
                 store_fence()
-    for p in prange(full_panels if full_rows < m else 0):  # the last rows: one short tile per panel
-        panel = b_panels.ctypes.data + p * words * COLUMNS * 8
-        a_rows = a.ctypes.data + full_rows * words * 8
-        target = out.ctypes.data + (full_rows * n + p * COLUMNS) * 4
-        signed_tile(m - full_rows, a_rows, words, panel, words, target, n, k)
-    for i in prange(m):  # the last columns
-        for j in range(full_panels * COLUMNS, n):
-            count = np.uint64(0)
-            for t in range(words):
-                count += popcount(a[i, t] ^ b_rows[j, t])
-            out[i, j] = k - 2 * np.int64(count)
+    if full_panels * COLUMNS < n:
+        for i in prange(m):
+            for j in range(full_panels * COLUMNS, n):
+                count = np.uint64(0)
+                for t in range(words):
+                    count += popcount(a[i, t] ^ b_rows[j, t])
+                out[i, j] = k - 2 * np.int64(count)
 
 
 @njit(parallel=True, cache=True, nogil=True)
