@@ -97,30 +97,28 @@ def _pixel_conv_values(x, panels, kernel, stride, padding, row_class, col_class,
 
 
 @njit(inline="always")
-def _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, b, py, image, counts, best):
+def _pooled_row(padded, panels, offsets, corrections, k, stride, padding, pool, b, py, counts, best):
     """best[px, o] (int32) = the largest convolution sum over the pool x pool window of pooled
-    position (py, px), for every output channel o. A binary convolution of the
-    channel-packed bits x (B, H, W, Wc) with filters as panels (``_panels.panels`` of the packed
-    (O, kh kw Wc) filters): per output row, its kh input rows are copied into ``image`` with zero
-    words on the padding, and tiles of up to six pixels (``_panels.conv_tile``) read each tap
-    at its offset; a zero word counts as a -1 tap, so a pixel whose window leaves the image takes
-    off corrections[dy, dx, o] = C - 2 popcount(filter o at that tap) for each tap outside: the
-    sums equal those over the taps inside, as zero padding of +-1 values gives. ``counts``:
-    int32 scratch (conv width, P 32)."""
-    height, width, wc = x.shape[1], x.shape[2], x.shape[3]
+    position (py, px), for every output channel o. A binary convolution of channel-packed bits
+    given with ``padding`` zero pixels around each image (``_zero_padded``, (B, H + 2 p, W + 2 p,
+    Wc)) with filters as panels (``_panels.panels`` of the packed (O, kh kw Wc) filters): tiles of
+    up to six pixels (``_panels.conv_tile``) read each tap at its offset in the padded image; a
+    zero word counts as a -1 tap, so a pixel whose window leaves the image takes off
+    corrections[dy, dx, o] = C - 2 popcount(filter o at that tap) for each tap outside: the sums
+    equal those over the taps inside, as zero padding of +-1 values gives. ``counts``: int32
+    scratch (conv width, P 32)."""
+    height, width, wc = padded.shape[1] - 2 * padding, padded.shape[2] - 2 * padding, padded.shape[3]
     kh, kw, n_out = corrections.shape
     used_w = best.shape[0] * pool
     best[:] = np.iinfo(np.int32).min
     for qy in range(pool):
         top = (py * pool + qy) * stride - padding
-        image[:] = 0
-        for dy in range(max(0, -top), min(kh, height - top)):
-            image[dy, padding : padding + width] = x[b, top + dy]
+        rows = padded[b, top + padding :].ctypes.data
         for p in range(panels.shape[0]):
             for ox in range(0, used_w, TILE_ROWS):
                 conv_tile(
                     min(TILE_ROWS, used_w - ox),
-                    image.ctypes.data + ox * stride * wc * 8,
+                    rows + ox * stride * wc * 8,
                     stride * wc,
                     offsets.ctypes.data,
                     panels[p].ctypes.data,
@@ -144,6 +142,31 @@ def _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, b, py
 
 
 @njit(inline="always")
+def _zero_padded(x, padding):
+    """A zeroed (B, H + 2 padding, W + 2 padding, Wc) copy of x's shape to ``_pad_row`` into (x
+    itself when padding is 0): each image with ``padding`` zero pixels around it, made once per
+    call where copying each output row's input rows had cost a third of a convolution."""
+    if padding == 0:
+        return x
+    batch, height, width, wc = x.shape
+    return np.zeros((batch, height + 2 * padding, width + 2 * padding, wc), dtype=np.uint64)
+
+
+@njit(inline="always")
+def _pad_row(x, padding, row, padded):
+    """Copy row ``row`` (over B H) of x into its place in ``padded`` (``_zero_padded``): flat
+    loops, which compile to a plain copy where slice assignment took its general path."""
+    if padding == 0:
+        return
+    height, width, wc = x.shape[1], x.shape[2], x.shape[3]
+    b, iy = row // height, row % height
+    source, target = x.reshape(-1), padded.reshape(-1)
+    start = ((b * (height + 2 * padding) + iy + padding) * (width + 2 * padding) + padding) * wc
+    for i in range(width * wc):
+        target[start + i] = source[row * width * wc + i]
+
+
+@njit(inline="always")
 def _tap_offsets(kh, kw, padded_w, wc):
     """The word offset of each (dy, dx, word) of a tap in an image of kh rows of padded_w pixels."""
     offsets = np.empty(kh * kw * wc, dtype=np.int64)
@@ -159,11 +182,13 @@ def _conv_values(conv, out):
     values (integer sums, then float32 with the bias): ``_branch_values`` of conv = (bits, panels,
     corrections, channels, stride, padding, 1, bias, ones, zeros), whose batch norm is then exact.
     For convolutions whose output stays real (a BNN+ block's branch, op by op)."""
-    offsets = _conv_offsets(conv)
+    offsets, padded = _conv_offsets(conv), _zero_padded(conv[0], conv[5])
+    for row in prange(conv[0].shape[0] * conv[0].shape[1]):
+        _pad_row(conv[0], conv[5], row, padded)
     out_h = out.shape[1]
     for row in prange(out.shape[0] * out_h):
         b, oy = row // out_h, row % out_h
-        _branch_values(conv, offsets, b, oy, out[b, oy])
+        _branch_values(conv, padded, offsets, b, oy, out[b, oy])
 
 
 def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool, low, high, out):
@@ -179,13 +204,15 @@ def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool
     padded_w = x.shape[2] + 2 * padding
     offsets = _tap_offsets(kh, kw, padded_w, wc)
     k = kh * kw * channels
+    padded = _zero_padded(x, padding)
+    for row in prange(x.shape[0] * x.shape[1]):
+        _pad_row(x, padding, row, padded)
     out_h, out_w, words = out.shape[1], out.shape[2], out.shape[3]
     for row in prange(x.shape[0] * out_h):
         b, py = row // out_h, row % out_h
-        image = np.empty((kh, padded_w, wc), dtype=np.uint64)
         counts = np.empty((out_w * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
         best = np.empty((out_w, words * 64), dtype=np.int32)
-        _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, b, py, image, counts, best)
+        _pooled_row(padded, panels, offsets, corrections, k, stride, padding, pool, b, py, counts, best)
         for px in range(out_w):
             inside_words(best.ctypes.data + px * words * 64 * 4, low, high, out[b, py, px])
 
@@ -202,13 +229,15 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
     out_h = (x.shape[1] + 2 * padding - kh) // stride + 1
     out_w = (x.shape[2] + 2 * padding - kw) // stride + 1
     pooled_h, pooled_w = out_h // pool, out_w // pool
+    padded = _zero_padded(x, padding)
+    for row in prange(x.shape[0] * x.shape[1]):
+        _pad_row(x, padding, row, padded)
     for b in prange(x.shape[0]):
-        image = np.empty((kh, padded_w, wc), dtype=np.uint64)
         counts = np.empty((pooled_w * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
         best = np.empty((pooled_w, n_out), dtype=np.int32)
         values = np.zeros(out.shape[1] * 64, dtype=np.int32)
         for py in range(pooled_h):
-            _pooled_row(x, panels, offsets, corrections, k, stride, padding, pool, b, py, image, counts, best)
+            _pooled_row(padded, panels, offsets, corrections, k, stride, padding, pool, b, py, counts, best)
             for px in range(pooled_w):
                 for o in range(n_out):  # into the classifier's (C, H, W) order
                     values[(o * pooled_h + py) * pooled_w + px] = best[px, o]
@@ -216,20 +245,18 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
 
 
 @njit(inline="always")
-def _branch_values(conv, offsets, b, py, values):
+def _branch_values(conv, padded, offsets, b, py, values):
     """values[px, o] (float32) of a Bi-Real block's convolution on pooled row py, conv = (bits,
     panels, corrections, channels, stride, padding, pool, bias, scale, shift): the binary
-    convolution of the signs ``bits`` max-pooled (``_pooled_row``), plus bias, then its batch
+    convolution of the signs ``bits`` (read from ``padded``, their ``_zero_padded`` copy)
+    max-pooled (``_pooled_row``), plus bias, then its batch
     norm y * scale + shift, each step rounded to float32 as the op-by-op path rounds it (max
     pooling the integer sums gives the max of their float values: the bias is added to all)."""
     bits, panels, corrections, channels, stride, padding, pool, bias, scale, shift = conv
     kh, kw, _ = corrections.shape
-    image = np.empty((kh, bits.shape[2] + 2 * padding, bits.shape[3]), dtype=np.uint64)
     counts = np.empty((values.shape[0] * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
     best = np.empty(values.shape, dtype=np.int32)
-    _pooled_row(
-        bits, panels, offsets, corrections, kh * kw * channels, stride, padding, pool, b, py, image, counts, best
-    )
+    _pooled_row(padded, panels, offsets, corrections, kh * kw * channels, stride, padding, pool, b, py, counts, best)
     for px in range(values.shape[0]):
         for o in range(values.shape[1]):
             values[px, o] = (np.float32(best[px, o]) + bias[o]) * scale[o] + shift[o]
@@ -249,13 +276,15 @@ def _residual_conv(conv, stream, reach, out):
     reach^2, as avg_pool2d does; out (B, H'', W'', O) float32. Where the ops make five passes over
     float maps (the product, pooling, batch norm, the shortcut's pooling, the sum), this writes
     the block's output once."""
-    offsets = _conv_offsets(conv)
+    offsets, padded = _conv_offsets(conv), _zero_padded(conv[0], conv[5])
+    for row in prange(conv[0].shape[0] * conv[0].shape[1]):
+        _pad_row(conv[0], conv[5], row, padded)
     out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
     area = np.float32(reach * reach)
     for row in prange(out.shape[0] * out_h):
         b, py = row // out_h, row % out_h
         values = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(conv, offsets, b, py, values)
+        _branch_values(conv, padded, offsets, b, py, values)
         window = np.empty(n_out, dtype=np.float32)
         for px in range(out_w):
             window[:] = 0
@@ -273,13 +302,17 @@ def _residual_conv_shortcut(conv, short, out):
     the width changes): both convolutions' values (``_branch_values`` of ``conv`` and ``short``)
     summed, one output row at a time; out (B, H'', W'', O) float32."""
     offsets, short_offsets = _conv_offsets(conv), _conv_offsets(short)
+    padded, short_padded = _zero_padded(conv[0], conv[5]), _zero_padded(short[0], short[5])
+    for row in prange(conv[0].shape[0] * conv[0].shape[1]):
+        _pad_row(conv[0], conv[5], row, padded)
+        _pad_row(short[0], short[5], row, short_padded)
     out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
     for row in prange(out.shape[0] * out_h):
         b, py = row // out_h, row % out_h
         values = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(conv, offsets, b, py, values)
+        _branch_values(conv, padded, offsets, b, py, values)
         shortcut = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(short, short_offsets, b, py, shortcut)
+        _branch_values(short, short_padded, short_offsets, b, py, shortcut)
         for px in range(out_w):
             for o in range(n_out):
                 out[b, py, px, o] = values[px, o] + shortcut[px, o]
