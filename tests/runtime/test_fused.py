@@ -60,6 +60,9 @@ def _conv(kind, channels, out_channels, kernel, stride, padding):
         (64, 96, (5, 3), 1, 2, 2, 8),
         (3, 7, (3, 3), 1, 0, 1, 5),
         (16, 64, (3, 3), 1, 1, 1, 13),
+        (64, 40, (3, 3), 1, 1, 4, 17),  # pooling windows that straddle the six-pixel tiles
+        (8, 33, (3, 3), 1, 1, 7, 15),  # windows wider than a tile
+        (70, 64, (5, 5), 1, 2, 1, 2),  # a map lower than the kernel: no row lies inside
     ],
 )
 @pytest.mark.parametrize("layout", ["nhwc", "flat"])

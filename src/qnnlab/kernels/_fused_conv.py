@@ -14,8 +14,9 @@ from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
 from qnnlab.kernels._float_tiles import float_inside_words, float_tile, inside_words
 from qnnlab.kernels._fused import binary_tail_serial
 from qnnlab.kernels._numba import parallel_and_serial
-from qnnlab.kernels._panels import COLUMNS, conv_tile
+from qnnlab.kernels._panels import COLUMNS
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
+from qnnlab.kernels._pooled_tiles import pooled_conv_tile
 
 
 @njit(inline="always")
@@ -97,48 +98,70 @@ def _pixel_conv_values(x, panels, kernel, stride, padding, row_class, col_class,
 
 
 @njit(inline="always")
-def _pooled_row(padded, panels, offsets, corrections, k, stride, padding, pool, b, py, counts, best):
-    """best[px, o] (int32) = the largest convolution sum over the pool x pool window of pooled
-    position (py, px), for every output channel o. A binary convolution of channel-packed bits
-    given with ``padding`` zero pixels around each image (``_zero_padded``, (B, H + 2 p, W + 2 p,
-    Wc)) with filters as panels (``_panels.panels`` of the packed (O, kh kw Wc) filters): tiles of
-    up to six pixels (``_panels.conv_tile``) read each tap at its offset in the padded image; a
-    zero word counts as a -1 tap, so a pixel whose window leaves the image takes off
-    corrections[dy, dx, o] = C - 2 popcount(filter o at that tap) for each tap outside: the sums
-    equal those over the taps inside, as zero padding of +-1 values gives. ``counts``: int32
-    scratch (conv width, P 32)."""
+def _pooled_row(padded, panels, offsets, corrections, inner, scratch, k, stride, padding, pool, b, py, best):
+    """best[px, o] (int32, at least P 32 columns) = the largest convolution sum over the pool x
+    pool window of pooled position (py, px), for every output channel o. A binary convolution of
+    channel-packed bits given with ``padding`` zero pixels around each image (``_zero_padded``,
+    (B, H + 2 p, W + 2 p, Wc)) with filters as panels (``_panels.panels`` of the packed (O, kh kw
+    Wc) filters), on tiles of up to six pixels that pool as they finish
+    (``_pooled_tiles.pooled_conv_tile``). A zero word counts as a -1 tap, so each pixel takes off
+    corrections[dy, dx, o] = C - 2 popcount(filter o at that tap) for each of its taps outside
+    the image (``_row_corrections``; ``inner`` those of a row whose window rows all lie inside,
+    ``scratch`` room for another row's): the sums equal those over the taps inside, as zero
+    padding of +-1 values gives."""
     height, width, wc = padded.shape[1] - 2 * padding, padded.shape[2] - 2 * padding, padded.shape[3]
-    kh, kw, n_out = corrections.shape
+    kh = corrections.shape[0]
     used_w = best.shape[0] * pool
     best[:] = np.iinfo(np.int32).min
     for qy in range(pool):
         top = (py * pool + qy) * stride - padding
+        row_corrections = inner
+        if top < 0 or top + kh > height:
+            _row_corrections(corrections, top, height, width, stride, padding, scratch)
+            row_corrections = scratch
         rows = padded[b, top + padding :].ctypes.data
         for p in range(panels.shape[0]):
             for ox in range(0, used_w, TILE_ROWS):
-                conv_tile(
+                pooled_conv_tile(
                     min(TILE_ROWS, used_w - ox),
                     rows + ox * stride * wc * 8,
                     stride * wc,
                     offsets.ctypes.data,
                     panels[p].ctypes.data,
                     offsets.shape[0],
-                    counts[ox, p * COLUMNS :].ctypes.data,
-                    counts.shape[1],
                     k,
+                    row_corrections[ox, p * COLUMNS :].ctypes.data,
+                    row_corrections.shape[1],
+                    best[0, p * COLUMNS :].ctypes.data,
+                    best.shape[1],
+                    ox,
+                    pool,
                 )
-        rows_inside = top >= 0 and top + kh <= height
-        for ox in range(used_w):
-            left = ox * stride - padding
-            if not (rows_inside and left >= 0 and left + kw <= width):
-                for dy in range(kh):
-                    for dx in range(kw):
-                        if not (0 <= top + dy < height and 0 <= left + dx < width):
-                            for o in range(n_out):
-                                counts[ox, o] -= corrections[dy, dx, o]
-            px = ox // pool
-            for o in range(n_out):
-                best[px, o] = max(best[px, o], counts[ox, o])
+
+
+@njit(inline="always")
+def _row_corrections(corrections, top, height, width, stride, padding, out):
+    """out[ox, o] (int32, (pixels, P 32)) = minus the sum of corrections[dy, dx, o] over the taps of
+    pixel ox's window that lie outside the image, for a convolution row whose window starts at
+    input row ``top``; 0 for channels past the filters."""
+    kh, kw, n_out = corrections.shape
+    out[:] = 0
+    for ox in range(out.shape[0]):
+        left = ox * stride - padding
+        for dy in range(kh):
+            for dx in range(kw):
+                if not (0 <= top + dy < height and 0 <= left + dx < width):
+                    for o in range(n_out):
+                        out[ox, o] -= corrections[dy, dx, o]
+
+
+@njit(inline="always")
+def _inner_corrections(x, corrections, stride, padding, pixels, columns):
+    """``_pooled_row``'s ``inner``: the corrections (``pixels``, ``columns``) of a convolution row of
+    input x whose window rows all lie inside the image (only its border pixels have any)."""
+    inner = np.empty((pixels, columns), dtype=np.int32)
+    _row_corrections(corrections, 0, x.shape[1], x.shape[2], stride, padding, inner)
+    return inner
 
 
 @njit(inline="always")
@@ -182,13 +205,13 @@ def _conv_values(conv, out):
     values (integer sums, then float32 with the bias): ``_branch_values`` of conv = (bits, panels,
     corrections, channels, stride, padding, 1, bias, ones, zeros), whose batch norm is then exact.
     For convolutions whose output stays real (a BNN+ block's branch, op by op)."""
-    offsets, padded = _conv_offsets(conv), _zero_padded(conv[0], conv[5])
+    offsets, padded, inner = _branch_tables(conv, out.shape[2])
     for row in prange(conv[0].shape[0] * conv[0].shape[1]):
         _pad_row(conv[0], conv[5], row, padded)
     out_h = out.shape[1]
     for row in prange(out.shape[0] * out_h):
         b, oy = row // out_h, row % out_h
-        _branch_values(conv, padded, offsets, b, oy, out[b, oy])
+        _branch_values(conv, padded, inner, offsets, b, oy, out[b, oy])
 
 
 def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool, low, high, out):
@@ -208,11 +231,13 @@ def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool
     for row in prange(x.shape[0] * x.shape[1]):
         _pad_row(x, padding, row, padded)
     out_h, out_w, words = out.shape[1], out.shape[2], out.shape[3]
+    inner = _inner_corrections(x, corrections, stride, padding, out_w * pool, panels.shape[0] * COLUMNS)
     for row in prange(x.shape[0] * out_h):
         b, py = row // out_h, row % out_h
-        counts = np.empty((out_w * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
-        best = np.empty((out_w, words * 64), dtype=np.int32)
-        _pooled_row(padded, panels, offsets, corrections, k, stride, padding, pool, b, py, counts, best)
+        best = np.empty((out_w, words * 64), dtype=np.int32)  # 64 columns a word: at least P 32
+        _pooled_row(
+            padded, panels, offsets, corrections, inner, np.empty_like(inner), k, stride, padding, pool, b, py, best
+        )
         for px in range(out_w):
             inside_words(best.ctypes.data + px * words * 64 * 4, low, high, out[b, py, px])
 
@@ -232,12 +257,13 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
     padded = _zero_padded(x, padding)
     for row in prange(x.shape[0] * x.shape[1]):
         _pad_row(x, padding, row, padded)
+    inner = _inner_corrections(x, corrections, stride, padding, pooled_w * pool, panels.shape[0] * COLUMNS)
     for b in prange(x.shape[0]):
-        counts = np.empty((pooled_w * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
-        best = np.empty((pooled_w, n_out), dtype=np.int32)
+        scratch = np.empty_like(inner)
+        best = np.empty((pooled_w, panels.shape[0] * COLUMNS), dtype=np.int32)
         values = np.zeros(out.shape[1] * 64, dtype=np.int32)
         for py in range(pooled_h):
-            _pooled_row(padded, panels, offsets, corrections, k, stride, padding, pool, b, py, counts, best)
+            _pooled_row(padded, panels, offsets, corrections, inner, scratch, k, stride, padding, pool, b, py, best)
             for px in range(pooled_w):
                 for o in range(n_out):  # into the classifier's (C, H, W) order
                     values[(o * pooled_h + py) * pooled_w + px] = best[px, o]
@@ -245,28 +271,33 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
 
 
 @njit(inline="always")
-def _branch_values(conv, padded, offsets, b, py, values):
+def _branch_values(conv, padded, inner, offsets, b, py, values):
     """values[px, o] (float32) of a Bi-Real block's convolution on pooled row py, conv = (bits,
     panels, corrections, channels, stride, padding, pool, bias, scale, shift): the binary
-    convolution of the signs ``bits`` (read from ``padded``, their ``_zero_padded`` copy)
-    max-pooled (``_pooled_row``), plus bias, then its batch
+    convolution of the signs ``bits`` (read from ``padded``, their ``_zero_padded`` copy; ``inner``
+    its ``_inner_corrections``) max-pooled (``_pooled_row``), plus bias, then its batch
     norm y * scale + shift, each step rounded to float32 as the op-by-op path rounds it (max
     pooling the integer sums gives the max of their float values: the bias is added to all)."""
     bits, panels, corrections, channels, stride, padding, pool, bias, scale, shift = conv
     kh, kw, _ = corrections.shape
-    counts = np.empty((values.shape[0] * pool, panels.shape[0] * COLUMNS), dtype=np.int32)
-    best = np.empty(values.shape, dtype=np.int32)
-    _pooled_row(padded, panels, offsets, corrections, kh * kw * channels, stride, padding, pool, b, py, counts, best)
+    best = np.empty((values.shape[0], panels.shape[0] * COLUMNS), dtype=np.int32)
+    k = kh * kw * channels
+    _pooled_row(
+        padded, panels, offsets, corrections, inner, np.empty_like(inner), k, stride, padding, pool, b, py, best
+    )
     for px in range(values.shape[0]):
         for o in range(values.shape[1]):
             values[px, o] = (np.float32(best[px, o]) + bias[o]) * scale[o] + shift[o]
 
 
 @njit(inline="always")
-def _conv_offsets(conv):
-    """``_tap_offsets`` of a ``_branch_values`` convolution."""
-    bits, corrections, padding = conv[0], conv[2], conv[5]
-    return _tap_offsets(corrections.shape[0], corrections.shape[1], bits.shape[2] + 2 * padding, bits.shape[3])
+def _branch_tables(conv, out_w):
+    """(tap offsets, the zeroed padded copy that ``_pad_row`` fills, inner corrections) of a
+    ``_branch_values`` convolution whose pooled rows are ``out_w`` pixels wide."""
+    bits, panels, corrections, stride, padding, pool = conv[0], conv[1], conv[2], conv[4], conv[5], conv[6]
+    offsets = _tap_offsets(corrections.shape[0], corrections.shape[1], bits.shape[2] + 2 * padding, bits.shape[3])
+    inner = _inner_corrections(bits, corrections, stride, padding, out_w * pool, panels.shape[0] * COLUMNS)
+    return offsets, _zero_padded(bits, padding), inner
 
 
 def _residual_conv(conv, stream, reach, out):
@@ -276,15 +307,15 @@ def _residual_conv(conv, stream, reach, out):
     reach^2, as avg_pool2d does; out (B, H'', W'', O) float32. Where the ops make five passes over
     float maps (the product, pooling, batch norm, the shortcut's pooling, the sum), this writes
     the block's output once."""
-    offsets, padded = _conv_offsets(conv), _zero_padded(conv[0], conv[5])
+    out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
+    offsets, padded, inner = _branch_tables(conv, out_w)
     for row in prange(conv[0].shape[0] * conv[0].shape[1]):
         _pad_row(conv[0], conv[5], row, padded)
-    out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
     area = np.float32(reach * reach)
     for row in prange(out.shape[0] * out_h):
         b, py = row // out_h, row % out_h
         values = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(conv, padded, offsets, b, py, values)
+        _branch_values(conv, padded, inner, offsets, b, py, values)
         window = np.empty(n_out, dtype=np.float32)
         for px in range(out_w):
             window[:] = 0
@@ -301,18 +332,18 @@ def _residual_conv_shortcut(conv, short, out):
     """A Bi-Real block whose shortcut is a binary convolution of its own signs with batch norm (where
     the width changes): both convolutions' values (``_branch_values`` of ``conv`` and ``short``)
     summed, one output row at a time; out (B, H'', W'', O) float32."""
-    offsets, short_offsets = _conv_offsets(conv), _conv_offsets(short)
-    padded, short_padded = _zero_padded(conv[0], conv[5]), _zero_padded(short[0], short[5])
-    for row in prange(conv[0].shape[0] * conv[0].shape[1]):
+    out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
+    offsets, padded, inner = _branch_tables(conv, out_w)
+    short_offsets, short_padded, short_inner = _branch_tables(short, out_w)
+    for row in prange(conv[0].shape[0] * conv[0].shape[1]):  # both read the block's signs (B, H, W)
         _pad_row(conv[0], conv[5], row, padded)
         _pad_row(short[0], short[5], row, short_padded)
-    out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
     for row in prange(out.shape[0] * out_h):
         b, py = row // out_h, row % out_h
         values = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(conv, padded, offsets, b, py, values)
+        _branch_values(conv, padded, inner, offsets, b, py, values)
         shortcut = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(short, short_padded, short_offsets, b, py, shortcut)
+        _branch_values(short, short_padded, short_inner, short_offsets, b, py, shortcut)
         for px in range(out_w):
             for o in range(n_out):
                 out[b, py, px, o] = values[px, o] + shortcut[px, o]
