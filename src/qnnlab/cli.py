@@ -270,6 +270,17 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_table(args: argparse.Namespace) -> int:
+    from qnnlab.bench import table
+
+    rows = table.read(args.files)
+    if not rows:
+        raise ValueError(f"no rows in {', '.join(args.files)}: give the files qnnlab bench ... --json wrote")
+    summary = table.summarize(rows)
+    print(json.dumps(summary, indent=1) if args.json else table.markdown(summary))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from qnnlab.run.deploy import export_checkpoint
 
@@ -432,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--busy", action="store_true", help="time beside a second process that keeps one core busy")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_bench_model)
+
+    p = bench.add_parser(
+        "table", help="medians and ranges over the runs kept in bench --json records (README's speed tables)"
+    )
+    p.add_argument("files", nargs="+", help="JSON-lines files of qnnlab bench ... --json")
+    p.add_argument("--json", action="store_true", help="the summary as JSON instead of a markdown table")
+    p.set_defaults(func=cmd_bench_table)
 
     steps = (
         (
