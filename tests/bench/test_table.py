@@ -24,17 +24,20 @@ def _row(ms, int8, ovino, f32, **extra):
 def test_each_case_gets_its_median_range_and_strongest_baselines(tmp_path, capsys):
     runs = [_row(10.0, 2.5, 2.0, 8.0, qnnlab_alone_ms=9.0), _row(12.0, 2.2, 2.4, 7.0), _row(11.0, 1.9, 3.0, 9.0)]
     gemm = {"name": "binary_gemm", "shape": "1024x1024x1024", "qnnlab_ms": 1.0, "threads": 1, "of_bound": 0.8}
+    gemv = {"name": "weight_only_gemv", "shape": "1x4096x4096", "qnnlab_ms": 0.3, "threads": 1, "times_stream": 1.4}
     path = tmp_path / "records.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [*runs, gemm, {**gemm, "of_bound": 0.9}]) + "\n\n")
+    path.write_text("\n".join(json.dumps(r) for r in [*runs, gemm, {**gemm, "of_bound": 0.9}, gemv]) + "\n\n")
     assert main(["bench", "table", str(path), "--json"]) == 0
-    cnn, product = json.loads(capsys.readouterr().out)
+    cnn, product, weight_only = json.loads(capsys.readouterr().out)
     assert cnn["runs"] == 3 and cnn["qnnlab_ms"] == {"median": 11.0, "low": 10.0, "high": 12.0}
     # each run's weakest ratio among the int8 baselines: 2.0 (OpenVINO), 2.2 (ORT), 1.9 (ORT)
     assert cnn["vs_int8"] == {"median": 2.0, "low": 1.9, "high": 2.2, "by": ["openvino-int8", "ort-int8-static"]}
     assert cnn["vs_float32"]["median"] == 8.0 and cnn["qnnlab_alone_ms"]["median"] == 9.0
     assert product["runs"] == 2 and product["of_bound"]["median"] == 0.85 and "vs_int8" not in product
+    assert weight_only["times_stream"]["median"] == 1.4 and "of_bound" not in weight_only
     assert main(["bench", "table", str(path)]) == 0
     table = capsys.readouterr().out
+    assert "| 0.850 (0.800-0.900) |" in table and "| 1.40 (1.40-1.40) |" in table
     assert "| model/cnn batch 100 | 2 | 3 | 11 / 9 | 2.00 (1.90-2.20, openvino-int8 / ort-int8-static) |" in table
 
 
