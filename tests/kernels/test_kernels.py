@@ -327,3 +327,19 @@ def test_without_avx512_the_masked_additions_run(monkeypatch):
     if real is not None:  # panels made where the CPU has the permutes cannot run where it has not
         with pytest.raises(ValueError, match="panels=None"):
             sign_weight_matmul(torch.randn(1, 200), w, 200, real)
+
+
+@pytest.mark.parametrize("n", [64, 128, 192])
+def test_whole_word_threshold_packing_equals_the_per_bit_path(n):
+    """float32 rows of whole words take vector compares; float64 rows the per-bit loop: the same bits,
+    NaN, infinities, signed zeros and ties on the bound included."""
+    torch.manual_seed(n)
+    y = torch.randn(7, n) * 3
+    y[0, :8] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1.5, -1.5, 2.0])
+    threshold = torch.randn(n).double()
+    threshold[5], threshold[7] = 1.5, 2.0  # y equal to the bound: fires
+    positive = torch.rand(n) < 0.5
+    constant = torch.where(torch.rand(n) < 0.2, torch.randint(0, 2, (n,)).double(), torch.tensor(-1.0).double())
+    tables = kernels.threshold_tables(threshold, positive, constant)
+    words = kernels.threshold_pack_tables(y, *tables)
+    assert torch.equal(words, kernels.threshold_pack_tables(y.double(), *tables))

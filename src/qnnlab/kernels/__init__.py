@@ -317,14 +317,17 @@ def threshold_tables(
 
 
 def threshold_pack_tables(y: torch.Tensor, sign: np.ndarray, bound: np.ndarray) -> torch.Tensor:
-    """``threshold_pack`` with the tables of ``threshold_tables`` made once (the runtime's path)."""
-    from qnnlab.kernels import _numba
+    """``threshold_pack`` with the tables of ``threshold_tables`` made once (the runtime's path);
+    float32 rows of whole words take vector compares (``_float_tiles.threshold_pack_rows``)."""
+    from qnnlab.kernels import _float_tiles, _numba
 
     m, n = y.shape
     if len(sign) != n or len(bound) != n:
         raise ValueError(f"threshold tables hold {len(sign)} and {len(bound)} values for {n} columns")
     out = np.empty((m, words(n)), dtype=np.uint64)
-    launch(_numba.threshold_pack, y.contiguous().numpy(), sign, bound, out)
+    whole_words = y.dtype == torch.float32 and n % WORD == 0
+    kernel = _float_tiles.threshold_pack_rows if whole_words else _numba.threshold_pack
+    launch(kernel, y.contiguous().numpy(), sign, bound, out)
     return torch.from_numpy(out.view(np.int64))
 
 

@@ -20,7 +20,7 @@ however short the loops around them.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -105,6 +105,14 @@ def threshold_words(values, sign, bound, count, out):
         out[word] = threshold_bits(
             values[at:].ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(WORD, count - at)
         )
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def threshold_pack_rows(y, sign, bound, out):
+    """``_numba.threshold_pack`` for float32 rows y (M, N) of whole 64-column words: each word by
+    ``threshold_bits``' vector compares instead of 64 scalar tests."""
+    for i in prange(y.shape[0]):
+        threshold_words(y[i], sign, bound, y.shape[1], out[i])
 
 
 def _inside_bits(is_float: bool):
