@@ -7,7 +7,7 @@ register tiles of pixels whose taps are read at offsets in the image (``_float_t
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import config, njit, prange
 
 from qnnlab.kernels._float_tiles import COLUMNS as FLOAT_COLUMNS
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
@@ -18,17 +18,23 @@ from qnnlab.kernels._panels import COLUMNS
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
 from qnnlab.kernels._pooled_tiles import pooled_conv_tile
 
+# Row loops run as this many chunks of rows (at most), each with its scratch arrays made once: one
+# per possible pool thread (a compile-time constant, where asking numba for the running count
+# would keep the kernels out of its cache), and numba's static schedule gives each thread its share.
+CHUNKS = max(1, config.NUMBA_NUM_THREADS)
+
 
 @njit(inline="always")
-def _pixel_row_sums(x, panels, offsets, kh, stride, padding, b, oy, sums):
+def _pixel_row_sums(x, panels, offsets, stride, padding, b, oy, codes, sums):
     """sums[ox, o] (float32, exact) = the sum of pixel codes c = 127.5 (x + 1) times weights over
     output pixel (oy, ox)'s window taps inside the image, for every panel column o: the codes of
-    its kh input rows, zero on the padding (where they add nothing), through register tiles of
-    pixels (``_float_tiles.float_tile``) reading each tap at ``offsets``."""
+    its kh input rows written into ``codes`` (kh, W + 2 padding, C), zero on the padding (where
+    they add nothing), through register tiles of pixels (``_float_tiles.float_tile``) reading
+    each tap at ``offsets``."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    padded_w = width + 2 * padding
+    kh = codes.shape[0]
     top = oy * stride - padding
-    codes = np.zeros((kh, padded_w, channels), dtype=np.float32)
+    codes[:] = 0
     for c in range(channels):
         for dy in range(max(0, -top), min(kh, height - top)):
             for ix in range(width):
@@ -65,14 +71,18 @@ def _pixel_conv_threshold(x, panels, kernel, stride, padding, row_class, col_cla
     n_out = out.shape[3] * 64
     padded_w = width + 2 * padding
     offsets = _tap_offsets(kh, kw, padded_w, channels)  # tap (dy, dx, c) in the codes (kh, W + 2 p, C)
-    for row in prange(batch * out_h):
-        b, oy = row // out_h, row % out_h
+    rows = batch * out_h
+    chunks = min(rows, CHUNKS)
+    for chunk in prange(chunks):
+        codes = np.empty((kh, padded_w, channels), dtype=np.float32)
         sums = np.empty((out_w, n_out), dtype=np.float32)
-        _pixel_row_sums(x, panels, offsets, kh, stride, padding, b, oy, sums)
-        rows_low, rows_high = low[row_class[oy]], high[row_class[oy]]
-        for ox in range(out_w):
-            cls = col_class[ox]
-            float_inside_words(sums.ctypes.data + ox * n_out * 4, rows_low[cls], rows_high[cls], out[b, oy, ox])
+        for row in range(rows * chunk // chunks, rows * (chunk + 1) // chunks):
+            b, oy = row // out_h, row % out_h
+            _pixel_row_sums(x, panels, offsets, stride, padding, b, oy, codes, sums)
+            rows_low, rows_high = low[row_class[oy]], high[row_class[oy]]
+            for ox in range(out_w):
+                cls = col_class[ox]
+                float_inside_words(sums.ctypes.data + ox * n_out * 4, rows_low[cls], rows_high[cls], out[b, oy, ox])
 
 
 def _pixel_conv_values(x, panels, kernel, stride, padding, row_class, col_class, inside, bias, scale, shift, out):
@@ -85,16 +95,20 @@ def _pixel_conv_values(x, panels, kernel, stride, padding, row_class, col_class,
     out_h, out_w, n_out = out.shape[1], out.shape[2], out.shape[3]
     padded_w = width + 2 * padding
     offsets = _tap_offsets(kh, kw, padded_w, channels)
-    for row in prange(batch * out_h):
-        b, oy = row // out_h, row % out_h
+    rows = batch * out_h
+    chunks = min(rows, CHUNKS)
+    for chunk in prange(chunks):
+        codes = np.empty((kh, padded_w, channels), dtype=np.float32)
         sums = np.empty((out_w, panels.shape[0] * FLOAT_COLUMNS), dtype=np.float32)
-        _pixel_row_sums(x, panels, offsets, kh, stride, padding, b, oy, sums)
-        rows_inside = inside[row_class[oy]]
-        for ox in range(out_w):
-            taps = rows_inside[col_class[ox]]
-            for o in range(n_out):
-                value = np.float32(np.float64(sums[ox, o]) * (1 / 127.5) - taps[o]) + bias[o]
-                out[b, oy, ox, o] = value * scale[o] + shift[o]
+        for row in range(rows * chunk // chunks, rows * (chunk + 1) // chunks):
+            b, oy = row // out_h, row % out_h
+            _pixel_row_sums(x, panels, offsets, stride, padding, b, oy, codes, sums)
+            rows_inside = inside[row_class[oy]]
+            for ox in range(out_w):
+                taps = rows_inside[col_class[ox]]
+                for o in range(n_out):
+                    value = np.float32(np.float64(sums[ox, o]) * (1 / 127.5) - taps[o]) + bias[o]
+                    out[b, oy, ox, o] = value * scale[o] + shift[o]
 
 
 @njit(inline="always")
@@ -209,9 +223,13 @@ def _conv_values(conv, out):
     for row in prange(conv[0].shape[0] * conv[0].shape[1]):
         _pad_row(conv[0], conv[5], row, padded)
     out_h = out.shape[1]
-    for row in prange(out.shape[0] * out_h):
-        b, oy = row // out_h, row % out_h
-        _branch_values(conv, padded, inner, offsets, b, oy, out[b, oy])
+    rows = out.shape[0] * out_h
+    chunks = min(rows, CHUNKS)
+    for chunk in prange(chunks):
+        best, scratch = _branch_scratch(conv, inner)
+        for row in range(rows * chunk // chunks, rows * (chunk + 1) // chunks):
+            b, oy = row // out_h, row % out_h
+            _branch_values(conv, padded, inner, offsets, b, oy, out[b, oy], best, scratch)
 
 
 def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool, low, high, out):
@@ -232,14 +250,16 @@ def _conv_pool_threshold(x, panels, corrections, channels, stride, padding, pool
         _pad_row(x, padding, row, padded)
     out_h, out_w, words = out.shape[1], out.shape[2], out.shape[3]
     inner = _inner_corrections(x, corrections, stride, padding, out_w * pool, panels.shape[0] * COLUMNS)
-    for row in prange(x.shape[0] * out_h):
-        b, py = row // out_h, row % out_h
+    rows = x.shape[0] * out_h
+    chunks = min(rows, CHUNKS)
+    for chunk in prange(chunks):
         best = np.empty((out_w, words * 64), dtype=np.int32)  # 64 columns a word: at least P 32
-        _pooled_row(
-            padded, panels, offsets, corrections, inner, np.empty_like(inner), k, stride, padding, pool, b, py, best
-        )
-        for px in range(out_w):
-            inside_words(best.ctypes.data + px * words * 64 * 4, low, high, out[b, py, px])
+        scratch = np.empty_like(inner)
+        for row in range(rows * chunk // chunks, rows * (chunk + 1) // chunks):
+            b, py = row // out_h, row % out_h
+            _pooled_row(padded, panels, offsets, corrections, inner, scratch, k, stride, padding, pool, b, py, best)
+            for px in range(out_w):
+                inside_words(best.ctypes.data + px * words * 64 * 4, low, high, out[b, py, px])
 
 
 def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding, pool, low, high, out):
@@ -271,20 +291,18 @@ def _conv_pool_threshold_flat(x, panels, corrections, channels, stride, padding,
 
 
 @njit(inline="always")
-def _branch_values(conv, padded, inner, offsets, b, py, values):
+def _branch_values(conv, padded, inner, offsets, b, py, values, best, scratch):
     """values[px, o] (float32) of a Bi-Real block's convolution on pooled row py, conv = (bits,
     panels, corrections, channels, stride, padding, pool, bias, scale, shift): the binary
     convolution of the signs ``bits`` (read from ``padded``, their ``_zero_padded`` copy; ``inner``
-    its ``_inner_corrections``) max-pooled (``_pooled_row``), plus bias, then its batch
+    its ``_inner_corrections``; ``best`` and ``scratch`` from ``_branch_scratch``) max-pooled
+    (``_pooled_row``), plus bias, then its batch
     norm y * scale + shift, each step rounded to float32 as the op-by-op path rounds it (max
     pooling the integer sums gives the max of their float values: the bias is added to all)."""
     bits, panels, corrections, channels, stride, padding, pool, bias, scale, shift = conv
     kh, kw, _ = corrections.shape
-    best = np.empty((values.shape[0], panels.shape[0] * COLUMNS), dtype=np.int32)
     k = kh * kw * channels
-    _pooled_row(
-        padded, panels, offsets, corrections, inner, np.empty_like(inner), k, stride, padding, pool, b, py, best
-    )
+    _pooled_row(padded, panels, offsets, corrections, inner, scratch, k, stride, padding, pool, b, py, best)
     for px in range(values.shape[0]):
         for o in range(values.shape[1]):
             values[px, o] = (np.float32(best[px, o]) + bias[o]) * scale[o] + shift[o]
@@ -300,6 +318,15 @@ def _branch_tables(conv, out_w):
     return offsets, _zero_padded(bits, padding), inner
 
 
+@njit(inline="always")
+def _branch_scratch(conv, inner):
+    """(best, scratch) for ``_branch_values``: a pooled row's sums and room for a border row's
+    corrections, made once per chunk of rows (numba allocations per row had cost as much as the
+    first convolution's products at batch 1)."""
+    best = np.empty((inner.shape[0] // conv[6], conv[1].shape[0] * COLUMNS), dtype=np.int32)
+    return best, np.empty_like(inner)
+
+
 def _residual_conv(conv, stream, reach, out):
     """A Bi-Real block whose shortcut is the real stream itself (reach 1) or its average over reach x
     reach windows, one output row at a time: the branch's values (``_branch_values`` of ``conv``)
@@ -312,20 +339,24 @@ def _residual_conv(conv, stream, reach, out):
     for row in prange(conv[0].shape[0] * conv[0].shape[1]):
         _pad_row(conv[0], conv[5], row, padded)
     area = np.float32(reach * reach)
-    for row in prange(out.shape[0] * out_h):
-        b, py = row // out_h, row % out_h
+    rows = out.shape[0] * out_h
+    chunks = min(rows, CHUNKS)
+    for chunk in prange(chunks):
         values = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(conv, padded, inner, offsets, b, py, values)
         window = np.empty(n_out, dtype=np.float32)
-        for px in range(out_w):
-            window[:] = 0
-            for qy in range(reach):
-                for qx in range(reach):
-                    pixel = stream[b, py * reach + qy, px * reach + qx]
-                    for o in range(n_out):
-                        window[o] += pixel[o]
-            for o in range(n_out):
-                out[b, py, px, o] = values[px, o] + window[o] / area
+        best, scratch = _branch_scratch(conv, inner)
+        for row in range(rows * chunk // chunks, rows * (chunk + 1) // chunks):
+            b, py = row // out_h, row % out_h
+            _branch_values(conv, padded, inner, offsets, b, py, values, best, scratch)
+            for px in range(out_w):
+                window[:] = 0
+                for qy in range(reach):
+                    for qx in range(reach):
+                        pixel = stream[b, py * reach + qy, px * reach + qx]
+                        for o in range(n_out):
+                            window[o] += pixel[o]
+                for o in range(n_out):
+                    out[b, py, px, o] = values[px, o] + window[o] / area
 
 
 def _residual_conv_shortcut(conv, short, out):
@@ -338,15 +369,20 @@ def _residual_conv_shortcut(conv, short, out):
     for row in prange(conv[0].shape[0] * conv[0].shape[1]):  # both read the block's signs (B, H, W)
         _pad_row(conv[0], conv[5], row, padded)
         _pad_row(short[0], short[5], row, short_padded)
-    for row in prange(out.shape[0] * out_h):
-        b, py = row // out_h, row % out_h
+    rows = out.shape[0] * out_h
+    chunks = min(rows, CHUNKS)
+    for chunk in prange(chunks):
         values = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(conv, padded, inner, offsets, b, py, values)
         shortcut = np.empty((out_w, n_out), dtype=np.float32)
-        _branch_values(short, short_padded, short_inner, short_offsets, b, py, shortcut)
-        for px in range(out_w):
-            for o in range(n_out):
-                out[b, py, px, o] = values[px, o] + shortcut[px, o]
+        best, scratch = _branch_scratch(conv, inner)
+        short_best, short_scratch = _branch_scratch(short, short_inner)
+        for row in range(rows * chunk // chunks, rows * (chunk + 1) // chunks):
+            b, py = row // out_h, row % out_h
+            _branch_values(conv, padded, inner, offsets, b, py, values, best, scratch)
+            _branch_values(short, short_padded, short_inner, short_offsets, b, py, shortcut, short_best, short_scratch)
+            for px in range(out_w):
+                for o in range(n_out):
+                    out[b, py, px, o] = values[px, o] + shortcut[px, o]
 
 
 pixel_conv_threshold, pixel_conv_threshold_serial = parallel_and_serial(_pixel_conv_threshold)
