@@ -18,10 +18,11 @@ from qnnlab.kernels._panels import COLUMNS
 from qnnlab.kernels._panels import ROWS as TILE_ROWS
 from qnnlab.kernels._pooled_tiles import pooled_conv_tile
 
-# Row loops run as this many chunks of rows (at most), each with its scratch arrays made once: one
-# per possible pool thread (a compile-time constant, where asking numba for the running count
-# would keep the kernels out of its cache), and numba's static schedule gives each thread its share.
-CHUNKS = max(1, config.NUMBA_NUM_THREADS)
+# Row loops run as at most this many chunks of rows, each making its scratch arrays once: four per
+# possible pool thread, so that fewer running threads (torch's count, or the free cores) still get
+# even shares under numba's static schedule. A compile-time constant: asking numba for the running
+# count inside a kernel keeps it out of numba's cache.
+CHUNKS = 4 * max(1, config.NUMBA_NUM_THREADS)
 
 
 @njit(inline="always")
