@@ -6,6 +6,7 @@
 # against the read of their packed weights. Pause trainings first. PARTS chooses a subset of
 # "models bnn-plus gemm" (all three unless given), e.g. PARTS=bnn-plus after a change to its ops.
 #   bash benchmarks/speed_records.sh [OUT_DIR] [RUNS]
+# README's tables are then `qnnlab bench table OUT_DIR/<files>.jsonl` (per case: median and range over the runs).
 set -euo pipefail
 OUT=${1:-results/cpu/bench/$(${PYTHON:-python} -c "from qnnlab.timing import cpu_name; print(cpu_name().split('(')[-1].rstrip(')'))")}
 RUNS=${2:-3}
