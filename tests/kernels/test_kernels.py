@@ -253,6 +253,9 @@ def test_the_popcount_rate_is_a_rate_and_counts_every_thread():
     assert kernels.popcount_rate(repeats=1, steps=1 << 12) > 1e8 * numba.get_num_threads()
     most_per_step = max(_rates.macs_per_step(*shape) for shape in _rates.SHAPES) * numba.get_num_threads()
     assert 10**7 - most_per_step < kernels.popcount_loop(10**7)() <= 10**7
+    for wrong in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="positive count of multiply-accumulates"):
+            kernels.popcount_loop(wrong)
 
 
 @pytest.mark.parametrize(

@@ -462,6 +462,8 @@ def popcount_loop(macs: int) -> Callable[[], int]:
     it ran. Timed in alternation with a kernel of as many, it gives the bound under the same
     host load, round by round, where one measurement before the kernel's may catch a calmer or
     busier moment."""
+    if isinstance(macs, bool) or not isinstance(macs, int) or macs < 1:
+        raise ValueError(f"macs={macs!r}: give the positive count of multiply-accumulates to match, e.g. n**3")
     import numba
 
     from qnnlab.kernels import _rates

@@ -183,7 +183,7 @@ def _inner_corrections(x, corrections, stride, padding, pixels, columns):
 def _zero_padded(x, padding):
     """A zeroed (B, H + 2 padding, W + 2 padding, Wc) copy of x's shape to ``_pad_row`` into (x
     itself when padding is 0): each image with ``padding`` zero pixels around it, made once per
-    call where copying each output row's input rows had cost a third of a convolution."""
+    call rather than copying each output row's kh input rows."""
     if padding == 0:
         return x
     batch, height, width, wc = x.shape
@@ -322,8 +322,7 @@ def _branch_tables(conv, out_w):
 @njit(inline="always")
 def _branch_scratch(conv, inner):
     """(best, scratch) for ``_branch_values``: a pooled row's sums and room for a border row's
-    corrections, made once per chunk of rows (numba allocations per row had cost as much as the
-    first convolution's products at batch 1)."""
+    corrections, made once per chunk of rows rather than once per row."""
     best = np.empty((inner.shape[0] // conv[6], conv[1].shape[0] * COLUMNS), dtype=np.int32)
     return best, np.empty_like(inner)
 
