@@ -158,6 +158,26 @@ def test_bad_files_are_refused(trained, tmp_path):
         runtime.load(path)(torch.zeros(2, 100))
 
 
+def test_any_float_layout_of_the_input_runs_as_its_float32_values(tmp_path):
+    """The runtime converts an input to one float32 array once (``runtime.float32_values``): a
+    tensor that needs grad, a strided view and a float64 copy of the same pixels give the
+    float32 input's logits; a tensor off the CPU is refused by name."""
+    torch.manual_seed(0)
+    model = build_model(resolve("bnn", {"model": "mlp-small"}), data.ImageData.empty((1, 28, 28), 10)).eval()
+    runtime.export(model, tmp_path / "m.qnn", input_shape=(1, 28, 28), input_grid=runtime.PIXELS)
+    packed = runtime.load(tmp_path / "m.qnn")
+    x = torch.randint(0, 256, (3, 1, 28, 28)).float() / 127.5 - 1
+    expected = packed(x)
+    wide = torch.zeros(3, 1, 28, 56)
+    wide[..., ::2] = x
+    for same in (x.clone().requires_grad_(), wide[..., ::2], x.double()):
+        assert torch.equal(packed(same), expected)
+        assert torch.equal(packed(same[:1]), expected[:1])  # the batch-1 kernel
+    assert runtime.float32_values(x).ctypes.data == x.data_ptr()  # already float32 and contiguous: no copy
+    with pytest.raises(ValueError, match=r"runs on the CPU, got a tensor on meta; move it with \.cpu\(\)"):
+        packed(torch.empty(3, 1, 28, 28, device="meta"))
+
+
 @pytest.mark.parametrize(
     "recipe, model, words",
     [

@@ -4,7 +4,8 @@ Linear layers quantized per tensor, as a user would deploy it in-process) and, w
 extra, in ONNX Runtime float32 and static int8 (``qnnlab.bench.onnx``), timed in interleaved
 rounds on inputs on the 8-bit pixel grid, and in OpenVINO float32 and int8, timed back to back in
 a process of their own right after (``timed_apart``: its spinning workers would slow the others),
-their ratios taken against the packed model timed back to back too (``qnnlab_alone_ms``).
+their ratios taken against the packed model timed back to back too, just before and just after
+(``qnnlab_alone_ms``, the mean of the two medians: the host's speed drifts over seconds).
 ``baseline_ms`` and ``speedup`` are against the strongest baseline (the smallest speed-up); each
 baseline's own figures are in ``baselines``; ``missing`` says which could not run."""
 
@@ -103,7 +104,7 @@ class Timing:
     baseline_ms: dict[str, float]
     ratios: dict[str, float]  # per baseline: its time over the packed model's
     apart: list[str]  # baselines timed in a process of their own (OpenVINO), against alone_ms
-    alone_ms: float | None  # the packed model timed back to back
+    alone_ms: float | None  # the packed model timed back to back, before and after those (mean of the medians)
     threads: int  # the packed model's parallel kernels at the end of its timing (fewer than torch's beside busy cores)
 
 
@@ -127,10 +128,11 @@ def side_by_side(
                 q_ms, base_ms, ratios = interleaved_ms(
                     lambda: packed(x), {name: lambda m=m: m(x) for name, m in baselines.items()}, repeats
                 )
-                apart = (
-                    onnx.openvino_ms(Path(onnx_files), x, torch.get_num_threads(), repeats) if onnx.available() else {}
-                )
-                alone_ms = median_ms(lambda: packed(x), repeats, warmup=3) if apart else None
+                apart, alone_ms = {}, None
+                if onnx.available():  # the packed model alone just before and just after: drift averages out
+                    before = median_ms(lambda: packed(x), repeats, warmup=3)
+                    apart = onnx.openvino_ms(Path(onnx_files), x, torch.get_num_threads(), repeats)
+                    alone_ms = (before + median_ms(lambda: packed(x), repeats, warmup=3)) / 2 if apart else None
                 threads = kernels.parallel_threads()
             base_ms.update(apart)
             ratios.update({name: ms / alone_ms for name, ms in apart.items()})

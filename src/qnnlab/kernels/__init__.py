@@ -481,10 +481,12 @@ def popcount_loop(macs: int) -> Callable[[], int]:
     return loop
 
 
-def on_pixel_grid(x: torch.Tensor) -> bool:
+def on_pixel_grid(x: torch.Tensor | np.ndarray) -> bool:
     """Whether every value of x is on the 8-bit pixel grid x = c / 127.5 - 1, c in 0..255 (within
     1e-3 of a code, in float32), and so finite."""
     from qnnlab.kernels import _numba
 
+    if not isinstance(x, np.ndarray):
+        x = x.detach().to(torch.float32).contiguous().numpy()
     # a serial kernel: called directly, it needs neither numba's pool nor the launch lock
-    return bool(_numba.on_pixel_grid(x.detach().to(torch.float32).contiguous().reshape(-1).numpy()))
+    return bool(_numba.on_pixel_grid(np.ascontiguousarray(x, dtype=np.float32).reshape(-1)))

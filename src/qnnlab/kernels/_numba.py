@@ -184,25 +184,24 @@ def binary_conv_direct(x, w_t, channels, stride, padding, out):
                 out[b, oy, ox, o] = taps * channels - 2 * acc[o]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def on_pixel_grid(x):
     """Whether every value of x (float32, flat) is c / 127.5 - 1 for an integer c in 0..255, within
     1e-3 of a code; NaN and infinity fail the comparisons. Blocks of ``GRID_BLOCK`` values counted
     without branches, stopping after the first block with a miss. Each block is a slice indexed
-    from 0 and its test three int32 flags, so the loop vectorises with plain loads (indexing x
-    from a block's start gathered, twice as slow)."""
+    from 0 (indexing x from a block's start gathered, twice as slow) and its count a float32
+    (exact below 2^24), which LLVM may reassociate into vector lanes; numba adds integers as int64,
+    four to a vector. Reassociation may also fold the two additions of 127.5 and 0.5 into one,
+    which moves ``nearest`` only for codes half-way between two, and those fail either way."""
     n = x.shape[0]
     for start in range(0, n, GRID_BLOCK):
         block = x[start : min(n, start + GRID_BLOCK)]
-        on = np.int32(0)
+        on = np.float32(0)
         for i in range(block.shape[0]):
             code = block[i] * np.float32(127.5) + np.float32(127.5)
             nearest = np.floor(code + np.float32(0.5))
-            on += (
-                np.int32(abs(code - nearest) <= np.float32(1e-3))
-                & np.int32(nearest >= np.float32(0))
-                & np.int32(nearest <= np.float32(255))
-            )
+            fits = (abs(code - nearest) <= np.float32(1e-3)) & (nearest >= np.float32(0)) & (nearest <= np.float32(255))
+            on += np.float32(fits)
         if on != block.shape[0]:
             return False
     return True

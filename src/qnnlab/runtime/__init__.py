@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -36,6 +37,27 @@ VERSION = 3  # 2: convolutions' padding corrections are no longer stored; 3: the
 PIXELS = "pixels"  # x = c / 127.5 - 1 for 8-bit codes c, as qnnlab's image loaders feed a model
 
 __all__ = ["PIXELS", "ExportError", "PackedModel", "export", "load"]
+
+
+def float32_values(x: torch.Tensor) -> np.ndarray:
+    """The images x (B, ...) as a C-contiguous float32 array, x's own memory where it already is
+    one, by one call into torch where it can (once a kernel has run, each read of a tensor's
+    attributes costs microseconds: torch's code is out of the caches). Anything but a float
+    tensor of images on the CPU raises ValueError."""
+    values = None
+    if isinstance(x, torch.Tensor):
+        try:
+            values = x.numpy()  # refuses tensors that need grad, off the CPU, or of dtypes numpy lacks
+        except (TypeError, RuntimeError):
+            pass
+    if values is not None and values.dtype == np.float32 and values.ndim >= 2 and values.flags.c_contiguous:
+        return values
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"input must be a float tensor (B, ...) of images, got {got}")
+    if x.device.type != "cpu":
+        raise ValueError(f"the packed runtime runs on the CPU, got a tensor on {x.device}; move it with .cpu()")
+    return x.detach().to(torch.float32).contiguous().numpy()
 
 
 class PackedModel:
@@ -81,47 +103,51 @@ class PackedModel:
 
     def check_input(self, x: torch.Tensor) -> tuple[int, ...]:
         """The output shape for ``x``; an input of the wrong type, shape or values raises ValueError."""
-        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
-            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"input must be a float tensor (B, ...) of images, got {got}")
-        shape = tuple(x.shape[1:])
+        return self._checked_input(x)[1]
+
+    def _checked_input(self, x: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...]]:
+        """x's values as a float32 array (``float32_values``) and the output shape, once
+        ``check_input``'s checks pass: the fused forms take the array, so a call converts x once."""
+        values = float32_values(x)
+        shape = values.shape[1:]
         if (
             self.input_shape is not None
             and shape != self.input_shape
             and (len(self.input_shape) != 1 or math.prod(shape) != self.input_shape[0])
         ):
             raise ValueError(f"input images have shape {shape}; the model was exported for {self.input_shape}")
-        if x.numel() and not self._values_fit(x):
-            bad = int((~torch.isfinite(x)).sum())
+        if values.size and not self._values_fit(values):
+            bad = int((~np.isfinite(values)).sum())
             if bad:
                 raise ValueError(f"input holds {bad} NaN or infinite values; the packed runtime takes finite inputs")
-            codes = (x.to(torch.float64) + 1) * 127.5
-            off = ((codes - codes.round()).abs() > 1e-3) | (codes < -1e-3) | (codes > 255 + 1e-3)
+            codes = (values.astype(np.float64) + 1) * 127.5
+            off = (np.abs(codes - codes.round()) > 1e-3) | (codes < -1e-3) | (codes > 255 + 1e-3)
             raise ValueError(
-                f"{int(off.sum())} input values (e.g. {float(x[off][0]):g}) are not on the 8-bit pixel grid the "
+                f"{int(off.sum())} input values (e.g. {float(values[off][0]):g}) are not on the 8-bit pixel grid the "
                 f"model was trained on, x = c / 127.5 - 1 for c in 0..255; scale 0..255 pixels p as "
                 f"p / 127.5 - 1 (qnnlab.data.batches.to_unit_range)"
             )
-        return self.output_shape(shape if self.input_shape is None or len(self.input_shape) != 1 else self.input_shape)
+        one = shape if self.input_shape is None or len(self.input_shape) != 1 else self.input_shape
+        return values, self.output_shape(one)
 
-    def _values_fit(self, x: torch.Tensor) -> bool:
+    def _values_fit(self, values: np.ndarray) -> bool:
         """Finite, and on the 8-bit pixel grid where the model was trained on it: one pass in float32
         (``kernels.on_pixel_grid``), the detail only when the check fails."""
         if self.input_grid != PIXELS:
-            return bool(torch.isfinite(x).all())
-        return kernels.on_pixel_grid(x)
+            return bool(np.isfinite(values).all())
+        return kernels.on_pixel_grid(values)
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
-        out_shape = self.check_input(x)
-        if len(x) == 0:
+        values, out_shape = self._checked_input(x)
+        if len(values) == 0:
             return torch.zeros(0, *out_shape)
-        if self.fused is not None and not reference and len(x) <= BATCH_LIMIT:
-            return self.fused(x)
+        if self.fused is not None and not reference and len(values) <= BATCH_LIMIT:
+            return self.fused(values)
         if self.fused_batch is not None and not reference:
-            return self.fused_batch(x)
-        for step in self.steps if reference else self.plan:
-            x = step.reference(x) if reference else step(x)
+            return self.fused_batch(values)
+        with torch.no_grad():
+            for step in self.steps if reference else self.plan:
+                x = step.reference(x) if reference else step(x)
         return x
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:

@@ -114,11 +114,11 @@ class FusedDense:
         parts = BinaryChain.split(steps[3:])
         return cls(steps[1], steps[2], BinaryChain(*parts)) if parts else None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of x (B, ...) on the 8-bit pixel grid, B <= BATCH_LIMIT."""
+    def __call__(self, values: np.ndarray) -> torch.Tensor:
+        """Logits of images ``values`` (B, ...) float32 on the 8-bit pixel grid, B <= BATCH_LIMIT."""
         from qnnlab.kernels._fused import dense_chain
 
-        flat = x.reshape(x.shape[0], -1).to(torch.float32).contiguous().numpy()
+        flat = values.reshape(len(values), -1)
         out = np.empty((flat.shape[0], len(self.chain.scale)), dtype=np.float32)
         kernels.launch(
             dense_chain, flat, self.w0, self.offset0, self.bias0, self.sign0, self.bound0, *self.chain.tables(), out
@@ -652,13 +652,14 @@ class FusedDenseBatch:
             return cls(plan[1], plan[2])
         return None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, values: np.ndarray) -> torch.Tensor:
+        """Logits of images ``values`` (B, ...) float32 on the 8-bit pixel grid."""
         from qnnlab.kernels._fused import dense_batch
 
-        flat = x.reshape(len(x), -1).to(torch.float32).contiguous().numpy()
+        flat = values.reshape(len(values), -1)
         if flat.shape[1] != self.first.linear.k:
             raise ValueError(f"the model takes {self.first.linear.k} features per image, got {flat.shape[1]}")
-        out = np.empty((len(x), len(self.tail.chain.scale)), dtype=np.float32)
+        out = np.empty((len(flat), len(self.tail.chain.scale)), dtype=np.float32)
         kernels.launch(dense_batch, flat, *self.first.tables(), *self.tail.chain.tables(), out)
         return torch.from_numpy(out)
 
@@ -741,14 +742,14 @@ class FusedCNN:
             return None
         return cls(first, convs, tail, shape)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of one image x (1, C, H, W) on the 8-bit pixel grid."""
+    def __call__(self, values: np.ndarray) -> torch.Tensor:
+        """Logits of one image ``values`` (1, C, H, W) float32 on the 8-bit pixel grid."""
         from qnnlab.kernels._fused_conv import conv_chain
 
-        if len(x) != 1:
-            raise ValueError(f"the fused CNN runs one image at a time, got a batch of {len(x)}")
+        if len(values) != 1:
+            raise ValueError(f"the fused CNN runs one image at a time, got a batch of {len(values)}")
         out = np.empty((1, self.classes), dtype=np.float32)
-        kernels.launch(conv_chain, x.to(torch.float32).contiguous().numpy(), *self.first, *self.convs, *self.tail, out)
+        kernels.launch(conv_chain, values, *self.first, *self.convs, *self.tail, out)
         return torch.from_numpy(out)
 
 
