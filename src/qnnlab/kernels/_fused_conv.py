@@ -11,7 +11,7 @@ from numba import config, njit, prange
 
 from qnnlab.kernels._float_tiles import COLUMNS as FLOAT_COLUMNS
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
-from qnnlab.kernels._float_tiles import float_inside_words, float_tile, inside_words
+from qnnlab.kernels._float_tiles import WORD, float_inside_words, float_tile, inside_words, threshold_words
 from qnnlab.kernels._fused import binary_tail_serial
 from qnnlab.kernels._numba import parallel_and_serial
 from qnnlab.kernels._panels import COLUMNS
@@ -385,6 +385,38 @@ def _residual_conv_shortcut(conv, short, out):
                     out[b, py, px, o] = values[px, o] + shortcut[px, o]
 
 
+@njit(inline="always")
+def _sign_pixel(values, sign, bound, words):
+    """Pack the signs of one pixel's channels ``values`` float32 into ``words``: bit c = (sign[c]
+    values[c] >= bound[c]), the tables of ``kernels.threshold_tables`` (``kernels.threshold_pack``'s
+    bits), 64 channels a word by vector compares where the channels are whole words."""
+    channels = values.shape[0]
+    if channels % WORD == 0:
+        threshold_words(values, sign, bound, channels, words)
+        return
+    for w in range(words.shape[0]):
+        word = np.uint64(0)
+        for c in range(w * WORD, min(channels, (w + 1) * WORD)):
+            fires = np.float64(values[c]) * sign[c] >= bound[c]
+            word |= np.uint64(fires) << np.uint64(c - w * WORD)
+        words[w] = word
+
+
+def _stream_signs(stream, signs, bits):
+    """bits (B, H, W, words) = the packed signs of a Bi-Real block's real stream (B, H, W, C)
+    float32 by its threshold signs = (sign, bound) (``_sign_pixel``)."""
+    pixels, words = stream.reshape((-1, stream.shape[3])), bits.reshape((-1, bits.shape[3]))
+    for i in prange(pixels.shape[0]):
+        _sign_pixel(pixels[i], signs[0], signs[1], words[i])
+
+
+@njit(inline="always")
+def _stream_bits(stream):
+    """An empty (B, H, W, words) array for the packed signs of a stream (B, H, W, C)."""
+    batch, height, width, channels = stream.shape
+    return np.empty((batch, height, width, (channels + WORD - 1) // WORD), dtype=np.uint64)
+
+
 pixel_conv_threshold, pixel_conv_threshold_serial = parallel_and_serial(_pixel_conv_threshold)
 pixel_conv_values, pixel_conv_values_serial = parallel_and_serial(_pixel_conv_values)
 conv_pool_threshold, conv_pool_threshold_serial = parallel_and_serial(_conv_pool_threshold)
@@ -392,6 +424,36 @@ conv_pool_threshold_flat, conv_pool_threshold_flat_serial = parallel_and_serial(
 conv_values, conv_values_serial = parallel_and_serial(_conv_values)
 residual_conv, residual_conv_serial = parallel_and_serial(_residual_conv)
 residual_conv_shortcut, residual_conv_shortcut_serial = parallel_and_serial(_residual_conv_shortcut)
+stream_signs, stream_signs_serial = parallel_and_serial(_stream_signs)
+
+
+# A Bi-Real block in one call: its stream's signs, then its convolutions and sum, on the pool or
+# (serial) on the calling thread. The signs are a kernel of their own: packed in the convolution's
+# own loop nest, the block ran 1.5x slower.
+@njit(cache=True, nogil=True)
+def residual_block(tables, signs, stream, reach, out, serial):
+    """``residual_conv`` of conv = (the signs of stream by ``signs``, *tables)."""
+    bits = _stream_bits(stream)
+    if serial:
+        stream_signs_serial(stream, signs, bits)
+        residual_conv_serial((bits,) + tables, stream, reach, out)
+    else:
+        stream_signs(stream, signs, bits)
+        residual_conv((bits,) + tables, stream, reach, out)
+
+
+@njit(cache=True, nogil=True)
+def residual_block_shortcut(tables, signs, short_tables, short_signs, stream, out, serial):
+    """``residual_conv_shortcut`` of the stream's signs by ``signs`` and by ``short_signs``."""
+    bits, short_bits = _stream_bits(stream), _stream_bits(stream)
+    if serial:
+        stream_signs_serial(stream, signs, bits)
+        stream_signs_serial(stream, short_signs, short_bits)
+        residual_conv_shortcut_serial((bits,) + tables, (short_bits,) + short_tables, out)
+    else:
+        stream_signs(stream, signs, bits)
+        stream_signs(stream, short_signs, short_bits)
+        residual_conv_shortcut((bits,) + tables, (short_bits,) + short_tables, out)
 
 
 # the columns of conv_chain's geometry table, one row per binary convolution

@@ -515,21 +515,21 @@ class ResidualDense:
 class ResidualConv:
     """A Bi-Real block of a binary CNN (BNN+; ``residual``: threshold at 0, binary_conv, maxpool or
     none, channel_affine; shortcut none, avgpool, or threshold, binary_conv, channel_affine) as the
-    signs of the real stream packed and one kernel call (``_fused_conv.residual_conv``) that writes
-    the block's output row by row, where the ops make seven passes over float feature maps."""
+    one kernel call (``_fused_conv.residual_block``) that packs the signs of the real stream and
+    writes the block's output row by row, where the ops make seven passes over float feature maps."""
 
     def __init__(self, block: Any, pool: int, shortcut: list[Any]) -> None:
         threshold, self.conv, *_, affine = block.parts[0]
         self.pool, self.block = pool, block
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
         self.tables = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
-        self.tail = _conv_tables(self.conv, affine)
         self.reach = shortcut[0].kernel if [op.kind for op in shortcut] == ["avgpool"] else 1
+        self.branch = (*self._geometry(self.conv), pool, *_conv_tables(self.conv, affine))
         self.short = None
         if len(shortcut) == 3:
-            s_threshold, self.short_conv, s_affine = shortcut
+            s_threshold, short_conv, s_affine = shortcut
             self.short_tables = kernels.threshold_tables(s_threshold.t, s_threshold.positive, s_threshold.constant)
-            self.short = _conv_tables(self.short_conv, s_affine)
+            self.short = (*self._geometry(short_conv), 1, *_conv_tables(short_conv, s_affine))
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[ResidualConv, int] | None:
@@ -564,20 +564,15 @@ class ResidualConv:
         if size not in self._sizes:  # the ops' checks, once per input size
             self._sizes[size] = self.block.out_shape((conv.channels, *size))[1:]
         height, width = self._sizes[size]
-        stream = x.to(torch.float32).contiguous()
-        rows = stream.reshape(-1, conv.channels)
-        bits = kernels.threshold_pack_tables(rows, *self.tables).reshape(*x.shape[:3], -1)
+        stream = x.to(torch.float32).contiguous().numpy()
         out = np.empty((len(x), height, width, conv.out_channels), np.float32)
         serial = kernels.parallel_threads() == 1  # one image's rows are worth splitting across threads
-        branch = (bits.numpy().view(np.uint64), *self._geometry(conv), self.pool, *self.tail)
         if self.short is None:
-            kernel = fc.residual_conv_serial if serial else fc.residual_conv
-            kernels.launch(kernel, branch, stream.numpy(), self.reach, out)
+            kernels.launch(fc.residual_block, self.branch, self.tables, stream, self.reach, out, serial)
         else:
-            short_bits = kernels.threshold_pack_tables(rows, *self.short_tables).reshape(*x.shape[:3], -1)
-            short = (short_bits.numpy().view(np.uint64), *self._geometry(self.short_conv), 1, *self.short)
-            kernel = fc.residual_conv_shortcut_serial if serial else fc.residual_conv_shortcut
-            kernels.launch(kernel, branch, short, out)
+            kernels.launch(
+                fc.residual_block_shortcut, self.branch, self.tables, self.short, self.short_tables, stream, out, serial
+            )
         return torch.from_numpy(out)
 
     @staticmethod
