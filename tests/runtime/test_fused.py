@@ -310,6 +310,8 @@ def test_a_bireal_block_of_a_cnn_equals_its_ops(
     expected = block.packed(x)
     assert torch.equal(step(x), expected)
     assert torch.equal(step(x[:1]), expected[:1])
+    from_array = step(x.numpy())  # an array in, an array out (``fused.ArrayStep``)
+    assert isinstance(from_array, np.ndarray) and np.array_equal(from_array, expected.numpy())
     monkeypatch.setattr(kernels, "parallel_threads", lambda: 1)  # one thread: the serial kernel
     assert torch.equal(step(x), expected)
     with pytest.raises(ValueError, match=f"expected \\(B, H, W, {channels}\\) maps"):

@@ -19,6 +19,7 @@ however short the loops around them.
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -105,6 +106,24 @@ def threshold_words(values, sign, bound, count, out):
         out[word] = threshold_bits(
             values[at:].ctypes.data, sign[at:].ctypes.data, bound[at:].ctypes.data, min(WORD, count - at)
         )
+
+
+@njit(inline="always")
+def sign_words(values, sign, bound, words):
+    """Pack the thresholded signs of one row ``values`` float32 (a pixel's channels, a sample's
+    units) into ``words``: bit c = (sign[c] values[c] >= bound[c]), the tables of
+    ``kernels.threshold_tables`` (``kernels.threshold_pack``'s bits), 64 entries a word by vector
+    compares (``threshold_words``) where the row is whole words."""
+    count = values.shape[0]
+    if count % WORD == 0:
+        threshold_words(values, sign, bound, count, words)
+        return
+    for w in range(words.shape[0]):
+        word = np.uint64(0)
+        for c in range(w * WORD, min(count, (w + 1) * WORD)):
+            fires = np.float64(values[c]) * sign[c] >= bound[c]
+            word |= np.uint64(fires) << np.uint64(c - w * WORD)
+        words[w] = word
 
 
 @njit(parallel=True, cache=True, nogil=True)

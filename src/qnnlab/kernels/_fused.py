@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from qnnlab.kernels import _int8_tiles, _panels
-from qnnlab.kernels._float_tiles import inside_bits, threshold_words
+from qnnlab.kernels._float_tiles import inside_bits, sign_words, threshold_words
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
 from qnnlab.kernels._panels import COLUMNS, gemm, signed_tile
@@ -220,6 +220,17 @@ def residual_dense(bits, layer_panels, k, x, bias, scale, shift, out):
                 found, stream, target = products[r], x[first + r, at : at + units], out[first + r, at : at + units]
                 for j in range(units):
                     target[j] = (np.float32(found[j]) + unit_bias[j]) * unit_scale[j] + unit_shift[j] + stream[j]
+
+
+@njit(cache=True, nogil=True)
+def residual_dense_block(stream, signs, layer_panels, k, bias, scale, shift, out):
+    """``residual_dense`` of a Bi-Real block of a binary MLP in one call: the signs of its real
+    stream (B, K) float32 by its threshold signs = (sign, bound) (``_float_tiles.sign_words``,
+    one row at a time on the calling thread: B ceil(K / 64) words), then the block."""
+    bits = np.empty((stream.shape[0], (stream.shape[1] + 63) // 64), dtype=np.uint64)
+    for b in range(stream.shape[0]):
+        sign_words(stream[b], signs[0], signs[1], bits[b])
+    residual_dense(bits, layer_panels, k, stream, bias, scale, shift, out)
 
 
 @njit(cache=True, nogil=True)

@@ -11,7 +11,7 @@ from numba import config, njit, prange
 
 from qnnlab.kernels._float_tiles import COLUMNS as FLOAT_COLUMNS
 from qnnlab.kernels._float_tiles import ROWS as FLOAT_ROWS
-from qnnlab.kernels._float_tiles import WORD, float_inside_words, float_tile, inside_words, threshold_words
+from qnnlab.kernels._float_tiles import WORD, float_inside_words, float_tile, inside_words, sign_words
 from qnnlab.kernels._fused import binary_tail_serial
 from qnnlab.kernels._numba import parallel_and_serial
 from qnnlab.kernels._panels import COLUMNS
@@ -385,29 +385,12 @@ def _residual_conv_shortcut(conv, short, out):
                     out[b, py, px, o] = values[px, o] + shortcut[px, o]
 
 
-@njit(inline="always")
-def _sign_pixel(values, sign, bound, words):
-    """Pack the signs of one pixel's channels ``values`` float32 into ``words``: bit c = (sign[c]
-    values[c] >= bound[c]), the tables of ``kernels.threshold_tables`` (``kernels.threshold_pack``'s
-    bits), 64 channels a word by vector compares where the channels are whole words."""
-    channels = values.shape[0]
-    if channels % WORD == 0:
-        threshold_words(values, sign, bound, channels, words)
-        return
-    for w in range(words.shape[0]):
-        word = np.uint64(0)
-        for c in range(w * WORD, min(channels, (w + 1) * WORD)):
-            fires = np.float64(values[c]) * sign[c] >= bound[c]
-            word |= np.uint64(fires) << np.uint64(c - w * WORD)
-        words[w] = word
-
-
 def _stream_signs(stream, signs, bits):
     """bits (B, H, W, words) = the packed signs of a Bi-Real block's real stream (B, H, W, C)
-    float32 by its threshold signs = (sign, bound) (``_sign_pixel``)."""
+    float32 by its threshold signs = (sign, bound) (``_float_tiles.sign_words``)."""
     pixels, words = stream.reshape((-1, stream.shape[3])), bits.reshape((-1, bits.shape[3]))
     for i in prange(pixels.shape[0]):
-        _sign_pixel(pixels[i], signs[0], signs[1], words[i])
+        sign_words(pixels[i], signs[0], signs[1], words[i])
 
 
 @njit(inline="always")

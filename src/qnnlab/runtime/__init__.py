@@ -29,7 +29,7 @@ from qnnlab import kernels
 from qnnlab.runtime import maps as _maps  # noqa: F401  (registers the ops on real feature maps)
 from qnnlab.runtime import ops as runtime_ops
 from qnnlab.runtime.export import ExportError, export_model
-from qnnlab.runtime.fused import BATCH_LIMIT, FusedCNN, FusedDense, FusedDenseBatch, packed_plan
+from qnnlab.runtime.fused import BATCH_LIMIT, ArrayStep, FusedCNN, FusedDense, FusedDenseBatch, packed_plan
 from qnnlab.storage import atomic_write, read_safetensors, tensors_digest
 
 FORMAT = "qnnlab-packed"
@@ -145,10 +145,17 @@ class PackedModel:
             return self.fused(values)
         if self.fused_batch is not None and not reference:
             return self.fused_batch(values)
+        if reference:
+            with torch.no_grad():
+                for step in self.steps:
+                    x = step.reference(x)
+            return x
+        if isinstance(self.plan[0], ArrayStep):
+            x = values
         with torch.no_grad():
-            for step in self.steps if reference else self.plan:
-                x = step.reference(x) if reference else step(x)
-        return x
+            for step in self.plan:  # arrays between array steps (``ArrayStep``), tensors into the ops
+                x = step(x if isinstance(step, ArrayStep) or not isinstance(x, np.ndarray) else torch.from_numpy(x))
+        return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         return self(x, reference=True)

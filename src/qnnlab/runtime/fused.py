@@ -19,7 +19,9 @@
 - ``FusedDenseBatch``: with VNNI, a binary MLP at a batch as one call (first layer, binary layers).
 - ``BinaryTail``: the binary layers that end a model, as one call.
 
-``packed_plan`` replaces each fusable run of ops; the reference path always runs the ops."""
+``packed_plan`` replaces each fusable run of ops; the reference path always runs the ops. The
+steps but the two whole-model forms are ``ArrayStep``s: the plan hands numpy arrays from one to
+the next."""
 
 from __future__ import annotations
 
@@ -32,6 +34,13 @@ from qnnlab import kernels
 from qnnlab.runtime import ops as runtime_ops
 
 BATCH_LIMIT = 1  # FusedDense and FusedCNN: from batch 2 the blocked products of a batch are faster
+
+
+class ArrayStep:
+    """A fused step that takes numpy arrays as well as tensors and returns what it took (``_like``):
+    the plan hands arrays from one such step to the next, with no torch call between their kernels.
+    Once a kernel has run, torch's code is out of the caches and each torch call costs
+    microseconds, a large share of a small call."""
 
 
 class BinaryChain:
@@ -126,7 +135,7 @@ class FusedDense:
         return torch.from_numpy(out)
 
 
-class BinaryTail:
+class BinaryTail(ArrayStep):
     """The binary layers that end a model (a CNN's classifier, an MLP after its first layer) in
     one call: one sample on the calling thread, a batch as the blocked products of the whole
     batch per layer (``_fused.binary_tail_batch``), which read each weight once."""
@@ -144,15 +153,15 @@ class BinaryTail:
 
         out = np.empty((packed.shape[0], len(self.chain.scale)), dtype=np.float32)
         kernel = binary_tail_serial if packed.shape[0] == 1 else binary_tail_batch
-        kernels.launch(kernel, packed.contiguous().numpy().view(np.uint64), *self.chain.tables(), out)
-        return torch.from_numpy(out)
+        kernels.launch(kernel, _words(packed), *self.chain.tables(), out)
+        return _like(packed, out)
 
 
 def _bias(op: Any, n: int) -> np.ndarray:
     return op.bias.to(torch.float32).numpy() if op.bias is not None else np.zeros(n, dtype=np.float32)
 
 
-class ConvPoolThreshold:
+class ConvPoolThreshold(ArrayStep):
     """binary_conv [+ maxpool with kernel = stride] + threshold (nhwc, or flat before the
     classifier) as one kernel call."""
 
@@ -180,10 +189,9 @@ class ConvPoolThreshold:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels import _fused_conv as fc
-        from qnnlab.kernels import _words_view
 
         conv = self.conv
-        if x.dim() != 4 or x.shape[3] != kernels.words(conv.channels):
+        if x.ndim != 4 or x.shape[3] != kernels.words(conv.channels):
             raise ValueError(f"layer {conv.layer}: expected channel-packed bits, got {tuple(x.shape)}")
         _, conv_h, conv_w = conv.out_shape((conv.channels, x.shape[1], x.shape[2]))
         pooled = (conv.out_channels, conv_h // self.pool, conv_w // self.pool)
@@ -197,7 +205,7 @@ class ConvPoolThreshold:
             kernel = fc.conv_pool_threshold_serial if len(x) == 1 else fc.conv_pool_threshold
         kernels.launch(
             kernel,
-            _words_view(x),
+            _words(x),
             self.panels,
             self.corrections,
             conv.channels,
@@ -208,10 +216,10 @@ class ConvPoolThreshold:
             self.high,
             out,
         )
-        return torch.from_numpy(out.view(np.int64))
+        return _like(x, out.view(np.int64))
 
 
-class _PixelFilters:
+class _PixelFilters(ArrayStep):
     """A first convolution's filters (a real_conv's +-1, a float conv's real values) as float32
     panels of ``_float_tiles.COLUMNS`` output channels (taps in (dy, dx, c) order) for the kernels
     on 8-bit pixel codes, and the classes of output positions by which of their window's taps lie
@@ -253,7 +261,7 @@ class _PixelFilters:
         conv = self.conv
         kernels.launch(
             kernel,
-            x.to(torch.float32).contiguous().numpy(),
+            _floats(x),
             self.panels,
             conv.kernel,
             conv.stride,
@@ -305,7 +313,7 @@ class PixelConvThreshold(_PixelFilters):
         _, out_h, out_w = self.conv.out_shape(tuple(x.shape[1:]))
         out = np.empty((len(x), out_h, out_w, kernels.words(self.conv.out_channels)), np.uint64)
         kernel = pixel_conv_threshold_serial if len(x) == 1 else pixel_conv_threshold
-        return torch.from_numpy(self._launch(kernel, x, self.ranges(x.shape[2], x.shape[3]), out).view(np.int64))
+        return _like(x, self._launch(kernel, x, self.ranges(x.shape[2], x.shape[3]), out).view(np.int64))
 
 
 class PixelConv(_PixelFilters):
@@ -341,7 +349,7 @@ class PixelConv(_PixelFilters):
         tables = (*self._tables[height, width], self.bias, self.scale, self.shift)
         out = np.empty((len(x), out_h, out_w, self.conv.out_channels), np.float32)
         kernel = pixel_conv_values_serial if kernels.parallel_threads() == 1 else pixel_conv_values
-        return torch.from_numpy(self._launch(kernel, x, tables, out))
+        return _like(x, self._launch(kernel, x, tables, out))
 
 
 def _filters(conv: Any) -> torch.Tensor:
@@ -360,7 +368,7 @@ def _window_classes(size: int, extent: int, stride: int, padding: int) -> tuple[
     return np.array([classes.index(t) for t in taps], dtype=np.int64), classes
 
 
-class PixelLinearThreshold:
+class PixelLinearThreshold(ArrayStep):
     """real_linear + threshold (rows) on the 8-bit pixel grid: the exact centred sums, then bias,
     threshold and packing in one kernel call, with the ops' arithmetic. The product runs on VNNI
     register tiles where the CPU has them (``kernels._int8_tiles``: ``panels`` is set), else as
@@ -401,15 +409,15 @@ class PixelLinearThreshold:
         if x.shape[1] != self.linear.k:
             raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
         if self.panels is not None:
-            kernels.launch(pixel_dense_threshold, x.to(torch.float32).contiguous().numpy(), *self.tables(), out)
+            kernels.launch(pixel_dense_threshold, _floats(x), *self.tables(), out)
         else:
-            codes = ((x.to(torch.float32) + 1) * 127.5).round()
+            codes = ((torch.as_tensor(x).to(torch.float32) + 1) * 127.5).round()
             sums = self.linear.centred_sums(codes).to(torch.int32).contiguous().numpy()
             kernels.launch(centred_threshold, sums, self.offset, self.bias, self.sign, self.bound, out)
-        return torch.from_numpy(out.view(np.int64))
+        return _like(x, out.view(np.int64))
 
 
-class PixelLinear:
+class PixelLinear(ArrayStep):
     """real_linear on the 8-bit pixel grid whose output stays real (no threshold follows: BNN+'s
     real stream begins there), with the batch norm (affine) after it if there is one: the ops'
     values from its exact centred sums, at batch 1 by masked additions on the packed weights
@@ -439,19 +447,19 @@ class PixelLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from qnnlab.kernels._fused import pixel_dense_values, pixel_dense_values_serial
 
-        if x.dim() != 2 or x.shape[1] != self.linear.k:
+        if x.ndim != 2 or x.shape[1] != self.linear.k:
             raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
         if len(x) > 1 and self.panels is None:
-            y = self.linear.packed(x)
+            y = self.linear.packed(torch.as_tensor(x))
             return self.affine.packed(y) if self.affine else y
         out = np.empty((len(x), len(self.bias)), np.float32)
-        x = x.to(torch.float32).contiguous().numpy()
+        values = _floats(x)
         tables = self.offset, self.bias, self.scale, self.shift
         if len(out) == 1:
-            kernels.launch(pixel_dense_values_serial, x, self.w0, *tables, out)
+            kernels.launch(pixel_dense_values_serial, values, self.w0, *tables, out)
         else:
-            kernels.launch(pixel_dense_values, x, self.panels, self.shifts, *tables, out)
-        return torch.from_numpy(out)
+            kernels.launch(pixel_dense_values, values, self.panels, self.shifts, *tables, out)
+        return _like(x, out)
 
 
 def _int8_panels(weight: torch.Tensor, k: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -467,11 +475,11 @@ def _int8_panels(weight: torch.Tensor, k: int, size: int) -> tuple[np.ndarray, n
     return panels, 128 * weights.sum(1, dtype=torch.int64).numpy()
 
 
-class ResidualDense:
+class ResidualDense(ArrayStep):
     """A Bi-Real block of a binary MLP (``residual``: threshold at 0, binary_linear, affine; no
-    shortcut op) as two kernel calls, the signs of the real stream packed, then the binary
-    product, batch norm and sum per register tile (``_fused.residual_dense``), where the ops
-    make five passes over (B, N) tensors."""
+    shortcut op) as one kernel call, the signs of the real stream packed, then the binary
+    product, batch norm and sum per register tile (``_fused.residual_dense_block``), where the
+    ops make five passes over (B, N) tensors."""
 
     def __init__(self, block: Any) -> None:
         threshold, self.linear, affine = block.parts[0]
@@ -491,28 +499,17 @@ class ResidualDense:
         return None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from qnnlab.kernels._fused import residual_dense
+        from qnnlab.kernels._fused import residual_dense_block
 
-        if x.dim() != 2 or x.shape[1] != self.linear.k:
+        if x.ndim != 2 or x.shape[1] != self.linear.k:
             raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
-        bits = kernels.threshold_pack_tables(x, *self.tables)
         out = np.empty((len(x), len(self.bias)), np.float32)
-        stream = x.to(torch.float32).contiguous().numpy()
-        kernels.launch(
-            residual_dense,
-            bits.numpy().view(np.uint64),
-            self.panels,
-            self.linear.k,
-            stream,
-            self.bias,
-            self.scale,
-            self.shift,
-            out,
-        )
-        return torch.from_numpy(out)
+        tables = self.panels, self.linear.k, self.bias, self.scale, self.shift
+        kernels.launch(residual_dense_block, _floats(x), self.tables, *tables, out)
+        return _like(x, out)
 
 
-class ResidualConv:
+class ResidualConv(ArrayStep):
     """A Bi-Real block of a binary CNN (BNN+; ``residual``: threshold at 0, binary_conv, maxpool or
     none, channel_affine; shortcut none, avgpool, or threshold, binary_conv, channel_affine) as the
     one kernel call (``_fused_conv.residual_block``) that packs the signs of the real stream and
@@ -556,7 +553,7 @@ class ResidualConv:
         from qnnlab.kernels import _fused_conv as fc
 
         conv = self.conv
-        if x.dim() != 4 or x.shape[3] != conv.channels:
+        if x.ndim != 4 or x.shape[3] != conv.channels:
             raise ValueError(
                 f"layer {self.block.layer}: expected (B, H, W, {conv.channels}) maps, got {tuple(x.shape)}"
             )
@@ -564,7 +561,7 @@ class ResidualConv:
         if size not in self._sizes:  # the ops' checks, once per input size
             self._sizes[size] = self.block.out_shape((conv.channels, *size))[1:]
         height, width = self._sizes[size]
-        stream = x.to(torch.float32).contiguous().numpy()
+        stream = _floats(x)
         out = np.empty((len(x), height, width, conv.out_channels), np.float32)
         serial = kernels.parallel_threads() == 1  # one image's rows are worth splitting across threads
         if self.short is None:
@@ -573,7 +570,7 @@ class ResidualConv:
             kernels.launch(
                 fc.residual_block_shortcut, self.branch, self.tables, self.short, self.short_tables, stream, out, serial
             )
-        return torch.from_numpy(out)
+        return _like(x, out)
 
     @staticmethod
     def _geometry(conv: Any) -> tuple[Any, ...]:
@@ -753,6 +750,23 @@ def _padded(values: np.ndarray, size: int) -> np.ndarray:
     out = np.zeros(size, dtype=values.dtype)
     out[: len(values)] = values
     return out
+
+
+def _floats(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """x as a C-contiguous float32 array, x's own memory where it already is one."""
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return x.to(torch.float32).contiguous().numpy()
+
+
+def _words(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Packed bits x (int64 words) as a C-contiguous uint64 array."""
+    return np.ascontiguousarray(x if isinstance(x, np.ndarray) else x.numpy()).view(np.uint64)
+
+
+def _like(x: torch.Tensor | np.ndarray, out: np.ndarray) -> torch.Tensor | np.ndarray:
+    """out as x came: an array for an array (``ArrayStep``), else a tensor."""
+    return out if isinstance(x, np.ndarray) else torch.from_numpy(out)
 
 
 def packed_plan(steps: list[Any], on_pixel_grid: bool) -> list[Any]:
