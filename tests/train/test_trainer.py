@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -162,45 +163,33 @@ def test_language_model_reports_bits_per_character(tmp_path):
     assert {"val_bpc", "train_bpc"} <= set(metrics[0]) and 2.0 < metrics[0]["val_bpc"] < 7.0
 
 
+def _train_with_torchrun(out):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "qnnlab.cli", "train", "--recipe", "bnn", "--model", "mlp-small", "--epochs", "1"]
+    command += ["--set", "limit_steps=10", "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _ranks_own_messages(stderr):
+    """What the ranks printed, before torchrun's own report of the failure (which is all a tail shows)."""
+    return stderr.split("ChildFailedError")[0][-3000:]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 def test_data_parallel_training_with_two_processes(tmp_path):
-    import socket
-
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            port,
-            "-m",
-            "qnnlab.cli",
-            "train",
-            "--recipe",
-            "bnn",
-            "--model",
-            "mlp-small",
-            "--epochs",
-            "1",
-            "--set",
-            "limit_steps=10",
-            "--out",
-            str(tmp_path / "ddp"),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    out = tmp_path / "ddp"
+    result = _train_with_torchrun(out)
+    if result.returncode != 0 and "(SIGABRT)" in result.stderr:
+        # a rank aborted, in one CI run and in none of 53 tries on a dev machine; gloo's TCP transport has aborts
+        # of that kind on connection races (e.g. pytorch/pytorch#188266): one fresh try, and what the
+        # ranks printed goes into the test's warnings so the cause can be read
+        printed = _ranks_own_messages(result.stderr)
+        warnings.warn(f"a torchrun rank aborted, tried again; the ranks printed: {printed}", stacklevel=1)
+        out = tmp_path / "ddp-again"
+        result = _train_with_torchrun(out)
+    assert result.returncode == 0, _ranks_own_messages(result.stderr)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["test_accuracy"] > 0.3
 
 
