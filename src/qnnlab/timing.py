@@ -115,6 +115,21 @@ def cpu_name() -> str:
     return f"{name} ({llvm.get_host_cpu_name()})"
 
 
+def int8_units() -> str:
+    """The widest int8 multiply-accumulate units the CPU has, as LLVM detects them, printed with every
+    timing because they set how strong the int8 baselines are: per core and cycle, AMX tiles do 1024
+    int8 multiply-accumulates (a 16 x 16 x 64 TDPBUSD every 16 cycles), AVX-512 VNNI 128 (two 64-lane
+    VPDPBUSD), while XOR + VPOPCNTQ + add do 512 binary ones (one popcount port). oneDNN, under
+    OpenVINO and torch, uses AMX where the CPU has it."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    for feature, units in (("amx-int8", "AMX"), ("avx512vnni", "AVX-512 VNNI"), ("avxvnni", "AVX-VNNI")):
+        if features.get(feature):
+            return units
+    return "none"
+
+
 def versus(candidate_ms: float, baseline_ms: dict[str, float], ratios: dict[str, float]) -> dict[str, Any]:
     """The fields a benchmark row reports for an ``interleaved_ms`` result: the strongest baseline
     (the one the candidate gains least against), its time and speed-up, every baseline's, and the
@@ -122,6 +137,7 @@ def versus(candidate_ms: float, baseline_ms: dict[str, float], ratios: dict[str,
     strongest = min(ratios, key=ratios.get)
     return {
         "cpu": cpu_name(),
+        "int8_units": int8_units(),
         "qnnlab_ms": round(candidate_ms, 4),
         "baseline": strongest,
         "baseline_ms": round(baseline_ms[strongest], 4),

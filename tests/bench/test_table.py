@@ -22,7 +22,9 @@ def _row(ms, int8, ovino, f32, **extra):
 
 
 def test_each_case_gets_its_median_range_and_strongest_baselines(tmp_path, capsys):
-    runs = [_row(10.0, 2.5, 2.0, 8.0, qnnlab_alone_ms=9.0), _row(12.0, 2.2, 2.4, 7.0), _row(11.0, 1.9, 3.0, 9.0)]
+    amx = {"cpu": "Intel Xeon (sapphirerapids)", "int8_units": "AMX"}
+    runs = [_row(10.0, 2.5, 2.0, 8.0, qnnlab_alone_ms=9.0, **amx), _row(12.0, 2.2, 2.4, 7.0, **amx)]
+    runs.append(_row(11.0, 1.9, 3.0, 9.0, cpu="AMD EPYC (znver4)"))  # a record from before int8_units
     gemm = {"name": "binary_gemm", "shape": "1024x1024x1024", "qnnlab_ms": 1.0, "threads": 1, "of_bound": 0.8}
     gemv = {"name": "weight_only_gemv", "shape": "1x4096x4096", "qnnlab_ms": 0.3, "threads": 1, "times_stream": 1.4}
     path = tmp_path / "records.jsonl"
@@ -37,6 +39,8 @@ def test_each_case_gets_its_median_range_and_strongest_baselines(tmp_path, capsy
     assert weight_only["times_stream"]["median"] == 1.4 and "of_bound" not in weight_only
     assert main(["bench", "table", str(path)]) == 0
     table = capsys.readouterr().out
+    machines = "AMD EPYC (znver4), int8 units: not recorded; Intel Xeon (sapphirerapids), int8 units: AMX"
+    assert table.startswith(f"Measured on {machines}.\n")  # the int8 baselines' strength depends on them
     assert "| 0.850 (0.800-0.900) |" in table and "| 1.40 (1.40-1.40) |" in table
     assert "| model/cnn batch 100 | 2 | 3 | 11 / 9 | 2.00 (1.90-2.20, openvino-int8 / ort-int8-static) |" in table
 

@@ -48,6 +48,10 @@ def _strongest(runs: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     return {**_spread(ratios), "by": sorted(names)} if ratios else None
 
 
+def _machine(run: dict[str, Any]) -> str:
+    return f"{run['cpu']}, int8 units: {run.get('int8_units', 'not recorded')}"
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cases: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -55,6 +59,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for (name, shape, threads, busy), runs in cases.items():
         case = {"name": name, "shape": shape, "threads": threads, "busy": bool(busy), "runs": len(runs)}
+        case["measured_on"] = sorted({_machine(run) for run in runs if "cpu" in run})
         case["qnnlab_ms"] = _spread([run["qnnlab_ms"] for run in runs])
         alone = [run["qnnlab_alone_ms"] for run in runs if "qnnlab_alone_ms" in run]
         if alone:
@@ -76,7 +81,9 @@ def markdown(table: list[dict[str, Any]]) -> str:
         by = f", {' / '.join(entry['by'])}" if "by" in entry else ""
         return f"{entry['median']:.{digits}f} ({entry['low']:.{digits}f}-{entry['high']:.{digits}f}{by})"
 
-    lines = [
+    machines = sorted({machine for case in table for machine in case.get("measured_on", [])})
+    lines = [f"Measured on {'; '.join(machines)}.", ""] if machines else []
+    lines += [
         "| case | threads | runs | qnnlab ms, interleaved / alone | / strongest int8 | / strongest float32 "
         "| of bound / x the read |",
         "|---|---|---|---|---|---|---|",
