@@ -122,13 +122,17 @@ def test_a_first_convolution_too_wide_for_exact_float32_sums_is_not_fused():
     assert fused.PixelConvThreshold.match([narrow, _threshold(2, "nhwc", 1.0)], 0) is not None
 
 
-def _pixel_linear(k, n, vnni, monkeypatch):
-    """A first layer of n units on k pixels with random +-1 weights and bias, VNNI tiles on or off."""
-    from qnnlab.kernels import _int8_tiles
+def _pixel_linear(k, n, tiles, monkeypatch):
+    """A first layer of n units on k pixels with random +-1 weights and bias, its product on AMX
+    tiles, VNNI tiles or in torch (``tiles``: amx, vnni, torch)."""
+    from qnnlab.kernels import _amx, _int8_tiles
 
-    if vnni and not _int8_tiles.available():
+    if tiles != "torch" and not _int8_tiles.available():
         pytest.skip("this CPU (or LLVM) has no AVX-512 VNNI")
-    monkeypatch.setattr(_int8_tiles, "available", lambda: vnni)
+    if tiles == "amx" and not _amx.available():
+        pytest.skip("this CPU has no AMX, or Linux does not grant it")
+    monkeypatch.setattr(_int8_tiles, "available", lambda: tiles != "torch")
+    monkeypatch.setattr(_amx, "available", lambda: tiles == "amx")
     torch.manual_seed(k + n)
     weights = _signs(n, k)
     tensors = {"w": kernels.pack(weights), "s": weights.sum(1).double(), "b": torch.randn(n)}
@@ -136,33 +140,34 @@ def _pixel_linear(k, n, vnni, monkeypatch):
     return runtime_ops.RealLinear(spec, tensors)
 
 
-@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("tiles", ["amx", "vnni", "torch"])
 @pytest.mark.parametrize("k, n", [(784, 2048), (100, 70), (1, 1), (65, 129)])
-def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n, vnni, monkeypatch):
-    """On VNNI tiles where the CPU has them, else torch's int8 GEMM: the same bits as the ops."""
-    linear = _pixel_linear(k, n, vnni, monkeypatch)
+def test_the_first_dense_layer_with_its_threshold_equals_its_ops(k, n, tiles, monkeypatch):
+    """On AMX or VNNI tiles where the CPU has them, else torch's int8 GEMM: the same bits as the ops."""
+    linear = _pixel_linear(k, n, tiles, monkeypatch)
     threshold = _threshold(n, "rows", scale=k**0.5)
     step, replaced = fused.PixelLinearThreshold.match([linear, threshold], 0)
-    assert replaced == 2 and (step.panels is not None) == vnni
-    x = torch.randint(0, 256, (13, k)).float() / 127.5 - 1  # two tiles of six samples and one
+    assert replaced == 2 and (step.panels is not None) == (tiles != "torch") and step.on_amx(45) == (tiles == "amx")
+    x = torch.randint(0, 256, (45, k)).float() / 127.5 - 1  # AMX: two tiles of 16 samples, one of 13
     expected = threshold.packed(linear.packed(x))
     assert torch.equal(step(x), expected) and torch.equal(step(x[:1]), expected[:1])
 
 
 @pytest.mark.parametrize("affine", [True, False])
-@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("tiles", ["amx", "vnni", "torch"])
 @pytest.mark.parametrize("k, n", [(784, 2048), (100, 70), (1, 1), (65, 129)])
-def test_a_first_dense_layer_whose_output_stays_real_equals_its_ops(k, n, vnni, affine, monkeypatch):
+def test_a_first_dense_layer_whose_output_stays_real_equals_its_ops(k, n, tiles, affine, monkeypatch):
     """BNN+'s first layer (no threshold after it) and its batch norm: masked additions at batch 1,
-    VNNI tiles at a batch where the CPU has them, else the ops; their float32 values bit for bit."""
-    linear = _pixel_linear(k, n, vnni, monkeypatch)
+    AMX or VNNI tiles at a batch where the CPU has them, else the ops; their float32 values bit for bit."""
+    linear = _pixel_linear(k, n, tiles, monkeypatch)
     norm = runtime_ops.Affine(
         {"op": "affine", "layer": "n", "scale": "s", "shift": "h"}, {"s": torch.randn(n), "h": torch.randn(n)}
     )
     assert fused.PixelLinear.match([linear, _threshold(n, "rows", scale=1.0)], 0) is None
     step, replaced = fused.PixelLinear.match([linear, norm] if affine else [linear], 0)
-    assert replaced == (2 if affine else 1) and (step.panels is not None) == vnni
-    x = torch.randint(0, 256, (13, k)).float() / 127.5 - 1
+    assert replaced == (2 if affine else 1) and (step.panels is not None) == (tiles != "torch")
+    assert (step.amx_from <= 45) == (tiles == "amx")
+    x = torch.randint(0, 256, (45, k)).float() / 127.5 - 1
     expected = norm.packed(linear.packed(x)) if affine else linear.packed(x)
     assert torch.equal(step(x), expected) and torch.equal(step(x[:1]), expected[:1])
     with pytest.raises(ValueError, match=f"takes {k} features"):

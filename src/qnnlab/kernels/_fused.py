@@ -8,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from qnnlab.kernels import _int8_tiles, _panels
+from qnnlab.kernels import _amx, _int8_tiles, _panels
 from qnnlab.kernels._float_tiles import inside_bits, sign_words, threshold_words
 from qnnlab.kernels._masked import ROWS, int_sum, int_sums
 from qnnlab.kernels._numba import popcount
 from qnnlab.kernels._panels import COLUMNS, gemm, signed_tile
+
+_AMX_ROWS = _amx.ROW_TILES * _amx.TILE_ROWS  # samples per call of the AMX tiles
 
 
 @njit(cache=True, nogil=True)
@@ -254,7 +256,7 @@ def pixel_dense_threshold(x, panels, low, high, out):
     its threshold fires (``code_ranges``: the threshold is monotone in the sum, so an integer
     compare replaces the float arithmetic after the product); low and high are padded to P 64
     entries with empty ranges."""
-    codes = _pixel_code_rows(x, panels.shape[1])
+    codes = _pixel_code_rows(x, panels.shape[1], x.shape[0])
     for p in prange(panels.shape[0]):
         sums = np.empty((_int8_tiles.ROWS, 64), dtype=np.int32)
         at = p * 64
@@ -267,34 +269,64 @@ def pixel_dense_threshold(x, panels, low, high, out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
+def pixel_dense_threshold_amx(x, panels, low, high, out):
+    """``pixel_dense_threshold`` with the product on AMX tiles (``_pixel_amx_tiles``)."""
+    codes = _pixel_amx_codes(x, panels)
+    for p in prange(panels.shape[0]):
+        sums = np.empty((_AMX_ROWS, 64), dtype=np.int32)
+        at = p * 64
+        for first in range(0, x.shape[0], _AMX_ROWS):
+            rows = _pixel_amx_tiles(codes, panels, p, first, x.shape[0], sums)
+            for r in range(rows):
+                out[first + r, p] = inside_bits(
+                    sums.ctypes.data + r * 64 * 4, low[at:].ctypes.data, high[at:].ctypes.data
+                )
+
+
+@njit(parallel=True, cache=True, nogil=True)
 def pixel_dense_values(x, panels, shifts, offset, bias, scale, shift, out):
     """out (B, N) float32: the 8-bit first layer's values at a batch, float32(s / 127.5 + offset) +
     bias as ``_pixel_value`` (on row slices, which the compiler vectorises), then its batch norm y *
     scale + shift, from its exact sums on VNNI tiles (``_pixel_tiles``) centred by ``shifts`` = 128
     sum(w) per unit: for a first layer whose output stays real (a Bi-Real stream)."""
-    codes = _pixel_code_rows(x, panels.shape[1])
-    n = out.shape[1]
+    codes = _pixel_code_rows(x, panels.shape[1], x.shape[0])
     for p in prange(panels.shape[0]):
         sums = np.empty((_int8_tiles.ROWS, 64), dtype=np.int32)
-        at = p * 64
-        units = min(64, n - at)
-        unit_shifts, unit_offsets, unit_biases = shifts[at : at + units], offset[at : at + units], bias[at : at + units]
-        unit_scale, unit_shift = scale[at : at + units], shift[at : at + units]
         for first in range(0, x.shape[0], _int8_tiles.ROWS):
             rows = _pixel_tiles(codes, panels, p, first, sums)
-            for r in range(rows):
-                found, target = sums[r], out[first + r, at : at + units]
-                for j in range(units):
-                    value = np.float32((found[j] - unit_shifts[j]) / 127.5 + unit_offsets[j]) + unit_biases[j]
-                    target[j] = value * unit_scale[j] + unit_shift[j]
+            _pixel_value_rows(sums, rows, first, p * 64, shifts, offset, bias, scale, shift, out)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pixel_dense_values_amx(x, panels, shifts, offset, bias, scale, shift, out):
+    """``pixel_dense_values`` with the product on AMX tiles (``_pixel_amx_tiles``)."""
+    codes = _pixel_amx_codes(x, panels)
+    for p in prange(panels.shape[0]):
+        sums = np.empty((_AMX_ROWS, 64), dtype=np.int32)
+        for first in range(0, x.shape[0], _AMX_ROWS):
+            rows = _pixel_amx_tiles(codes, panels, p, first, x.shape[0], sums)
+            _pixel_value_rows(sums, rows, first, p * 64, shifts, offset, bias, scale, shift, out)
 
 
 @njit(inline="always")
-def _pixel_code_rows(x, groups):
+def _pixel_value_rows(sums, rows, first, at, shifts, offset, bias, scale, shift, out):
+    """out[first + r, at:] for r < rows from the uncentred sums of the units from ``at``."""
+    units = min(64, out.shape[1] - at)
+    unit_shifts, unit_offsets, unit_biases = shifts[at : at + units], offset[at : at + units], bias[at : at + units]
+    unit_scale, unit_shift = scale[at : at + units], shift[at : at + units]
+    for r in range(rows):
+        found, target = sums[r], out[first + r, at : at + units]
+        for j in range(units):
+            value = np.float32((found[j] - unit_shifts[j]) / 127.5 + unit_offsets[j]) + unit_biases[j]
+            target[j] = value * unit_scale[j] + unit_shift[j]
+
+
+@njit(inline="always")
+def _pixel_code_rows(x, groups, rows):
     """The unsigned pixel codes of x (B, K) float32 on the pixel grid, rows zero-padded to ``groups``
-    groups of four."""
+    groups of four, and zero rows after the B samples up to ``rows``."""
     batch, k = x.shape
-    codes = np.zeros((batch, groups * _int8_tiles.GROUP), dtype=np.uint8)
+    codes = np.zeros((rows, groups * _int8_tiles.GROUP), dtype=np.uint8)
     for b in prange(batch):
         for t in range(k):  # within 1e-3 of a code (the model checked): + 0.5 and truncation round
             codes[b, t] = np.uint8(np.int32(x[b, t] * np.float32(127.5) + np.float32(128.0)))
@@ -313,10 +345,40 @@ def _pixel_tiles(codes, panels, p, first, sums):
     return rows
 
 
+@njit(inline="always")
+def _pixel_amx_codes(x, panels):
+    """``_pixel_code_rows`` for AMX tiles: zero rows up to whole pairs of 16-row tiles."""
+    return _pixel_code_rows(x, panels.shape[1], (x.shape[0] + _AMX_ROWS - 1) // _AMX_ROWS * _AMX_ROWS)
+
+
+@njit(inline="always")
+def _pixel_amx_tiles(codes, panels, p, first, batch, sums):
+    """sums[r, j] = c . w for up to two 16-row tiles of samples from ``first`` and the 64 units of
+    panel p, whose groups are padded to whole 64-code chunks (``_amx.tile_products``, only where
+    available); returns how many samples."""
+    chunks = panels.shape[1] // (_amx.CHUNK // _int8_tiles.GROUP)
+    tiles = min(_amx.ROW_TILES, (batch - first + _amx.TILE_ROWS - 1) // _amx.TILE_ROWS)
+    for half in range(2):  # the panel's 64 units as two calls of two 16-column blocks
+        at = half * 2 * _amx.TILE_ROWS * 4
+        row = codes[first].ctypes.data
+        _amx.tile_products(
+            tiles, row, codes.shape[1], panels[p].ctypes.data + at, chunks, sums.ctypes.data + at, 64 * 4
+        )
+    return min(_AMX_ROWS, batch - first)
+
+
 @njit(cache=True, nogil=True)
 def dense_batch(x, panels, low, high, shapes, words, tail_panels, biases, lows, highs, scale, shift, out):
     """A whole binary MLP on a batch in one call: the first layer on VNNI tiles with its threshold
     (``pixel_dense_threshold``), then the binary layers (``binary_tail_batch``)."""
     bits = np.empty((x.shape[0], panels.shape[0]), dtype=np.uint64)
     pixel_dense_threshold(x, panels, low, high, bits)
+    binary_tail_batch(bits, shapes, words, tail_panels, biases, lows, highs, scale, shift, out)
+
+
+@njit(cache=True, nogil=True)
+def dense_batch_amx(x, panels, low, high, shapes, words, tail_panels, biases, lows, highs, scale, shift, out):
+    """``dense_batch`` with the first layer on AMX tiles (``pixel_dense_threshold_amx``)."""
+    bits = np.empty((x.shape[0], panels.shape[0]), dtype=np.uint64)
+    pixel_dense_threshold_amx(x, panels, low, high, bits)
     binary_tail_batch(bits, shapes, words, tail_panels, biases, lows, highs, scale, shift, out)

@@ -25,6 +25,7 @@ the next."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -371,11 +372,12 @@ def _window_classes(size: int, extent: int, stride: int, padding: int) -> tuple[
 class PixelLinearThreshold(ArrayStep):
     """real_linear + threshold (rows) on the 8-bit pixel grid: the exact centred sums, then bias,
     threshold and packing in one kernel call, with the ops' arithmetic. The product runs on VNNI
-    register tiles where the CPU has them (``kernels._int8_tiles``: ``panels`` is set), else as
-    the layer's int8 GEMM in torch followed by ``_fused.centred_threshold``."""
+    register tiles where the CPU has them (``kernels._int8_tiles``: ``panels`` is set), and from
+    ``kernels._amx.FROM_BATCH`` samples on AMX tiles where it has those too (``kernels._amx``),
+    else as the layer's int8 GEMM in torch followed by ``_fused.centred_threshold``."""
 
     def __init__(self, linear: runtime_ops.RealLinear, threshold: runtime_ops.Threshold) -> None:
-        from qnnlab.kernels import _int8_tiles
+        from qnnlab.kernels import _amx, _int8_tiles
 
         self.linear = linear
         self.units, k = linear.weight.shape[0], linear.k
@@ -385,8 +387,12 @@ class PixelLinearThreshold(ArrayStep):
         self.bias, self.sign, self.bound = (_padded(v, size) for v in (_bias(linear, self.units), sign, bound))
         self.panels: np.ndarray | None = None
         self.ranges: tuple[np.ndarray, np.ndarray] | None = None
+        self.amx_from: float = math.inf  # the smallest batch whose product runs on AMX tiles
         if _int8_tiles.available():
-            self.panels, shifts = _int8_panels(linear.weight, k, size)
+            if _amx.available():
+                self.amx_from = _amx.FROM_BATCH
+            chunk = _amx.CHUNK if _amx.available() else _int8_tiles.GROUP
+            self.panels, shifts = _int8_panels(linear.weight, k, size, chunk)
             self.ranges = code_ranges(
                 shifts.astype(np.float64), self.offset, self.bias, self.sign, self.bound, k, self.units
             )
@@ -398,18 +404,22 @@ class PixelLinearThreshold(ArrayStep):
             return cls(steps[i], nxt), 2
         return None
 
+    def on_amx(self, batch: int) -> bool:
+        return batch >= self.amx_from
+
     def tables(self) -> tuple[Any, ...]:
         """The VNNI path's arguments after x (``_fused.pixel_dense_threshold``)."""
         return self.panels, *self.ranges
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from qnnlab.kernels._fused import centred_threshold, pixel_dense_threshold
+        from qnnlab.kernels._fused import centred_threshold, pixel_dense_threshold, pixel_dense_threshold_amx
 
         out = np.empty((len(x), kernels.words(self.units)), np.uint64)
         if x.shape[1] != self.linear.k:
             raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
         if self.panels is not None:
-            kernels.launch(pixel_dense_threshold, _floats(x), *self.tables(), out)
+            kernel = pixel_dense_threshold_amx if self.on_amx(len(x)) else pixel_dense_threshold
+            kernels.launch(kernel, _floats(x), *self.tables(), out)
         else:
             codes = ((torch.as_tensor(x).to(torch.float32) + 1) * 127.5).round()
             sums = self.linear.centred_sums(codes).to(torch.int32).contiguous().numpy()
@@ -421,11 +431,12 @@ class PixelLinear(ArrayStep):
     """real_linear on the 8-bit pixel grid whose output stays real (no threshold follows: BNN+'s
     real stream begins there), with the batch norm (affine) after it if there is one: the ops'
     values from its exact centred sums, at batch 1 by masked additions on the packed weights
-    (``_fused.pixel_dense_values_serial``), at a batch on VNNI register tiles where the CPU has
-    them (``_fused.pixel_dense_values``), else the ops themselves."""
+    (``_fused.pixel_dense_values_serial``), at a batch on VNNI register tiles or AMX tiles where
+    the CPU has them (``_fused.pixel_dense_values``, ``pixel_dense_values_amx``), else the ops
+    themselves."""
 
     def __init__(self, linear: runtime_ops.RealLinear, affine: Any = None) -> None:
-        from qnnlab.kernels import _int8_tiles
+        from qnnlab.kernels import _amx, _int8_tiles
 
         self.linear, self.affine = linear, affine
         units, k = linear.weight.shape[0], linear.k
@@ -434,8 +445,12 @@ class PixelLinear(ArrayStep):
         self.scale = affine.scale.numpy() if affine else np.ones(units, dtype=np.float32)
         self.shift = affine.shift.numpy() if affine else np.zeros(units, dtype=np.float32)
         self.panels: np.ndarray | None = None
+        self.amx_from: float = math.inf  # as PixelLinearThreshold's
         if _int8_tiles.available():
-            self.panels, self.shifts = _int8_panels(linear.weight, k, kernels.words(units) * 64)
+            if _amx.available():
+                self.amx_from = _amx.FROM_BATCH
+            chunk = _amx.CHUNK if _amx.available() else _int8_tiles.GROUP
+            self.panels, self.shifts = _int8_panels(linear.weight, k, kernels.words(units) * 64, chunk)
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelLinear, int] | None:
@@ -445,7 +460,7 @@ class PixelLinear(ArrayStep):
         return (cls(steps[i], nxt), 2) if nxt is not None and nxt.kind == "affine" else (cls(steps[i]), 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from qnnlab.kernels._fused import pixel_dense_values, pixel_dense_values_serial
+        from qnnlab.kernels._fused import pixel_dense_values, pixel_dense_values_amx, pixel_dense_values_serial
 
         if x.ndim != 2 or x.shape[1] != self.linear.k:
             raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
@@ -458,17 +473,19 @@ class PixelLinear(ArrayStep):
         if len(out) == 1:
             kernels.launch(pixel_dense_values_serial, values, self.w0, *tables, out)
         else:
-            kernels.launch(pixel_dense_values, values, self.panels, self.shifts, *tables, out)
+            kernel = pixel_dense_values_amx if len(out) >= self.amx_from else pixel_dense_values
+            kernels.launch(kernel, values, self.panels, self.shifts, *tables, out)
         return _like(x, out)
 
 
-def _int8_panels(weight: torch.Tensor, k: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _int8_panels(weight: torch.Tensor, k: int, size: int, chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Packed +-1 weights (N, W) as VNNI panels (P, groups, 64, 4) int8: panel p, group g, column j,
-    code q = w[64 p + j, 4 g + q], units padded to ``size`` and K to whole groups with zeros; and
-    per unit 128 sum(w) (int64), which centres sums of unsigned pixel codes."""
+    code q = w[64 p + j, 4 g + q], units padded to ``size`` and K to whole ``chunk`` codes (groups
+    for VNNI, AMX tile rows) with zeros; and per unit 128 sum(w) (int64), which centres sums of
+    unsigned pixel codes."""
     from qnnlab.kernels import _int8_tiles
 
-    groups = -(-k // _int8_tiles.GROUP)
+    groups = -(-k // chunk) * chunk // _int8_tiles.GROUP
     weights = torch.zeros(size, groups * _int8_tiles.GROUP, dtype=torch.int8)
     weights[: weight.shape[0], :k] = kernels.unpack(weight, k).to(torch.int8)
     panels = weights.reshape(-1, 64, groups, _int8_tiles.GROUP).permute(0, 2, 1, 3).contiguous().numpy()
@@ -626,8 +643,8 @@ def code_ranges(shifts, offset, bias, sign, bound, k: int, units: int) -> tuple[
 
 
 class FusedDenseBatch:
-    """A binary MLP's plan (flatten, ``PixelLinearThreshold`` on VNNI tiles, ``BinaryTail``) as one
-    kernel call for a batch (``_fused.dense_batch``)."""
+    """A binary MLP's plan (flatten, ``PixelLinearThreshold`` on VNNI or AMX tiles, ``BinaryTail``)
+    as one kernel call for a batch (``_fused.dense_batch``, ``_fused.dense_batch_amx``)."""
 
     def __init__(self, first: PixelLinearThreshold, tail: BinaryTail) -> None:
         self.first, self.tail = first, tail
@@ -646,13 +663,19 @@ class FusedDenseBatch:
 
     def __call__(self, values: np.ndarray) -> torch.Tensor:
         """Logits of images ``values`` (B, ...) float32 on the 8-bit pixel grid."""
-        from qnnlab.kernels._fused import dense_batch
+        from qnnlab.kernels._fused import dense_batch, dense_batch_amx
 
         flat = values.reshape(len(values), -1)
         if flat.shape[1] != self.first.linear.k:
             raise ValueError(f"the model takes {self.first.linear.k} features per image, got {flat.shape[1]}")
         out = np.empty((len(flat), len(self.tail.chain.scale)), dtype=np.float32)
-        kernels.launch(dense_batch, flat, *self.first.tables(), *self.tail.chain.tables(), out)
+        kernels.launch(
+            dense_batch_amx if self.first.on_amx(len(flat)) else dense_batch,
+            flat,
+            *self.first.tables(),
+            *self.tail.chain.tables(),
+            out,
+        )
         return torch.from_numpy(out)
 
 
