@@ -229,7 +229,11 @@ def _print_bench(rows, as_json: bool) -> None:
                 f"{row['name']:<22} {row['shape']:<18} qnnlab {row['qnnlab_ms']:10.3f} ms  "
                 f"{row.get('baseline', 'baseline')} {row['baseline_ms']:10.3f} ms  speedup {row['speedup']:6.2f}x"
                 + others
-                + (f"  [{row['cpu']}, {row['threads']} threads]" if "cpu" in row else ""),
+                + (
+                    f"  [{row['cpu']}, int8 units: {row['int8_units']}, {row['threads']} threads]"
+                    if "cpu" in row
+                    else ""
+                ),
                 flush=True,
             )
 
