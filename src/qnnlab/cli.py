@@ -230,7 +230,7 @@ def _print_bench(rows, as_json: bool) -> None:
                 f"{row.get('baseline', 'baseline')} {row['baseline_ms']:10.3f} ms  speedup {row['speedup']:6.2f}x"
                 + others
                 + (
-                    f"  [{row['cpu']}, int8 units: {row['int8_units']}, {row['threads']} threads]"
+                    f"  [{row['cpu']}, int8 units: {row.get('int8_units', 'not recorded')}, {row['threads']} threads]"
                     if "cpu" in row
                     else ""
                 ),

@@ -358,9 +358,9 @@ def _pixel_amx_tiles(codes, panels, p, first, batch, sums):
     available); returns how many samples."""
     chunks = panels.shape[1] // (_amx.CHUNK // _int8_tiles.GROUP)
     tiles = min(_amx.ROW_TILES, (batch - first + _amx.TILE_ROWS - 1) // _amx.TILE_ROWS)
+    row = codes[first].ctypes.data
     for half in range(2):  # the panel's 64 units as two calls of two 16-column blocks
-        at = half * 2 * _amx.TILE_ROWS * 4
-        row = codes[first].ctypes.data
+        at = half * 2 * _amx.TILE_ROWS * 4  # 32 columns of int8 x 4 codes, or of int32 sums
         _amx.tile_products(
             tiles, row, codes.shape[1], panels[p].ctypes.data + at, chunks, sums.ctypes.data + at, 64 * 4
         )

@@ -377,22 +377,15 @@ class PixelLinearThreshold(ArrayStep):
     else as the layer's int8 GEMM in torch followed by ``_fused.centred_threshold``."""
 
     def __init__(self, linear: runtime_ops.RealLinear, threshold: runtime_ops.Threshold) -> None:
-        from qnnlab.kernels import _amx, _int8_tiles
-
         self.linear = linear
         self.units, k = linear.weight.shape[0], linear.k
         size = kernels.words(self.units) * 64
         sign, bound = kernels.threshold_tables(threshold.t, threshold.positive, threshold.constant)
         self.offset = _padded(linear.offset().numpy(), size)
         self.bias, self.sign, self.bound = (_padded(v, size) for v in (_bias(linear, self.units), sign, bound))
-        self.panels: np.ndarray | None = None
+        self.panels, shifts, self.amx_from = _int8_tiles_for(linear, size)
         self.ranges: tuple[np.ndarray, np.ndarray] | None = None
-        self.amx_from: float = math.inf  # the smallest batch whose product runs on AMX tiles
-        if _int8_tiles.available():
-            if _amx.available():
-                self.amx_from = _amx.FROM_BATCH
-            chunk = _amx.CHUNK if _amx.available() else _int8_tiles.GROUP
-            self.panels, shifts = _int8_panels(linear.weight, k, size, chunk)
+        if self.panels is not None:
             self.ranges = code_ranges(
                 shifts.astype(np.float64), self.offset, self.bias, self.sign, self.bound, k, self.units
             )
@@ -403,9 +396,6 @@ class PixelLinearThreshold(ArrayStep):
         if steps[i].kind == "real_linear" and nxt is not None and nxt.kind == "threshold" and nxt.layout == "rows":
             return cls(steps[i], nxt), 2
         return None
-
-    def on_amx(self, batch: int) -> bool:
-        return batch >= self.amx_from
 
     def tables(self) -> tuple[Any, ...]:
         """The VNNI path's arguments after x (``_fused.pixel_dense_threshold``)."""
@@ -418,7 +408,7 @@ class PixelLinearThreshold(ArrayStep):
         if x.shape[1] != self.linear.k:
             raise ValueError(f"layer {self.linear.layer} takes {self.linear.k} features, got {tuple(x.shape)}")
         if self.panels is not None:
-            kernel = pixel_dense_threshold_amx if self.on_amx(len(x)) else pixel_dense_threshold
+            kernel = pixel_dense_threshold_amx if len(x) >= self.amx_from else pixel_dense_threshold
             kernels.launch(kernel, _floats(x), *self.tables(), out)
         else:
             codes = ((torch.as_tensor(x).to(torch.float32) + 1) * 127.5).round()
@@ -436,21 +426,13 @@ class PixelLinear(ArrayStep):
     themselves."""
 
     def __init__(self, linear: runtime_ops.RealLinear, affine: Any = None) -> None:
-        from qnnlab.kernels import _amx, _int8_tiles
-
         self.linear, self.affine = linear, affine
-        units, k = linear.weight.shape[0], linear.k
+        units = linear.weight.shape[0]
         self.w0 = linear.weight.contiguous().numpy().view(np.uint64)  # packed +-1, tail bits clear
         self.offset, self.bias = linear.offset().numpy(), _bias(linear, units)
         self.scale = affine.scale.numpy() if affine else np.ones(units, dtype=np.float32)
         self.shift = affine.shift.numpy() if affine else np.zeros(units, dtype=np.float32)
-        self.panels: np.ndarray | None = None
-        self.amx_from: float = math.inf  # as PixelLinearThreshold's
-        if _int8_tiles.available():
-            if _amx.available():
-                self.amx_from = _amx.FROM_BATCH
-            chunk = _amx.CHUNK if _amx.available() else _int8_tiles.GROUP
-            self.panels, self.shifts = _int8_panels(linear.weight, k, kernels.words(units) * 64, chunk)
+        self.panels, self.shifts, self.amx_from = _int8_tiles_for(linear, kernels.words(units) * 64)
 
     @classmethod
     def match(cls, steps: list[Any], i: int) -> tuple[PixelLinear, int] | None:
@@ -476,6 +458,19 @@ class PixelLinear(ArrayStep):
             kernel = pixel_dense_values_amx if len(out) >= self.amx_from else pixel_dense_values
             kernels.launch(kernel, values, self.panels, self.shifts, *tables, out)
         return _like(x, out)
+
+
+def _int8_tiles_for(linear: runtime_ops.RealLinear, size: int) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+    """What an 8-bit first layer needs for its products on register tiles: the VNNI panels and
+    shifts of ``_int8_panels`` (None, None where the CPU has no VNNI tiles), K padded to whole AMX
+    tile rows where it has AMX too, and the smallest batch that runs on AMX (infinite without)."""
+    from qnnlab.kernels import _amx, _int8_tiles
+
+    if not _int8_tiles.available():
+        return None, None, math.inf
+    if not _amx.available():
+        return *_int8_panels(linear.weight, linear.k, size), math.inf
+    return *_int8_panels(linear.weight, linear.k, size, _amx.CHUNK), _amx.FROM_BATCH
 
 
 def _int8_panels(weight: torch.Tensor, k: int, size: int, chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -670,7 +665,7 @@ class FusedDenseBatch:
             raise ValueError(f"the model takes {self.first.linear.k} features per image, got {flat.shape[1]}")
         out = np.empty((len(flat), len(self.tail.chain.scale)), dtype=np.float32)
         kernels.launch(
-            dense_batch_amx if self.first.on_amx(len(flat)) else dense_batch,
+            dense_batch_amx if len(flat) >= self.first.amx_from else dense_batch,
             flat,
             *self.first.tables(),
             *self.tail.chain.tables(),
